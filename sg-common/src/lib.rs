@@ -1,0 +1,350 @@
+//! Types shared by the eBPF programs and the userspace loader.
+//!
+//! Every map key, map value and event record is `#[repr(C)]` with explicit
+//! padding, so that both sides agree on the layout byte for byte. Addresses
+//! are raw network-order bytes; an IPv4 address fills the first 4 bytes of a
+//! 16-byte field and the rest stays zero.
+#![no_std]
+
+/// Packet direction relative to the enforced interface.
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Why a packet was dropped. The names are stable: operators alert on them.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    NoRule = 1,
+    ConntrackFull = 2,
+    Malformed = 3,
+    Fragment = 4,
+    NaclDeny = 5,
+    Revoked = 6,
+}
+
+/// One past the largest reason code, for sizing per-reason tables.
+pub const REASON_MAX: u8 = 7;
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::NoRule,
+        Reason::ConntrackFull,
+        Reason::Malformed,
+        Reason::Fragment,
+        Reason::NaclDeny,
+        Reason::Revoked,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NoRule => "no_rule",
+            Reason::ConntrackFull => "conntrack_full",
+            Reason::Malformed => "malformed",
+            Reason::Fragment => "fragment",
+            Reason::NaclDeny => "nacl_deny",
+            Reason::Revoked => "revoked",
+        }
+    }
+
+    pub const fn from_code(code: u8) -> Option<Reason> {
+        match code {
+            1 => Some(Reason::NoRule),
+            2 => Some(Reason::ConntrackFull),
+            3 => Some(Reason::Malformed),
+            4 => Some(Reason::Fragment),
+            5 => Some(Reason::NaclDeny),
+            6 => Some(Reason::Revoked),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Policy maps
+// ---------------------------------------------------------------------------
+
+/// Value of `IFACE_POLICY`, keyed by ifindex. Switching both policy IDs with
+/// one map update is what makes `sg apply` atomic for a packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfacePolicy {
+    pub ingress_policy: u32,
+    pub egress_policy: u32,
+    /// `IFACE_F_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Bits reserved for per-interface behaviour (untracked flows, NACLs).
+pub const IFACE_F_NONE: u32 = 0;
+
+/// Bits of the LPM key that hold the policy or class ID.
+pub const ID_PREFIX_BITS: u32 = 32;
+
+/// Peer LPM trie key data for IPv4: policy ID (big endian), then the address.
+/// The prefix length counts the 32 ID bits plus the CIDR's length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKeyV4 {
+    pub policy: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// Peer LPM trie key data for IPv6; see [`PeerKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKeyV6 {
+    pub policy: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Rule LPM trie key data: class ID (big endian), protocol, destination port
+/// (big endian). For ICMP the port slot holds `type << 8 | code`.
+///
+/// Prefix lengths: 32 = any protocol, 40 = one protocol and any port,
+/// 40 + n = the first n bits of the port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    pub class: [u8; 4],
+    pub proto: u8,
+    pub port: [u8; 2],
+    pub _pad: u8,
+}
+
+pub const RULE_PREFIX_ANY_PROTO: u32 = ID_PREFIX_BITS;
+pub const RULE_PREFIX_PROTO: u32 = ID_PREFIX_BITS + 8;
+pub const RULE_PREFIX_FULL: u32 = RULE_PREFIX_PROTO + 16;
+
+/// Value of the rule trie: the index of the rule that allows the packet, for
+/// hit counters and for naming the rule in userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleRef {
+    pub rule: u32,
+}
+
+// ---------------------------------------------------------------------------
+// Runtime configuration
+// ---------------------------------------------------------------------------
+
+/// Indexes into [`RuntimeConfig::timeouts_ns`].
+pub const TO_TCP_ESTABLISHED: usize = 0;
+pub const TO_TCP_SYN: usize = 1;
+pub const TO_TCP_FIN: usize = 2;
+pub const TO_TCP_RST: usize = 3;
+pub const TO_UDP: usize = 4;
+pub const TO_UDP_STREAM: usize = 5;
+pub const TO_ICMP: usize = 6;
+pub const TO_OTHER: usize = 7;
+pub const TIMEOUT_COUNT: usize = 8;
+
+/// Single entry of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    pub timeouts_ns: [u64; TIMEOUT_COUNT],
+    /// Drop events per second per CPU that reach the ring buffer.
+    pub events_per_sec: u32,
+    /// `CFG_F_*` bits.
+    pub flags: u32,
+}
+
+pub const CFG_F_REVOKE_ESTABLISHED: u32 = 1;
+
+// ---------------------------------------------------------------------------
+// Connection tracking
+// ---------------------------------------------------------------------------
+
+/// Conntrack key. Both directions of a flow map to the same key: the
+/// (address, port) endpoint that sorts lower is `a`. The interface is part
+/// of the key because every interface tracks its own flows, like an ENI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub addr_a: [u8; 16],
+    pub addr_b: [u8; 16],
+    pub port_a: u16,
+    pub port_b: u16,
+    pub ifindex: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Conntrack states. Room is left for the full TCP machine.
+pub const CT_TCP_SYN_SENT: u8 = 1;
+pub const CT_TCP_SYN_RECV: u8 = 2;
+pub const CT_TCP_ESTABLISHED: u8 = 3;
+pub const CT_TCP_FIN: u8 = 4;
+pub const CT_TCP_RST: u8 = 5;
+pub const CT_UDP: u8 = 6;
+pub const CT_UDP_STREAM: u8 = 7;
+pub const CT_ICMP: u8 = 8;
+pub const CT_OTHER: u8 = 9;
+
+pub const fn ct_state_name(state: u8) -> &'static str {
+    match state {
+        CT_TCP_SYN_SENT => "syn_sent",
+        CT_TCP_SYN_RECV => "syn_recv",
+        CT_TCP_ESTABLISHED => "established",
+        CT_TCP_FIN => "fin_wait",
+        CT_TCP_RST => "rst",
+        CT_UDP => "udp",
+        CT_UDP_STREAM => "udp_stream",
+        CT_ICMP => "icmp",
+        CT_OTHER => "other",
+        _ => "unknown",
+    }
+}
+
+/// `CtValue::flags`: the connection was opened by endpoint `b` (else `a`).
+pub const CT_F_OPENED_BY_B: u8 = 1;
+/// `CtValue::flags`: the connection was opened by an egress packet.
+pub const CT_F_OPENED_EGRESS: u8 = 2;
+/// `CtValue::flags`: at least one reply has been seen.
+pub const CT_F_REPLIED: u8 = 4;
+
+/// Conntrack value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) after which the entry is dead.
+    pub expires_ns: u64,
+    pub state: u8,
+    /// `CT_F_*` bits.
+    pub flags: u8,
+    /// TCP flags seen from the opener and from the responder.
+    pub tcp_flags_opener: u8,
+    pub tcp_flags_responder: u8,
+    /// Replies seen, saturating; tells a UDP stream from a single exchange.
+    pub replies: u16,
+    pub _pad: u16,
+    /// Rule that allowed the opening packet.
+    pub rule: u32,
+    pub _pad2: u32,
+}
+
+/// Key of `FRAGMENTS`: a first fragment that passed lets its followers pass.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub ifindex: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub direction: u8,
+    pub _pad: u8,
+}
+
+/// Fragments of one datagram must arrive within this time of the first.
+pub const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
+
+// ---------------------------------------------------------------------------
+// Counters and events
+// ---------------------------------------------------------------------------
+
+/// Key of the per-CPU drop counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub reason: u8,
+    pub _pad: u16,
+}
+
+/// `DropEvent::flags`: ports are meaningful.
+pub const EV_F_PORTS: u8 = 1;
+/// `DropEvent::flags`: ICMP type and code are meaningful.
+pub const EV_F_ICMP: u8 = 2;
+
+/// A drop, as written to the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// Length of the whole frame.
+    pub len: u32,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub family: u8,
+    pub proto: u8,
+    pub direction: u8,
+    pub reason: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// `EV_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Capacity of the policy tries. Entries are allocated on demand
+/// (`BPF_F_NO_PREALLOC`), so a large bound costs nothing until used.
+pub const PEER_MAP_CAPACITY: u32 = 1 << 20;
+pub const RULE_MAP_CAPACITY: u32 = 1 << 22;
+pub const IFACE_MAP_CAPACITY: u32 = 4096;
+pub const DEFAULT_CT_CAPACITY: u32 = 262_144;
+pub const FRAG_MAP_CAPACITY: u32 = 16_384;
+pub const DROP_COUNTER_CAPACITY: u32 = 16_384;
+pub const EVENT_RING_BYTES: u32 = 1 << 20;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: every type here is `#[repr(C)]`, `Copy`, and has no implicit
+    // padding (padding is spelled out as `_pad` fields).
+    unsafe impl aya::Pod for IfacePolicy {}
+    unsafe impl aya::Pod for PeerKeyV4 {}
+    unsafe impl aya::Pod for PeerKeyV6 {}
+    unsafe impl aya::Pod for RuleKey {}
+    unsafe impl aya::Pod for RuleRef {}
+    unsafe impl aya::Pod for RuntimeConfig {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for DropEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<IfacePolicy>(), 16);
+        assert_eq!(size_of::<PeerKeyV4>(), 8);
+        assert_eq!(size_of::<PeerKeyV6>(), 20);
+        assert_eq!(size_of::<RuleKey>(), 8);
+        assert_eq!(size_of::<CtKey>(), 44);
+        assert_eq!(size_of::<CtValue>(), 24);
+        assert_eq!(size_of::<FragKey>(), 44);
+        assert_eq!(size_of::<DropKey>(), 8);
+        assert_eq!(size_of::<DropEvent>(), 64);
+        assert_eq!(size_of::<RuntimeConfig>(), 72);
+    }
+
+    #[test]
+    fn reason_codes_round_trip() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r as u8), Some(r));
+        }
+        assert_eq!(Reason::from_code(0), None);
+        assert_eq!(Reason::from_code(REASON_MAX), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Configuration file (SPEC 3).

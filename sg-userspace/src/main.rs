@@ -1,0 +1,1 @@
+fn main() { println!("{}", sg::EBPF_OBJ.len()); }

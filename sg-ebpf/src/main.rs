@@ -1,11 +1,73 @@
+//! sg datapath: XDP on ingress, TC on egress. Both share one verdict path.
 #![no_std]
 #![no_main]
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+mod conntrack;
+mod events;
+mod maps;
+mod parse;
+mod policy;
+mod verdict;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use sg_common::{DIR_EGRESS, DIR_INGRESS};
+
+use crate::{parse::Bytes, verdict::Verdict};
+
+/// Bytes the parser may need in the linear part of an skb: Ethernet, two
+/// VLAN tags, IPv6 with extension headers, and the L4 header.
+const TC_PULL_BYTES: u32 = 256;
+
 #[xdp]
-pub fn sg_ingress(_ctx: XdpContext) -> u32 { xdp_action::XDP_PASS }
+pub fn sg_ingress(ctx: XdpContext) -> u32 {
+    let bytes = Bytes {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+    };
+    let len = bytes.data_end - bytes.data;
+    match verdict::judge(bytes, len, ctx.ingress_ifindex() as u32, DIR_INGRESS) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[classifier]
+pub fn sg_egress(ctx: TcContext) -> i32 {
+    let wire_len = ctx.len();
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    let want = if wire_len < TC_PULL_BYTES {
+        wire_len
+    } else {
+        TC_PULL_BYTES
+    };
+    if linear < want {
+        // Headers may sit in paged data; failure leaves the skb as it was,
+        // and the parser then sees a truncated packet.
+        let _ = ctx.pull_data(want);
+    }
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let bytes = Bytes {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+    };
+    match verdict::judge(bytes, wire_len as usize, ifindex, DIR_EGRESS) {
+        // UNSPEC lets any later TC program run too.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT as i32,
+    }
+}
+
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,6 +1,22 @@
-//! sg: cloud-style security groups enforced by XDP and TC.
+//! sg: cloud-style security groups enforced by XDP (ingress) and TC (egress).
+//!
+//! `config` parses the TOML file, `compile` turns it into map entries (pure,
+//! no kernel), `datapath` owns the eBPF object and its pinned maps,
+//! `enforcer` runs attach/apply/detach on top of them.
+pub mod bpffs;
+pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod datapath;
+pub mod demo;
+pub mod enforcer;
+pub mod events;
+pub mod ifaces;
+pub mod netns;
+pub mod packet;
+pub mod state;
+pub mod status;
+pub mod testrun;
 
 /// The eBPF object built by `build.rs` from `sg-ebpf`.
 pub static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg"));

@@ -1,1 +1,163 @@
-fn main() { println!("{}", sg::EBPF_OBJ.len()); }
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser as _;
+use sg::{
+    cli::{Cli, Command},
+    compile, demo, enforcer,
+    events::{self, Format},
+    netns,
+    state::StateDir,
+    status,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Before any thread exists: setns applies to the calling thread only.
+    if let Some(name) = &cli.netns {
+        netns::enter(name)?;
+    }
+    let dir = StateDir::new(&cli.state_dir);
+    match cli.command {
+        Command::Attach {
+            iface,
+            config,
+            groups,
+            mode,
+        } => {
+            let req = enforcer::AttachRequest {
+                iface: &iface,
+                config_path: &config.path,
+                groups,
+                mode,
+            };
+            let mode = enforcer::attach(&dir, &req)?;
+            println!(
+                "attached to {iface} (XDP {mode}); enforcement is pinned under {}",
+                dir.pins.display()
+            );
+        }
+        Command::Apply {
+            config,
+            dry_run,
+            json,
+        } => {
+            let report = enforcer::apply(&dir, &config.path, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let verb = if dry_run { "would change" } else { "applied" };
+                for i in &report.interfaces {
+                    if i.groups_before != i.groups_after {
+                        println!(
+                            "{}: groups {} -> {}",
+                            i.iface,
+                            i.groups_before.join(","),
+                            i.groups_after.join(",")
+                        );
+                    }
+                }
+                for id in &report.rules_added {
+                    println!("+ {id}");
+                }
+                for id in &report.rules_removed {
+                    println!("- {id}");
+                }
+                println!(
+                    "{verb}: {} rules added, {} removed, {} in force on {} interfaces",
+                    report.rules_added.len(),
+                    report.rules_removed.len(),
+                    report.rule_count,
+                    report.interfaces.len()
+                );
+            }
+        }
+        Command::Detach { iface, all } => {
+            let detached = enforcer::detach(&dir, if all { None } else { iface.as_deref() })?;
+            if detached.is_empty() {
+                println!("nothing was attached");
+            } else {
+                println!("detached {}", detached.join(", "));
+            }
+        }
+        Command::Status { json } => {
+            let s = status::status(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                status::print_status(&s);
+            }
+        }
+        Command::Stats { json } => {
+            let s = status::stats(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                status::print_stats(&s);
+            }
+        }
+        Command::Validate { config, json } => {
+            let cfg = enforcer::load_config(&config.path)?;
+            let compiled = compile::compile(&cfg, &compile::attachments_from_config(&cfg), 1)?;
+            let s = compiled.summary();
+            if json {
+                let value = serde_json::json!({
+                    "file": config.path,
+                    "groups": s.groups,
+                    "rules": s.rules,
+                    "interfaces": s.interfaces,
+                    "policies": s.policies,
+                    "classes": s.classes,
+                    "peer_entries_v4": s.peer_entries_v4,
+                    "peer_entries_v6": s.peer_entries_v6,
+                    "rule_entries": s.rule_entries,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("{}: ok", config.path.display());
+                print!("{s}");
+            }
+        }
+        Command::Watch {
+            iface,
+            json,
+            flow_log,
+        } => {
+            let format = if json {
+                Format::Json
+            } else if flow_log {
+                Format::FlowLog
+            } else {
+                Format::Text
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(events::watch(&dir, iface.as_deref(), format))?;
+        }
+        Command::Demo => demo::run(&dir)?,
+    }
+    Ok(())
+}

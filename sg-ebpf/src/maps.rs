@@ -1,0 +1,53 @@
+//! Every map the programs use. All are pinned by name under the state dir,
+//! so that later `sg` invocations (and the other program) share them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use sg_common::{
+    CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
+    FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy, PEER_MAP_CAPACITY, PeerKeyV4,
+    PeerKeyV6, RULE_MAP_CAPACITY, RuleKey, RuleRef, RuntimeConfig,
+};
+
+/// ifindex -> the interface's current ingress/egress policy IDs.
+#[map]
+pub static IFACE_POLICY: HashMap<u32, IfacePolicy> = HashMap::pinned(IFACE_MAP_CAPACITY, 0);
+
+/// (policy, source or destination address) -> peer class.
+#[map]
+pub static PEERS_V4: LpmTrie<PeerKeyV4, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
+#[map]
+pub static PEERS_V6: LpmTrie<PeerKeyV6, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
+
+/// (class, protocol, port) -> the rule that allows it.
+#[map]
+pub static RULES: LpmTrie<RuleKey, RuleRef> = LpmTrie::pinned(RULE_MAP_CAPACITY, 0);
+
+/// Timeouts and switches; index 0 only.
+#[map]
+pub static CONFIG: Array<RuntimeConfig> = Array::pinned(1, 0);
+
+/// Tracked connections. A plain hash (not LRU): a full table refuses new
+/// flows instead of evicting established ones (SPEC 1.9). The loader sets
+/// the capacity from `[conntrack] max_entries`.
+#[map]
+pub static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::pinned(DEFAULT_CT_CAPACITY, 0);
+
+/// First fragments that passed -> expiry; later fragments follow them.
+#[map]
+pub static FRAGMENTS: LruHashMap<FragKey, u64> = LruHashMap::pinned(FRAG_MAP_CAPACITY, 0);
+
+/// Exact drop counters by interface, direction and reason.
+#[map]
+pub static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::pinned(DROP_COUNTER_CAPACITY, 0);
+
+/// Drop events for `sg watch`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENT_RING_BYTES, 0);
+
+/// Per-CPU scratch space: keeps the parsed packet and the map keys off the
+/// 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<crate::verdict::Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,277 @@
+//! Packet parsing: Ethernet (with up to two VLAN tags), IPv4/IPv6 (with
+//! options and extension headers), and the first bytes of the L4 header.
+//!
+//! Everything is read through bounds-checked pointers at offsets the
+//! verifier can bound. A header that does not fit is `Malformed`, never
+//! guessed at.
+
+use core::mem::size_of;
+
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HLEN: usize = 4;
+
+/// IPv6 extension headers walked before giving up on the packet.
+const MAX_V6_EXT_HEADERS: usize = 6;
+/// No header may start further in than this; keeps offsets verifier-bounded.
+const MAX_L4_OFFSET: usize = 512;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// What the parser learned about an IP packet.
+pub struct Packet {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub family: u8,
+    pub proto: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub tcp_flags: u8,
+    /// L4 header present: ports / ICMP fields / TCP flags are valid.
+    pub has_l4: bool,
+    /// Part of a fragmented datagram (first or later).
+    pub is_fragment: bool,
+    /// A fragment with a non-zero offset: it carries no L4 header.
+    pub is_later_fragment: bool,
+    /// IPv4 identification or IPv6 fragment identification.
+    pub frag_id: u32,
+}
+
+impl Packet {
+    pub const EMPTY: Packet = Packet {
+        src: [0; 16],
+        dst: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        family: 0,
+        proto: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        tcp_flags: 0,
+        has_l4: false,
+        is_fragment: false,
+        is_later_fragment: false,
+        frag_id: 0,
+    };
+
+    pub fn is_icmp(&self) -> bool {
+        (self.family == FAMILY_V4 && self.proto == PROTO_ICMP)
+            || (self.family == FAMILY_V6 && self.proto == PROTO_ICMPV6)
+    }
+}
+
+pub enum Parsed {
+    /// Not IP (ARP, LLDP, ...): always passes (SPEC 1.10).
+    NotIp,
+    Ip,
+    /// Broken or truncated; whatever was learned is in the packet.
+    Malformed,
+}
+
+/// A bounds-checked view of `[data, data_end)`.
+#[derive(Clone, Copy)]
+pub struct Bytes {
+    pub data: usize,
+    pub data_end: usize,
+}
+
+impl Bytes {
+    #[inline(always)]
+    pub fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
+        let start = self.data + offset;
+        if start + size_of::<T>() > self.data_end {
+            return None;
+        }
+        Some(start as *const T)
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, offset: usize) -> Option<u16> {
+        self.ptr_at::<[u8; 2]>(offset)
+            .map(|p| u16::from_be_bytes(unsafe { *p }))
+    }
+}
+
+/// Parses one frame. `wire_len` is the full packet length, which on TC can
+/// exceed the linear bytes in `bytes`.
+#[inline(always)]
+pub fn parse(bytes: Bytes, wire_len: usize, pkt: &mut Packet) -> Parsed {
+    *pkt = Packet::EMPTY;
+    let Some(eth) = bytes.ptr_at::<EthHdr>(0) else {
+        return Parsed::Malformed;
+    };
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut l3 = EthHdr::LEN;
+    // 802.1ad outer tag, then 802.1Q: classify the inner packet.
+    for _ in 0..2 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let Some(inner) = bytes.be16_at(l3 + 2) else {
+            return Parsed::Malformed;
+        };
+        ether_type = inner;
+        l3 += VLAN_HLEN;
+    }
+    match ether_type {
+        ETH_P_IP => parse_v4(bytes, l3, wire_len, pkt),
+        ETH_P_IPV6 => parse_v6(bytes, l3, wire_len, pkt),
+        ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed, // a third tag
+        _ => Parsed::NotIp,
+    }
+}
+
+#[inline(always)]
+fn parse_v4(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parsed {
+    pkt.family = FAMILY_V4;
+    let Some(ip) = bytes.ptr_at::<Ipv4Hdr>(l3) else {
+        return Parsed::Malformed;
+    };
+    let ip = unsafe { &*ip };
+    pkt.src[..4].copy_from_slice(&ip.src_addr);
+    pkt.dst[..4].copy_from_slice(&ip.dst_addr);
+    pkt.proto = ip.proto;
+    if ip.vihl >> 4 != 4 {
+        return Parsed::Malformed;
+    }
+    let header_len = ((ip.vihl & 0x0f) as usize) * 4;
+    if header_len < Ipv4Hdr::LEN {
+        return Parsed::Malformed;
+    }
+    let total_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if total_len < header_len || l3 + total_len > wire_len {
+        return Parsed::Malformed;
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    let more_fragments = frags & 0x2000 != 0;
+    let offset = frags & 0x1fff;
+    pkt.is_fragment = more_fragments || offset != 0;
+    pkt.is_later_fragment = offset != 0;
+    pkt.frag_id = u16::from_be_bytes(ip.id) as u32;
+    if pkt.is_later_fragment {
+        return Parsed::Ip;
+    }
+    parse_l4(bytes, l3 + header_len, pkt)
+}
+
+#[inline(always)]
+fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parsed {
+    pkt.family = FAMILY_V6;
+    let Some(ip) = bytes.ptr_at::<Ipv6Hdr>(l3) else {
+        return Parsed::Malformed;
+    };
+    let ip = unsafe { &*ip };
+    pkt.src = ip.src_addr;
+    pkt.dst = ip.dst_addr;
+    if ip.vcf[0] >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    // A zero payload length is a jumbogram or a big-TCP GSO packet.
+    if payload_len != 0 && l3 + Ipv6Hdr::LEN + payload_len > wire_len {
+        return Parsed::Malformed;
+    }
+    let mut next = ip.next_hdr;
+    let mut off = l3 + Ipv6Hdr::LEN;
+    for _ in 0..MAX_V6_EXT_HEADERS {
+        if !matches!(
+            next,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+        ) {
+            pkt.proto = next;
+            if pkt.is_later_fragment {
+                return Parsed::Ip;
+            }
+            return parse_l4(bytes, off, pkt);
+        }
+        // Every extension header starts with next-header and a length, and
+        // is at least 8 bytes long. One bounds check covers all we read.
+        let Some(hdr) = bytes.ptr_at::<[u8; 8]>(off) else {
+            return Parsed::Malformed;
+        };
+        let hdr = unsafe { *hdr };
+        let len = match next {
+            IPPROTO_AH => (hdr[1] as usize + 2) * 4,
+            IPPROTO_FRAGMENT => {
+                let frag = u16::from_be_bytes([hdr[2], hdr[3]]);
+                pkt.is_fragment = true;
+                pkt.is_later_fragment = frag & 0xfff8 != 0;
+                pkt.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+                8
+            }
+            _ => (hdr[1] as usize + 1) * 8,
+        };
+        next = hdr[0];
+        off += len;
+        if off > MAX_L4_OFFSET {
+            return Parsed::Malformed;
+        }
+    }
+    // The chain is longer than the walk: drop rather than guess (SPEC 1.11).
+    pkt.proto = next;
+    Parsed::Malformed
+}
+
+#[inline(always)]
+fn parse_l4(bytes: Bytes, l4: usize, pkt: &mut Packet) -> Parsed {
+    if l4 > MAX_L4_OFFSET {
+        return Parsed::Malformed;
+    }
+    // One bounds check per header: the verifier cannot carry a check of a
+    // later byte back to an earlier one.
+    match pkt.proto {
+        PROTO_TCP => {
+            // Ports, sequence numbers, offset, and the flags byte at 13.
+            let Some(hdr) = bytes.ptr_at::<[u8; 14]>(l4) else {
+                return Parsed::Malformed;
+            };
+            let hdr = unsafe { *hdr };
+            pkt.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
+            pkt.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+            pkt.tcp_flags = hdr[13];
+        }
+        PROTO_UDP => {
+            let Some(hdr) = bytes.ptr_at::<[u8; 8]>(l4) else {
+                return Parsed::Malformed;
+            };
+            let hdr = unsafe { *hdr };
+            pkt.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
+            pkt.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
+        }
+        _ if pkt.is_icmp() => {
+            // Type, code, checksum, and the echo identifier.
+            let Some(hdr) = bytes.ptr_at::<[u8; 8]>(l4) else {
+                return Parsed::Malformed;
+            };
+            let hdr = unsafe { *hdr };
+            pkt.icmp_type = hdr[0];
+            pkt.icmp_code = hdr[1];
+            // The echo identifier doubles as both "ports" of the flow.
+            let id = u16::from_be_bytes([hdr[4], hdr[5]]);
+            pkt.src_port = id;
+            pkt.dst_port = id;
+        }
+        _ => {}
+    }
+    pkt.has_l4 = true;
+    Parsed::Ip
+}

@@ -1,0 +1,137 @@
+//! The verdict for one packet on one interface in one direction.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use sg_common::{
+    DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey, PROTO_ICMPV6, Reason, RuntimeConfig,
+};
+
+use crate::{
+    conntrack::{self, Flow, Kind, Lookup},
+    events::record_drop,
+    maps::{CONFIG, FRAGMENTS, IFACE_POLICY, SCRATCH},
+    parse::{self, Bytes, Packet, Parsed},
+    policy::{LookupKeys, allowing_rule},
+};
+
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+/// Per-CPU working memory for one packet.
+pub struct Scratch {
+    pub pkt: Packet,
+    pub flow: Flow,
+    pub frag: FragKey,
+    pub keys: LookupKeys,
+}
+
+/// ICMPv6 router/neighbour discovery (133-137) always passes: IPv6 cannot
+/// work without it (SPEC 1.10).
+#[inline(always)]
+fn is_neighbour_discovery(pkt: &Packet) -> bool {
+    pkt.family == FAMILY_V6
+        && pkt.proto == PROTO_ICMPV6
+        && pkt.has_l4
+        && pkt.icmp_type >= 133
+        && pkt.icmp_type <= 137
+}
+
+#[inline(always)]
+fn fill_frag_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: u8) {
+    key.src = pkt.src;
+    key.dst = pkt.dst;
+    key.id = pkt.frag_id;
+    key.ifindex = ifindex;
+    key.proto = pkt.proto;
+    key.family = pkt.family;
+    key.direction = direction;
+    key._pad = 0;
+}
+
+#[inline(always)]
+pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verdict {
+    let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
+        // Not enforced here (yet, or any more).
+        return Verdict::Pass;
+    };
+    let policy = if direction == DIR_INGRESS {
+        iface.ingress_policy
+    } else {
+        iface.egress_policy
+    };
+    let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
+        return Verdict::Drop;
+    };
+    let s = unsafe { &mut *scratch };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let len = wire_len as u32;
+    match parse::parse(bytes, wire_len, &mut s.pkt) {
+        Parsed::NotIp => return Verdict::Pass,
+        Parsed::Malformed => {
+            record_drop(&s.pkt, ifindex, direction, Reason::Malformed, len, now);
+            return Verdict::Drop;
+        }
+        Parsed::Ip => {}
+    }
+    if is_neighbour_discovery(&s.pkt) {
+        return Verdict::Pass;
+    }
+    if s.pkt.is_later_fragment {
+        // Follows its first fragment, which was judged on its L4 header.
+        fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
+        return match unsafe { FRAGMENTS.get(&s.frag) } {
+            Some(expires) if *expires >= now => Verdict::Pass,
+            _ => {
+                record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
+                Verdict::Drop
+            }
+        };
+    }
+    match judge_first(s, ifindex, direction, policy, cfg, now) {
+        Ok(()) => {
+            if s.pkt.is_fragment {
+                fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
+                let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
+            }
+            Verdict::Pass
+        }
+        Err(reason) => {
+            record_drop(&s.pkt, ifindex, direction, reason, len, now);
+            Verdict::Drop
+        }
+    }
+}
+
+/// Conntrack first, then the rules.
+#[inline(always)]
+fn judge_first(
+    s: &mut Scratch,
+    ifindex: u32,
+    direction: u8,
+    policy: u32,
+    cfg: &RuntimeConfig,
+    now: u64,
+) -> Result<(), Reason> {
+    let pkt = &s.pkt;
+    let peer = if direction == DIR_INGRESS {
+        &pkt.src
+    } else {
+        &pkt.dst
+    };
+    if conntrack::kind(pkt) == Kind::Stateless {
+        return allowing_rule(&mut s.keys, policy, pkt, peer)
+            .map(|_| ())
+            .ok_or(Reason::NoRule);
+    }
+    conntrack::flow_of(pkt, ifindex, &mut s.flow);
+    if let Lookup::Tracked = conntrack::track(&s.flow, pkt, cfg, now) {
+        return Ok(());
+    }
+    let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
+    if conntrack::may_open(pkt) {
+        conntrack::open(&s.flow, pkt, direction, rule, cfg, now)
+            .map_err(|()| Reason::ConntrackFull)?;
+    }
+    Ok(())
+}

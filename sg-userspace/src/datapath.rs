@@ -1,0 +1,331 @@
+//! The loaded eBPF object: its pinned maps and its two programs.
+
+use std::collections::HashSet;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, HashMap, MapData, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+    },
+};
+use sg_common::{
+    CtKey, CtValue, DropKey, IfacePolicy, PeerKeyV4, PeerKeyV6, RuleKey, RuleRef, RuntimeConfig,
+};
+
+use crate::{compile::Compiled, state::StateDir};
+
+pub const XDP_PROGRAM: &str = "sg_ingress";
+pub const TC_PROGRAM: &str = "sg_egress";
+
+/// How to attach XDP (`--mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native if the driver supports it, else generic.
+    Auto,
+    Native,
+    Generic,
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Opens the object with its maps pinned under the state dir: existing
+    /// pins are reused, missing ones are created. Programs are not loaded.
+    pub fn open(state: &StateDir, ct_max_entries: u32) -> Result<Datapath> {
+        crate::bpffs::ensure_state_dir(&state.pins)?;
+        let maps_dir = state.maps_dir();
+        std::fs::create_dir_all(&maps_dir)
+            .with_context(|| format!("cannot create {}", maps_dir.display()))?;
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .map_max_entries("CONNTRACK", ct_max_entries)
+            .load(crate::EBPF_OBJ)
+            .context("cannot load the sg eBPF object")?;
+        Ok(Datapath { ebpf })
+    }
+
+    fn map<'a, T>(&'a mut self, name: &str) -> Result<T>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+        T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+    }
+
+    pub fn iface_policy(&mut self) -> Result<HashMap<&mut MapData, u32, IfacePolicy>> {
+        self.map("IFACE_POLICY")
+    }
+
+    pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
+        self.map("CONNTRACK")
+    }
+
+    pub fn drops(&mut self) -> Result<PerCpuHashMap<&mut MapData, DropKey, u64>> {
+        self.map("DROPS")
+    }
+
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS map missing"))?;
+        Ok(aya::maps::RingBuf::try_from(map)?)
+    }
+
+    pub fn set_runtime_config(&mut self, cfg: &RuntimeConfig) -> Result<()> {
+        let mut array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
+        array.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// Writes every entry of `compiled`. Its IDs are fresh, so nothing a
+    /// packet can reach changes until the interfaces are switched to them.
+    /// On failure the entries written so far are removed again.
+    pub fn write_policies(&mut self, compiled: &Compiled) -> Result<()> {
+        let result = self.try_write_policies(compiled);
+        if result.is_err() {
+            let fresh = ids_of(compiled);
+            let _ = self.remove_entries(|id| fresh.contains(&id));
+        }
+        result
+    }
+
+    fn try_write_policies(&mut self, compiled: &Compiled) -> Result<()> {
+        {
+            let mut peers: LpmTrie<&mut MapData, PeerKeyV4, u32> = self.map("PEERS_V4")?;
+            for (prefix, key, class) in &compiled.peers_v4 {
+                peers
+                    .insert(&Key::new(*prefix, *key), class, 0)
+                    .context("writing PEERS_V4")?;
+            }
+        }
+        {
+            let mut peers: LpmTrie<&mut MapData, PeerKeyV6, u32> = self.map("PEERS_V6")?;
+            for (prefix, key, class) in &compiled.peers_v6 {
+                peers
+                    .insert(&Key::new(*prefix, *key), class, 0)
+                    .context("writing PEERS_V6")?;
+            }
+        }
+        let mut rules: LpmTrie<&mut MapData, RuleKey, RuleRef> = self.map("RULES")?;
+        for (prefix, key, rule) in &compiled.rule_entries {
+            rules
+                .insert(&Key::new(*prefix, *key), rule, 0)
+                .context("writing RULES")?;
+        }
+        Ok(())
+    }
+
+    /// Installs a compiled policy set: writes its entries, switches every
+    /// interface to it (one map update each, so a packet sees the old
+    /// policy or the new one, never a mix), then removes everything else:
+    /// the previous policy, and leftovers of an apply killed half way.
+    pub fn install(
+        &mut self,
+        compiled: &Compiled,
+        runtime: &RuntimeConfig,
+        ifindex_of: impl Fn(&str) -> Result<u32>,
+    ) -> Result<()> {
+        self.write_policies(compiled)?;
+        self.set_runtime_config(runtime)?;
+        for (name, binding) in &compiled.ifaces {
+            self.switch_iface(
+                ifindex_of(name)?,
+                binding.ingress_policy,
+                binding.egress_policy,
+            )?;
+        }
+        let live = ids_of(compiled);
+        self.remove_entries(|id| !live.contains(&id))?;
+        Ok(())
+    }
+
+    /// Loads both programs into the kernel (the verifier runs here).
+    pub fn load_programs(&mut self) -> Result<()> {
+        let xdp = self.xdp()?;
+        if xdp.fd().is_err() {
+            xdp.load().context("the kernel refused the XDP program")?;
+        }
+        let tc = self.tc()?;
+        if tc.fd().is_err() {
+            tc.load().context("the kernel refused the TC program")?;
+        }
+        Ok(())
+    }
+
+    pub fn xdp(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
+            .try_into()?)
+    }
+
+    pub fn tc(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
+            .try_into()?)
+    }
+
+    /// Points an interface at its policies: one map update, so a packet sees
+    /// either the old policy or the new one.
+    pub fn switch_iface(&mut self, ifindex: u32, ingress: u32, egress: u32) -> Result<()> {
+        let value = IfacePolicy {
+            ingress_policy: ingress,
+            egress_policy: egress,
+            ..IfacePolicy::default()
+        };
+        self.iface_policy()?.insert(&ifindex, &value, 0)?;
+        Ok(())
+    }
+
+    pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
+        match self.iface_policy()?.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every policy (peer trie) and class (rule trie) entry whose
+    /// ID `doomed` picks. Returns how many entries went.
+    pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        let doomed = |id: [u8; 4]| doomed(u32::from_be_bytes(id));
+        let mut removed = 0;
+        {
+            let mut peers: LpmTrie<&mut MapData, PeerKeyV4, u32> = self.map("PEERS_V4")?;
+            let stale: Vec<_> = peers
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| doomed(k.data().policy))
+                .collect();
+            for key in stale {
+                peers.remove(&key)?;
+                removed += 1;
+            }
+        }
+        {
+            let mut peers: LpmTrie<&mut MapData, PeerKeyV6, u32> = self.map("PEERS_V6")?;
+            let stale: Vec<_> = peers
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| doomed(k.data().policy))
+                .collect();
+            for key in stale {
+                peers.remove(&key)?;
+                removed += 1;
+            }
+        }
+        let mut rules: LpmTrie<&mut MapData, RuleKey, RuleRef> = self.map("RULES")?;
+        let stale: Vec<_> = rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(k.data().class))
+            .collect();
+        for key in stale {
+            rules.remove(&key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Attaches XDP (ingress) and TC (egress) to `iface` and pins both links,
+    /// so enforcement outlives this process. Returns the XDP mode used.
+    pub fn attach(
+        &mut self,
+        state: &StateDir,
+        iface: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<&'static str> {
+        std::fs::create_dir_all(state.links_dir())?;
+        let xdp_pin = state.link_pin(iface, "xdp");
+        let tc_pin = state.link_pin(iface, "tc");
+        self.load_programs()?;
+        let xdp = self.xdp()?;
+        let modes: &[(XdpMode, &'static str)] = match mode {
+            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        };
+        let mut attached = None;
+        let mut last_err = None;
+        for (xdp_mode, name) in modes {
+            match xdp.attach(ifindex, *xdp_mode) {
+                Ok(id) => {
+                    attached = Some((id, *name));
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        let Some((link_id, mode_name)) = attached else {
+            return Err(anyhow!(last_err.expect("at least one mode was tried")))
+                .with_context(|| format!("cannot attach XDP to {iface}"));
+        };
+        let link: FdLink = xdp.take_link(link_id)?.try_into()?;
+        link.pin(&xdp_pin)
+            .with_context(|| format!("cannot pin {}", xdp_pin.display()))?;
+
+        let tc_result = (|| -> Result<()> {
+            let tc = self.tc()?;
+            let id = tc
+                .attach(ifindex, TcAttachType::Egress)
+                .with_context(|| format!("cannot attach TC egress to {iface}"))?;
+            let link: FdLink = tc.take_link(id)?.try_into()?;
+            link.pin(&tc_pin)
+                .with_context(|| format!("cannot pin {}", tc_pin.display()))?;
+            Ok(())
+        })();
+        if let Err(e) = tc_result {
+            let _ = unpin_link(&xdp_pin);
+            return Err(e);
+        }
+        Ok(mode_name)
+    }
+}
+
+/// Detaches a pinned link by unpinning it; a missing pin is not an error.
+pub fn unpin_link(path: &std::path::Path) -> Result<bool> {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => {
+            let fd_link = link
+                .unpin()
+                .with_context(|| format!("cannot unpin {}", path.display()))?;
+            drop(fd_link);
+            Ok(true)
+        }
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open pinned link {}", path.display())),
+    }
+}
+
+/// Detaches both of an interface's links.
+pub fn detach_links(state: &StateDir, iface: &str) -> Result<()> {
+    for hook in ["xdp", "tc"] {
+        unpin_link(&state.link_pin(iface, hook))?;
+    }
+    Ok(())
+}
+
+/// Every policy and class ID a compiled policy set uses.
+pub fn ids_of(compiled: &Compiled) -> HashSet<u32> {
+    let policies = compiled.policies.iter().map(|p| p.id);
+    let classes_v4 = compiled.peers_v4.iter().map(|(_, _, class)| *class);
+    let classes_v6 = compiled.peers_v6.iter().map(|(_, _, class)| *class);
+    policies.chain(classes_v4).chain(classes_v6).collect()
+}

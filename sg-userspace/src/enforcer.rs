@@ -1,0 +1,338 @@
+//! The operations behind `sg attach`, `apply` and `detach`: config in,
+//! kernel state out, all or nothing.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use sg_common::{CFG_F_REVOKE_ESTABLISHED, RuntimeConfig};
+
+use crate::{
+    compile::{Attachment, Compiled, compile},
+    config::{self, Config, Loaded},
+    datapath::{AttachMode, Datapath, detach_links},
+    ifaces, netns,
+    state::{AttachedIface, RuleRecord, State, StateDir},
+};
+
+/// Reads and checks a config file, printing its warnings.
+pub fn load_config(path: &Path) -> Result<Config> {
+    let Loaded { config, warnings } = config::load(path)?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(config)
+}
+
+pub fn runtime_config(config: &Config) -> RuntimeConfig {
+    RuntimeConfig {
+        timeouts_ns: config.conntrack.timeouts_ns(),
+        events_per_sec: config.events.per_second,
+        flags: if config.conntrack.revoke_established {
+            CFG_F_REVOKE_ESTABLISHED
+        } else {
+            0
+        },
+    }
+}
+
+/// Groups of an attached interface under `config`: `[interfaces.NAME]`
+/// wins; otherwise the `--groups` given at attach time stay.
+fn groups_for(config: &Config, name: &str, iface: &AttachedIface) -> Result<(Vec<String>, bool)> {
+    if let Some(section) = config.interfaces.get(name) {
+        return Ok((section.groups.clone(), false));
+    }
+    if iface.groups_from_cli {
+        return Ok((iface.groups.clone(), true));
+    }
+    bail!(
+        "interface {name} is attached but the config has no [interfaces.{name}]; add it, or `sg detach {name}`"
+    )
+}
+
+fn attachments(interfaces: &BTreeMap<String, AttachedIface>) -> Result<Vec<Attachment>> {
+    interfaces
+        .iter()
+        .map(|(name, iface)| {
+            Ok(Attachment {
+                iface: name.clone(),
+                groups: iface.groups.clone(),
+                addrs: ifaces::addresses(name)?,
+            })
+        })
+        .collect()
+}
+
+/// Installs `compiled` and records it in `state`.
+fn install(
+    dp: &mut Datapath,
+    state: &mut State,
+    compiled: &Compiled,
+    config: &Config,
+) -> Result<()> {
+    let ifindexes: BTreeMap<String, u32> = state
+        .interfaces
+        .iter()
+        .map(|(n, i)| (n.clone(), i.ifindex))
+        .collect();
+    dp.install(compiled, &runtime_config(config), |name| {
+        ifindexes
+            .get(name)
+            .copied()
+            .with_context(|| format!("compiled an interface that is not attached: {name}"))
+    })?;
+    for (name, binding) in &compiled.ifaces {
+        if let Some(iface) = state.interfaces.get_mut(name) {
+            iface.ingress_policy = binding.ingress_policy;
+            iface.egress_policy = binding.egress_policy;
+        }
+    }
+    state.next_id = compiled.next_id;
+    state.rules = compiled
+        .rules
+        .iter()
+        .map(|r| RuleRecord {
+            id: r.id.clone(),
+            group: r.group.clone(),
+            direction: r.direction.as_str().to_string(),
+            index: r.index,
+            description: r.description.clone(),
+        })
+        .collect();
+    Ok(())
+}
+
+pub struct AttachRequest<'a> {
+    pub iface: &'a str,
+    pub config_path: &'a Path,
+    pub groups: Option<Vec<String>>,
+    pub mode: AttachMode,
+}
+
+/// `sg attach`: enforce groups on an interface. Returns the XDP mode.
+pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
+    let config = load_config(req.config_path)?;
+    let (groups, from_cli) = match (&req.groups, config.interfaces.get(req.iface)) {
+        (Some(groups), _) => (groups.clone(), true),
+        (None, Some(section)) => (section.groups.clone(), false),
+        (None, None) => bail!(
+            "no groups for {}: pass --groups a,b or add [interfaces.{}] to {}",
+            req.iface,
+            req.iface,
+            req.config_path.display()
+        ),
+    };
+    for group in &groups {
+        if !config.groups.contains_key(group) {
+            bail!(
+                "unknown group {group:?} for {}; defined groups: {}",
+                req.iface,
+                group_list(&config)
+            );
+        }
+    }
+    let ifindex = ifaces::index(req.iface)?;
+    let _lock = dir.lock()?;
+    let mut state = match dir.load()? {
+        Some(state) => state,
+        None => State {
+            netns: netns::current_id()?,
+            next_id: 1,
+            ct_max_entries: config.conntrack.max_entries,
+            ..State::default()
+        },
+    };
+    let newly_attached = !state.interfaces.contains_key(req.iface);
+    let previous = state.interfaces.get(req.iface).cloned();
+    state.interfaces.insert(
+        req.iface.to_string(),
+        AttachedIface {
+            ifindex,
+            groups,
+            groups_from_cli: from_cli,
+            xdp_mode: previous
+                .as_ref()
+                .map(|p| p.xdp_mode.clone())
+                .unwrap_or_default(),
+            ingress_policy: 0,
+            egress_policy: 0,
+        },
+    );
+    refresh_groups(&config, &mut state, req.iface)?;
+    let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
+
+    let mut dp = Datapath::open(dir, state.ct_max_entries)?;
+    if newly_attached {
+        // Until `install` switches it, an interface without a policy entry
+        // passes everything, exactly as it did before.
+        let mode = dp.attach(dir, req.iface, ifindex, req.mode)?;
+        state
+            .interfaces
+            .get_mut(req.iface)
+            .expect("inserted above")
+            .xdp_mode = mode.to_string();
+    }
+    if let Err(e) = install(&mut dp, &mut state, &compiled, &config) {
+        if newly_attached {
+            let _ = detach_links(dir, req.iface);
+            let _ = dp.forget_iface(ifindex);
+        }
+        return Err(e);
+    }
+    state.config_path = Some(absolute(req.config_path));
+    dir.save(&state)?;
+    Ok(state.interfaces[req.iface].xdp_mode.clone())
+}
+
+/// Re-reads every attached interface's groups from `config`, except `keep`.
+fn refresh_groups(config: &Config, state: &mut State, keep: &str) -> Result<()> {
+    let names: Vec<String> = state.interfaces.keys().cloned().collect();
+    for name in names {
+        if name == keep {
+            continue;
+        }
+        let iface = &state.interfaces[&name];
+        let (groups, from_cli) = groups_for(config, &name, iface)?;
+        let iface = state.interfaces.get_mut(&name).expect("listed above");
+        iface.groups = groups;
+        iface.groups_from_cli = from_cli;
+    }
+    Ok(())
+}
+
+fn group_list(config: &Config) -> String {
+    config.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// What `apply` changed or, with `--dry-run`, would change.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ApplyReport {
+    pub interfaces: Vec<IfaceChange>,
+    pub rules_added: Vec<String>,
+    pub rules_removed: Vec<String>,
+    pub rule_count: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct IfaceChange {
+    pub iface: String,
+    pub groups_before: Vec<String>,
+    pub groups_after: Vec<String>,
+}
+
+/// `sg apply`: move every attached interface to `config_path`, atomically
+/// per interface, with no packet judged by a mix of old and new rules.
+pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyReport> {
+    let config = load_config(config_path)?;
+    let _lock = dir.lock()?;
+    let Some(mut state) = dir.load()? else {
+        bail!(
+            "nothing is attached under {}; run `sg attach IFACE -c FILE` first",
+            dir.pins.display()
+        );
+    };
+    let before = state.clone();
+    refresh_groups(&config, &mut state, "")?;
+    for (name, iface) in state.interfaces.iter_mut() {
+        iface.ifindex = ifaces::index(name)?;
+    }
+    let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
+    let report = diff(&before, &state, &compiled);
+    if dry_run {
+        return Ok(report);
+    }
+    if config.conntrack.max_entries != state.ct_max_entries {
+        eprintln!(
+            "warning: [conntrack] max_entries changes take effect after `sg detach --all` and a new attach (now {})",
+            state.ct_max_entries
+        );
+    }
+    let mut dp = Datapath::open(dir, state.ct_max_entries)?;
+    install(&mut dp, &mut state, &compiled, &config)?;
+    state.config_path = Some(absolute(config_path));
+    dir.save(&state)?;
+    Ok(report)
+}
+
+fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
+    use std::collections::BTreeSet;
+    let old: BTreeSet<&str> = before.rules.iter().map(|r| r.id.as_str()).collect();
+    let new: BTreeSet<&str> = compiled.rules.iter().map(|r| r.id.as_str()).collect();
+    ApplyReport {
+        interfaces: after
+            .interfaces
+            .iter()
+            .map(|(name, iface)| IfaceChange {
+                iface: name.clone(),
+                groups_before: before
+                    .interfaces
+                    .get(name)
+                    .map(|i| i.groups.clone())
+                    .unwrap_or_default(),
+                groups_after: iface.groups.clone(),
+            })
+            .collect(),
+        rules_added: new.difference(&old).map(|s| s.to_string()).collect(),
+        rules_removed: old.difference(&new).map(|s| s.to_string()).collect(),
+        rule_count: compiled.rules.len(),
+    }
+}
+
+/// `sg detach`: stop enforcing on `iface`, or on every interface.
+pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
+    let _lock = dir.lock()?;
+    let Some(mut state) = dir.load()? else {
+        if iface.is_none() {
+            // Nothing recorded; still clear stray pins of a crashed attach.
+            dir.remove_all()?;
+            return Ok(Vec::new());
+        }
+        bail!("nothing is attached under {}", dir.pins.display());
+    };
+    let names: Vec<String> = match iface {
+        Some(name) if state.interfaces.contains_key(name) => vec![name.to_string()],
+        Some(name) => bail!(
+            "{name} is not attached; attached: {}",
+            state
+                .interfaces
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => state.interfaces.keys().cloned().collect(),
+    };
+    let mut dp = Datapath::open(dir, state.ct_max_entries)?;
+    for name in &names {
+        detach_links(dir, name)?;
+        let iface = state.interfaces.remove(name).expect("checked above");
+        dp.forget_iface(iface.ifindex)?;
+    }
+    if state.interfaces.is_empty() {
+        drop(dp);
+        dir.remove_all()?;
+        return Ok(names);
+    }
+    // The detached interfaces' addresses leave their groups' membership.
+    if let Some(path) = state.config_path.clone() {
+        match load_config(&path).and_then(|config| {
+            refresh_groups(&config, &mut state, "")?;
+            let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
+            install(&mut dp, &mut state, &compiled, &config)
+        }) {
+            Ok(()) => {}
+            Err(e) => eprintln!(
+                "warning: kept the previous rules on the other interfaces: {} no longer applies: {e:#}",
+                path.display()
+            ),
+        }
+    }
+    dir.save(&state)?;
+    Ok(names)
+}

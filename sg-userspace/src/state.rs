@@ -1,0 +1,148 @@
+//! What sg remembers between invocations.
+//!
+//! Pins live in the state dir on bpffs, which holds nothing but pins and
+//! directories; the rest (attached interfaces, the rule table) is JSON in a
+//! sibling directory under /run, which lives exactly as long as bpffs pins:
+//! until reboot.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+/// Default root of the metadata directories.
+const RUN_DIR: &str = "/run/sg";
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Network namespace the state belongs to: ifindexes mean nothing elsewhere.
+    pub netns: u64,
+    /// First policy/class ID not yet used; every apply takes fresh IDs.
+    pub next_id: u32,
+    /// Conntrack capacity the maps were created with.
+    pub ct_max_entries: u32,
+    /// The config file last applied.
+    pub config_path: Option<PathBuf>,
+    pub interfaces: BTreeMap<String, AttachedIface>,
+    /// Indexed by the `RuleRef` values in the rule trie.
+    pub rules: Vec<RuleRecord>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachedIface {
+    pub ifindex: u32,
+    pub groups: Vec<String>,
+    /// Groups came from `--groups`, not from `[interfaces.NAME]`.
+    pub groups_from_cli: bool,
+    /// "native" or "generic".
+    pub xdp_mode: String,
+    pub ingress_policy: u32,
+    pub egress_policy: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub id: String,
+    pub group: String,
+    pub direction: String,
+    pub index: usize,
+    pub description: Option<String>,
+}
+
+/// The state dir (pins) and its metadata dir (JSON, lock).
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub pins: PathBuf,
+    pub meta: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(pins: &Path) -> StateDir {
+        let run_dir = std::env::var_os("SG_RUN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(RUN_DIR));
+        let escaped = pins.to_string_lossy().trim_matches('/').replace('/', "_");
+        StateDir {
+            pins: pins.to_path_buf(),
+            meta: run_dir.join(escaped),
+        }
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.pins.join("maps")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.pins.join("links")
+    }
+
+    pub fn link_pin(&self, iface: &str, hook: &str) -> PathBuf {
+        self.links_dir().join(format!("{iface}.{hook}"))
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.meta.join("state.json")
+    }
+
+    /// Takes the state lock; concurrent `sg` commands on one state dir queue.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        fs::create_dir_all(&self.meta)
+            .with_context(|| format!("cannot create {}", self.meta.display()))?;
+        let file = File::create(self.meta.join("lock"))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .context("cannot lock the state dir")
+    }
+
+    /// The saved state, or `None` if nothing is attached.
+    pub fn load(&self) -> Result<Option<State>> {
+        let path = self.state_file();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let state: State = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("corrupt state file {}", path.display()))?;
+                let here = crate::netns::current_id()?;
+                if state.netns != here {
+                    bail!(
+                        "state dir {} belongs to another network namespace; use --netns or a separate --state-dir",
+                        self.pins.display()
+                    );
+                }
+                Ok(Some(state))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes the state atomically (temp file, then rename).
+    pub fn save(&self, state: &State) -> Result<()> {
+        fs::create_dir_all(&self.meta)?;
+        let tmp = self.meta.join("state.json.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(state)?)?;
+        file.sync_all()?;
+        fs::rename(&tmp, self.state_file())?;
+        Ok(())
+    }
+
+    /// Forgets everything: pins and metadata.
+    pub fn remove_all(&self) -> Result<()> {
+        for dir in [&self.pins, &self.meta] {
+            match fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", dir.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! BPF_PROG_TEST_RUN harness: the real programs, loaded in the kernel, run
+//! on crafted frames. No interface is attached; the kernel runs test runs
+//! as if the frame arrived on (XDP) or left by (TC) the loopback device,
+//! so the policy is bound to loopback's ifindex in the test's namespace.
+//! Used by the kernel tests and by `cargo xtask bench`.
+
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::programs::{TestRun as _, TestRunOptions};
+use sg_common::{CtKey, CtValue};
+
+use crate::{
+    compile::{Attachment, compile},
+    config::Config,
+    datapath::Datapath,
+    enforcer::runtime_config,
+    ifaces,
+    state::StateDir,
+};
+
+/// The device test runs use.
+const TEST_RUN_IFACE: &str = "lo";
+
+/// XDP verdicts.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+/// TC verdicts: sg passes with TC_ACT_UNSPEC so later programs still run.
+pub const TC_PASS: i32 = -1;
+pub const TC_DROP: i32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+pub struct TestBed {
+    pub dp: Datapath,
+    dir: StateDir,
+    next_id: u32,
+}
+
+static NEXT_BED: AtomicU32 = AtomicU32::new(0);
+
+impl TestBed {
+    /// Loads the programs with fresh maps and enforces `groups` of `config`
+    /// on the test-run device. `addrs` become its addresses for `sg:` peers.
+    pub fn new(config: &Config, groups: &[&str]) -> Result<TestBed> {
+        let n = NEXT_BED.fetch_add(1, Ordering::Relaxed);
+        let pins =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/sg-testrun-{}-{n}", std::process::id()));
+        let dir = StateDir::new(&pins);
+        dir.remove_all()?;
+        let mut dp = Datapath::open(&dir, config.conntrack.max_entries)?;
+        dp.load_programs()?;
+        let mut bed = TestBed {
+            dp,
+            dir,
+            next_id: 1,
+        };
+        bed.apply(config, groups)?;
+        Ok(bed)
+    }
+
+    /// Replaces the policy, as `sg apply` does.
+    pub fn apply(&mut self, config: &Config, groups: &[&str]) -> Result<()> {
+        let attachment = Attachment {
+            iface: TEST_RUN_IFACE.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            addrs: Vec::new(),
+        };
+        let compiled = compile(config, &[attachment], self.next_id)?;
+        self.next_id = compiled.next_id;
+        let lo = ifaces::index(TEST_RUN_IFACE)?;
+        self.dp
+            .install(&compiled, &runtime_config(config), |_| Ok(lo))
+    }
+
+    pub fn ingress(&mut self, frame: &[u8]) -> Result<Verdict> {
+        let (ret, _) = self.run_xdp(frame, 1)?;
+        match ret {
+            XDP_PASS => Ok(Verdict::Pass),
+            XDP_DROP => Ok(Verdict::Drop),
+            other => anyhow::bail!("XDP returned unexpected action {other}"),
+        }
+    }
+
+    pub fn egress(&mut self, frame: &[u8]) -> Result<Verdict> {
+        let (ret, _) = self.run_tc(frame, 1)?;
+        match ret {
+            TC_PASS => Ok(Verdict::Pass),
+            TC_DROP => Ok(Verdict::Drop),
+            other => anyhow::bail!("TC returned unexpected action {other}"),
+        }
+    }
+
+    /// Runs XDP `repeat` times on `frame`; returns the action and the mean
+    /// time per run as the kernel measured it.
+    pub fn run_xdp(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = self.dp.xdp()?.test_run(opts).context("XDP test run")?;
+        Ok((result.return_value, result.duration))
+    }
+
+    pub fn run_tc(&mut self, frame: &[u8], repeat: u32) -> Result<(i32, Duration)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = self.dp.tc()?.test_run(opts).context("TC test run")?;
+        Ok((result.return_value as i32, result.duration))
+    }
+
+    pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtValue)>> {
+        Ok(self.dp.conntrack()?.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn flush_conntrack(&mut self) -> Result<()> {
+        let mut ct = self.dp.conntrack()?;
+        let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            ct.remove(&key)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        let _ = self.dir.remove_all();
+    }
+}

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod enforcer;
 pub mod events;
 pub mod ifaces;
+pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod state;

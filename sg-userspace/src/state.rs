@@ -82,8 +82,11 @@ impl StateDir {
         self.pins.join("links")
     }
 
+    /// bpffs refuses names with a dot (reserved for its own files), and
+    /// interface names may have one (eth0.100): escape it.
     pub fn link_pin(&self, iface: &str, hook: &str) -> PathBuf {
-        self.links_dir().join(format!("{iface}.{hook}"))
+        let escaped = iface.replace('%', "%25").replace('.', "%2e");
+        self.links_dir().join(format!("{escaped}-{hook}"))
     }
 
     fn state_file(&self) -> PathBuf {

@@ -1349,15 +1349,3 @@ fn hundred_thousand_rules_compile() {
         }
     }
 }
-
-/// `cargo test --release -p sg-userspace --lib compile_time -- --ignored --nocapture`
-#[test]
-#[ignore = "prints timings; run by hand in release"]
-fn compile_time() {
-    for n in [10_000u32, 100_000] {
-        let cfg = big_config(n);
-        let t = std::time::Instant::now();
-        let c = compile(&cfg, &[att("eth0", &["big"], &[])], 1).unwrap();
-        println!("{n} rules: {:?}, {}", t.elapsed(), c.summary());
-    }
-}

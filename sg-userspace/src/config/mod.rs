@@ -1382,6 +1382,19 @@ impl Config {
         self.all_rules().find(|r| r.id == id)
     }
 
+    /// The single entry of the kernel's `CONFIG` map.
+    pub fn runtime_config(&self) -> sg_common::RuntimeConfig {
+        sg_common::RuntimeConfig {
+            timeouts_ns: self.conntrack.timeouts_ns(),
+            events_per_sec: self.events.per_second,
+            flags: if self.conntrack.revoke_established {
+                sg_common::CFG_F_REVOKE_ESTABLISHED
+            } else {
+                0
+            },
+        }
+    }
+
     /// Rule IDs mapped to their rules, for lookups in bulk.
     pub fn rule_index(&self) -> HashMap<&str, &Rule> {
         self.all_rules().map(|r| (r.id.as_str(), r)).collect()

@@ -1251,3 +1251,16 @@ fn large_group_parses_quickly_enough() {
     let c = cfg(&src);
     assert_eq!(c.groups["g"].ingress.len(), 20_000);
 }
+
+#[test]
+fn runtime_config() {
+    let c =
+        cfg("[conntrack]\nudp = \"45s\"\nrevoke_established = true\n[events]\nper_second = 7\n");
+    let rc = c.runtime_config();
+    assert_eq!(rc.timeouts_ns, c.conntrack.timeouts_ns());
+    assert_eq!(rc.timeouts_ns[sg_common::TO_UDP], 45_000_000_000);
+    assert_eq!(rc.events_per_sec, 7);
+    assert_eq!(rc.flags, sg_common::CFG_F_REVOKE_ESTABLISHED);
+    assert_eq!(Config::default().runtime_config().flags, 0);
+    assert_eq!(Config::default().runtime_config().events_per_sec, 1000);
+}

@@ -1,0 +1,471 @@
+//! End to end: the real `sg` binary enforcing on a veth inside a network
+//! namespace, with real clients (ping, socat, nmap) on the other side.
+//! Needs root; without it every test fails loudly.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::IpAddr,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use sg::lab::{Background, Host, Lab, Link, ScanKind, unique_name};
+
+/// The `sg` binary, pinned under a state dir of its own, acting inside one
+/// namespace. Drop detaches everything.
+struct Sg {
+    state_dir: PathBuf,
+    netns: String,
+}
+
+impl Sg {
+    fn new(host: &Host) -> Sg {
+        Sg {
+            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgt"))),
+            netns: host.ns.clone(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sg"));
+        c.arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--netns")
+            .arg(&self.netns);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("sg runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sg {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Sg {
+    fn drop(&mut self) {
+        let _ = self.run(&["detach", "--all"]);
+    }
+}
+
+fn write_config(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::new(text)
+}
+
+/// A temp file removed on drop (std only).
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn new(text: &str) -> TempPath {
+            let path = std::env::temp_dir().join(format!("{}.toml", sg::lab::unique_name("sgcfg")));
+            std::fs::write(&path, text).unwrap();
+            TempPath(path)
+        }
+        pub fn as_str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// A client and a server joined by one link; sg goes on the server's end.
+struct Pair {
+    _lab: Lab,
+    client: Host,
+    server: Host,
+    c: Link,
+    s: Link,
+}
+
+fn pair() -> Pair {
+    let mut lab = Lab::new();
+    let client = lab.host("client");
+    let server = lab.host("server");
+    let (c, s) = lab.link(&client, &server, 1);
+    Pair {
+        _lab: lab,
+        client,
+        server,
+        c,
+        s,
+    }
+}
+
+const WEB: &str = r#"
+[groups.web]
+description = "web tier"
+ingress = [
+  { type = "http", from = "anywhere" },
+  { type = "ssh", from = "sg:admins" },
+]
+egress = []
+
+[groups.admins]
+members = ["198.19.0.10", "2001:db8:ff::10"]
+"#;
+
+fn attach(sg: &Sg, iface: &str, cfg: &str, groups: &str) {
+    let out = sg.ok(&["attach", iface, "-c", cfg, "--groups", groups]);
+    assert!(out.contains("attached to"), "{out}");
+}
+
+fn listeners(host: &Host, ports: &[u16]) -> Vec<Background> {
+    ports.iter().map(|p| host.tcp_listen(*p)).collect()
+}
+
+#[test]
+fn attach_persists_after_exit_and_detach_restores_the_interface() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22, 80]);
+    let server4 = IpAddr::V4(p.s.v4);
+    let server6 = IpAddr::V6(p.s.v6);
+    assert!(p.client.tcp_connects(server4, 22), "no filter yet");
+    let before = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
+    assert!(!before.contains("xdp"), "{before}");
+
+    let cfg = write_config(WEB);
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.as_str(), "web");
+    // The attach process has exited; enforcement holds.
+    let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
+    assert!(link.contains("xdp"), "XDP must be attached: {link}");
+    for server in [server4, server6] {
+        assert!(
+            p.client.tcp_connects(server, 80),
+            "http from anywhere: {server}"
+        );
+        assert!(
+            !p.client.tcp_connects(server, 22),
+            "ssh only from admins: {server}"
+        );
+        assert_eq!(p.client.ping(server, 2), 0, "no ICMP rule: {server}");
+    }
+
+    let out = sg.ok(&["detach", &p.s.ifname]);
+    assert!(out.contains("detached"), "{out}");
+    let after = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
+    assert!(!after.contains("xdp"), "detach must remove XDP: {after}");
+    let tc = p
+        .server
+        .run_ok(&["bpftool", "net", "show", "dev", &p.s.ifname]);
+    assert!(!tc.contains("sg_egress"), "detach must remove TC: {tc}");
+    assert!(p.client.tcp_connects(server4, 22));
+    assert_eq!(p.client.ping(server6, 1), 1);
+    assert!(!sg.state_dir.exists(), "pinned state must go");
+}
+
+#[test]
+fn nmap_syn_and_ack_scans_see_exactly_the_allowed_ports() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22, 80, 443, 8080]);
+    // Default egress, as in most groups: the RST that answers an ACK to an
+    // allowed port gets out, the ACKs to other ports never get in.
+    let cfg = write_config(&WEB.replace("egress = []", ""));
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.as_str(), "web");
+    let ports = "21-23,79-81,443,8080";
+    for server in [IpAddr::V4(p.s.v4), IpAddr::V6(p.s.v6)] {
+        let syn = p.client.nmap(server, ports, ScanKind::Syn);
+        let open: Vec<u16> = syn
+            .iter()
+            .filter(|(_, s)| *s == "open")
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(open, vec![80], "SYN scan of {server}: {syn:?}");
+        assert!(
+            syn.iter().all(|(p, s)| *p == 80 || s == "filtered"),
+            "{syn:?}"
+        );
+        let ack = p.client.nmap(server, ports, ScanKind::Ack);
+        let unfiltered: Vec<u16> = ack
+            .iter()
+            .filter(|(_, s)| *s == "unfiltered")
+            .map(|(p, _)| *p)
+            .collect();
+        assert_eq!(unfiltered, vec![80], "ACK scan of {server}: {ack:?}");
+    }
+}
+
+#[test]
+fn replies_pass_without_rules_for_them_tcp_udp_icmp_v4_v6() {
+    let p = pair();
+    // The server may open connections out (egress rules), but accepts no
+    // inbound connection at all: replies come back through conntrack.
+    let cfg = write_config(
+        r#"
+[groups.client_only]
+egress = [
+  { proto = "tcp", ports = "7000", to = ["198.18.1.0/24", "2001:db8:1::/64"] },
+  { proto = "udp", ports = "7001", to = "anywhere" },
+  { proto = "icmp", icmp_type = 8, to = "anywhere-ipv4" },
+  { proto = "icmpv6", icmp_type = 128, to = "anywhere-ipv6" },
+]
+"#,
+    );
+    let _tcp = p.client.tcp_listen(7000);
+    let _tcp2 = p.client.tcp_listen(7002);
+    let _udp = p.client.udp_echo(7001);
+    let _srv = p.server.tcp_listen(7000);
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.as_str(), "client_only");
+    for client in [IpAddr::V4(p.c.v4), IpAddr::V6(p.c.v6)] {
+        assert!(
+            p.server.tcp_connects(client, 7000),
+            "tcp out and back: {client}"
+        );
+        assert!(
+            !p.server.tcp_connects(client, 7002),
+            "no egress rule for 7002: {client}"
+        );
+        assert!(
+            p.server.udp_exchange(client, 7001),
+            "udp out and back: {client}"
+        );
+        assert_eq!(p.server.ping(client, 2), 2, "ping out and back: {client}");
+        assert_eq!(
+            p.client.ping(
+                IpAddr::from(match client {
+                    IpAddr::V4(_) => IpAddr::V4(p.s.v4),
+                    IpAddr::V6(_) => IpAddr::V6(p.s.v6),
+                }),
+                1
+            ),
+            0,
+            "no ingress: ping in is dropped"
+        );
+    }
+    assert!(
+        !p.client.tcp_connects(IpAddr::V4(p.s.v4), 7000),
+        "no ingress rule"
+    );
+}
+
+#[test]
+fn arp_and_neighbour_discovery_pass_under_deny_all() {
+    let p = pair();
+    let cfg = write_config("[groups.closed]\negress = []\n");
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.as_str(), "closed");
+    p.client
+        .run_ok(&["ip", "neigh", "flush", "dev", &p.c.ifname]);
+    p.server
+        .run_ok(&["ip", "neigh", "flush", "dev", &p.s.ifname]);
+    assert_eq!(p.client.ping(IpAddr::V4(p.s.v4), 1), 0, "ping is dropped");
+    assert_eq!(p.client.ping(IpAddr::V6(p.s.v6), 1), 0, "ping6 is dropped");
+    let neigh = p
+        .client
+        .run_ok(&["ip", "neigh", "show", "dev", &p.c.ifname]);
+    for addr in [p.s.v4.to_string(), p.s.v6.to_string()] {
+        let line = neigh
+            .lines()
+            .find(|l| l.starts_with(&format!("{addr} ")))
+            .unwrap_or("");
+        assert!(
+            line.contains("lladdr"),
+            "{addr} must resolve through ARP/ND: {neigh}"
+        );
+    }
+}
+
+#[test]
+fn apply_is_live_keeps_allowed_flows_and_stops_denied_ones() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22, 80]);
+    let v1 = r#"
+[groups.g]
+ingress = [
+  { proto = "icmp", from = "198.18.1.0/24" },
+  { type = "ssh", from = "198.18.1.0/24" },
+  { type = "http", from = "anywhere" },
+]
+"#;
+    let v2 = r#"
+[groups.g]
+ingress = [
+  { proto = "icmp", from = "198.18.0.0/16" },
+  { type = "http", from = "anywhere" },
+  { type = "https", from = "anywhere" },
+]
+"#;
+    let (c1, c2) = (write_config(v1), write_config(v2));
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, c1.as_str(), "g");
+    assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
+    // A steady ping runs through ten applies that all keep ICMP allowed.
+    let server = p.s.v4.to_string();
+    let mut ping = p.client.cmd("ping");
+    ping.args(["-n", "-q", "-i", "0.01", "-c", "400", "-W", "1", &server])
+        .stdout(Stdio::piped());
+    let pinger = ping.spawn().unwrap();
+    let started = Instant::now();
+    for i in 0..10 {
+        let cfg = if i % 2 == 0 { &c2 } else { &c1 };
+        sg.ok(&["apply", "-c", cfg.as_str()]);
+    }
+    let applies = started.elapsed();
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("400 packets transmitted, 400 received"),
+        "lost pings during {applies:?} of applies: {text}"
+    );
+    // The last apply was v1 again; now switch to v2 and check ssh is gone.
+    sg.ok(&["apply", "-c", c2.as_str()]);
+    assert!(
+        !p.client.tcp_connects(IpAddr::V4(p.s.v4), 22),
+        "ssh removed by apply"
+    );
+    assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 80));
+    let dry = sg.ok(&["apply", "-c", c1.as_str(), "--dry-run"]);
+    assert!(
+        dry.contains("would change: 2 rules added, 2 removed"),
+        "{dry}"
+    );
+    assert!(
+        !p.client.tcp_connects(IpAddr::V4(p.s.v4), 22),
+        "dry run changes nothing"
+    );
+}
+
+#[test]
+fn a_broken_config_is_rejected_with_its_position_and_changes_nothing() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22, 80]);
+    let good = write_config(WEB);
+    let bad = write_config(
+        "[groups.web]\ningress = [\n  { proto = \"tcp\", ports = \"80-70\", from = \"anywhere\" },\n]\n",
+    );
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, good.as_str(), "web");
+    let out = sg.run(&["apply", "-c", bad.as_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:", bad.as_str())),
+        "error must name file and line: {err}"
+    );
+    assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 80));
+    assert!(!p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
+    // Attaching a second interface with a broken file fails the same way.
+    let out = sg.run(&["attach", &p.s.ifname, "-c", bad.as_str(), "--groups", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Usage errors exit 2.
+    assert_eq!(sg.run(&["attach"]).status.code(), Some(2));
+    assert_eq!(sg.run(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn status_and_watch_report_what_is_enforced_and_dropped() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22, 80]);
+    let cfg = write_config(WEB);
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.as_str(), "web");
+    let status: serde_json::Value = serde_json::from_str(&sg.ok(&["status", "--json"])).unwrap();
+    let iface = &status["interfaces"][0];
+    assert_eq!(iface["iface"], p.s.ifname.as_str());
+    assert_eq!(iface["groups"][0], "web");
+    assert_eq!(iface["ingress_rules"], 2);
+    assert_eq!(iface["egress_rules"], 0);
+
+    let mut watch = sg.cmd();
+    watch
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = watch.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(banner.contains("watching"), "{banner}");
+    assert!(!p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("a drop event").unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["iface"], p.s.ifname.as_str());
+    assert_eq!(ev["direction"], "ingress");
+    assert_eq!(ev["reason"], "no_rule");
+    assert_eq!(ev["proto"], 6);
+    assert_eq!(ev["src"], p.c.v4.to_string());
+    assert_eq!(ev["dst"], p.s.v4.to_string());
+    assert_eq!(ev["dst_port"], 22);
+    assert!(ev["src_port"].is_u64());
+    assert!(ev["icmp_type"].is_null() && ev["icmp_code"].is_null());
+    assert!(ev["len"].as_u64().unwrap() >= 54);
+    assert!(ev["time"].as_str().unwrap().contains('T'));
+
+    let stats: serde_json::Value = serde_json::from_str(&sg.ok(&["stats", "--json"])).unwrap();
+    assert!(
+        stats["drops_by_reason"]["no_rule"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+}
+
+#[test]
+fn validate_needs_no_root_and_reports_counts() {
+    let cfg = write_config(WEB);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_sg"),
+            "validate",
+            "-c",
+            cfg.as_str(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("rules:") && text.contains('3'), "{text}");
+    let bad = write_config(
+        "[groups.x]\ningress = [{ proto = \"tcp\", ports = \"22\", from = \"sg:nope\" }]\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sg"))
+        .args(["validate", "-c", bad.as_str()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:", bad.as_str())) && err.contains("nope"),
+        "{err}"
+    );
+}
+
+#[allow(dead_code)]
+fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

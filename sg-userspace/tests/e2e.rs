@@ -240,14 +240,12 @@ egress = [
             "udp out and back: {client}"
         );
         assert_eq!(p.server.ping(client, 2), 2, "ping out and back: {client}");
+        let server = match client {
+            IpAddr::V4(_) => IpAddr::V4(p.s.v4),
+            IpAddr::V6(_) => IpAddr::V6(p.s.v6),
+        };
         assert_eq!(
-            p.client.ping(
-                IpAddr::from(match client {
-                    IpAddr::V4(_) => IpAddr::V4(p.s.v4),
-                    IpAddr::V6(_) => IpAddr::V6(p.s.v6),
-                }),
-                1
-            ),
+            p.client.ping(server, 1),
             0,
             "no ingress: ping in is dropped"
         );

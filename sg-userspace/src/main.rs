@@ -157,7 +157,7 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?;
             rt.block_on(events::watch(&dir, iface.as_deref(), format))?;
         }
-        Command::Demo => demo::run(&dir)?,
+        Command::Demo => demo::run()?,
     }
     Ok(())
 }

@@ -36,6 +36,12 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
     }
 }
 
+/// A program that does nothing: the yardstick benchmarks divide by.
+#[xdp]
+pub fn sg_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
     let wire_len = ctx.len();

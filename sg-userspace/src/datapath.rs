@@ -22,6 +22,8 @@ use crate::{compile::Compiled, state::StateDir};
 
 pub const XDP_PROGRAM: &str = "sg_ingress";
 pub const TC_PROGRAM: &str = "sg_egress";
+/// A do-nothing XDP program, the yardstick of `cargo xtask bench`.
+pub const BASELINE_PROGRAM: &str = "sg_baseline";
 
 /// How to attach XDP (`--mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -169,6 +171,14 @@ impl Datapath {
             .ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or_else(|| anyhow!("program {XDP_PROGRAM} missing"))?
+            .try_into()?)
+    }
+
+    pub fn baseline(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(BASELINE_PROGRAM)
+            .ok_or_else(|| anyhow!("program {BASELINE_PROGRAM} missing"))?
             .try_into()?)
     }
 

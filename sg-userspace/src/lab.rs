@@ -137,13 +137,16 @@ pub fn netns_list() -> Vec<String> {
         .collect()
 }
 
-/// Inode number of a namespace file (`/run/netns/<ns>`), which identifies the
-/// namespace for as long as it exists, even after its name is deleted.
-fn netns_inode(ns: &str) -> Option<u64> {
+/// Opens a namespace file (`/run/netns/<ns>`) and returns it with its inode
+/// number, which identifies the namespace. Holding the file keeps the
+/// namespace (and so its inode number) alive even after its name is deleted:
+/// inode numbers of freed namespaces are reused at once by new ones (of other
+/// labs), so they must never be looked for without holding the file.
+fn netns_handle(ns: &str) -> Option<(File, u64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/run/netns/{ns}"))
-        .ok()
-        .map(|m| m.ino())
+    let f = File::open(format!("/run/netns/{ns}")).ok()?;
+    let ino = f.metadata().ok()?.ino();
+    Some((f, ino))
 }
 
 /// SIGKILLs every process (other than this one) whose network namespace is
@@ -230,10 +233,13 @@ fn netns_del(ns: &str) -> Result<(), String> {
 /// deletion can still enter it, and would otherwise keep a nameless
 /// namespace alive.
 fn destroy_netns(names: &[String]) -> Result<(), String> {
-    let inodes: Vec<u64> = names.iter().filter_map(|n| netns_inode(n)).collect();
+    let handles: Vec<(File, u64)> = names.iter().filter_map(|n| netns_handle(n)).collect();
+    let inodes: Vec<u64> = handles.iter().map(|h| h.1).collect();
     kill_until_quiet(&inodes, 1);
     let errors: Vec<String> = names.iter().filter_map(|n| netns_del(n).err()).collect();
     kill_until_quiet(&inodes, 3);
+    // Only now may the namespaces be freed (and their inode numbers reused).
+    drop(handles);
     if errors.is_empty() {
         Ok(())
     } else {

@@ -3,6 +3,7 @@
 //! `config` parses the TOML file, `compile` turns it into map entries (pure,
 //! no kernel), `datapath` owns the eBPF object and its pinned maps,
 //! `enforcer` runs attach/apply/detach on top of them.
+pub mod bench;
 pub mod bpffs;
 pub mod cli;
 pub mod compile;

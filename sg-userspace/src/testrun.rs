@@ -112,6 +112,23 @@ impl TestBed {
         Ok((result.return_value, result.duration))
     }
 
+    /// Runs the do-nothing XDP program: the yardstick for benchmarks.
+    pub fn run_baseline(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        let prog = self.dp.baseline()?;
+        if prog.fd().is_err() {
+            prog.load().context("loading the baseline program")?;
+        }
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let result = prog.test_run(opts).context("baseline test run")?;
+        Ok((result.return_value, result.duration))
+    }
+
     pub fn run_tc(&mut self, frame: &[u8], repeat: u32) -> Result<(i32, Duration)> {
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {

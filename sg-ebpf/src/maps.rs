@@ -2,6 +2,7 @@
 //! so that later `sg` invocations (and the other program) share them.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -20,6 +21,20 @@ pub static IFACE_POLICY: HashMap<u32, IfacePolicy> = HashMap::pinned(IFACE_MAP_C
 pub static PEERS_V4: LpmTrie<PeerKeyV4, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
 #[map]
 pub static PEERS_V6: LpmTrie<PeerKeyV6, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
+
+/// Exact-match fast paths in front of the tries: host peers (/32, /128)
+/// and single ports or ICMP type+code. A full-length key is the longest
+/// match there can be, so a hit here is the trie's answer; the tries hold
+/// only real prefixes. Allocated on demand, like the tries.
+#[map]
+pub static PEER_HOSTS_V4: HashMap<PeerKeyV4, u32> =
+    HashMap::pinned(PEER_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
+    HashMap::pinned(PEER_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static RULES_EXACT: HashMap<RuleKey, RuleRef> =
+    HashMap::pinned(RULE_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// (class, protocol, port) -> the rule that allows it.
 #[map]

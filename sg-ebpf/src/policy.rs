@@ -1,4 +1,5 @@
-//! Classification: two LPM lookups whatever the number of rules.
+//! Classification: two lookups whatever the number of rules, each an
+//! exact-match hash, then the LPM trie when the hash misses.
 //! 1. (policy, peer address) -> class: the set of rules whose peer covers it.
 //! 2. (class, protocol, port) -> the rule that allows it.
 
@@ -6,7 +7,7 @@ use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleKey};
 
 use crate::{
-    maps::{PEERS_V4, PEERS_V6, RULES},
+    maps::{PEER_HOSTS_V4, PEER_HOSTS_V6, PEERS_V4, PEERS_V6, RULES, RULES_EXACT},
     parse::Packet,
 };
 
@@ -31,7 +32,10 @@ pub fn allowing_rule(
         let mut addr = [0u8; 4];
         addr.copy_from_slice(&peer[..4]);
         keys.peer_v4 = Key::new(ID_PREFIX_BITS + 32, PeerKeyV4 { policy, addr });
-        *PEERS_V4.get(&keys.peer_v4)?
+        match unsafe { PEER_HOSTS_V4.get(&keys.peer_v4.data) } {
+            Some(class) => *class,
+            None => *PEERS_V4.get(&keys.peer_v4)?,
+        }
     } else {
         keys.peer_v6 = Key::new(
             ID_PREFIX_BITS + 128,
@@ -40,7 +44,10 @@ pub fn allowing_rule(
                 addr: *peer,
             },
         );
-        *PEERS_V6.get(&keys.peer_v6)?
+        match unsafe { PEER_HOSTS_V6.get(&keys.peer_v6.data) } {
+            Some(class) => *class,
+            None => *PEERS_V6.get(&keys.peer_v6)?,
+        }
     };
     // ICMP rules match on type and code where other protocols have a port.
     let port = if pkt.is_icmp() {
@@ -57,5 +64,8 @@ pub fn allowing_rule(
             _pad: 0,
         },
     );
-    RULES.get(&keys.rule).map(|r| r.rule)
+    match unsafe { RULES_EXACT.get(&keys.rule.data) } {
+        Some(r) => Some(r.rule),
+        None => RULES.get(&keys.rule).map(|r| r.rule),
+    }
 }

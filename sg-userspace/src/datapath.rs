@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
     maps::{
         Array, HashMap, MapData, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
@@ -15,7 +15,8 @@ use aya::{
     },
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, IfacePolicy, PeerKeyV4, PeerKeyV6, RuleKey, RuleRef, RuntimeConfig,
+    CtKey, CtValue, DropKey, ID_PREFIX_BITS, IfacePolicy, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL,
+    RuleKey, RuleRef, RuntimeConfig,
 };
 
 use crate::{compile::Compiled, state::StateDir};
@@ -33,6 +34,26 @@ pub enum AttachMode {
     Native,
     Generic,
 }
+
+/// A trie and the exact-match hash in front of it.
+#[derive(Clone, Copy)]
+struct SplitMaps {
+    exact: &'static str,
+    trie: &'static str,
+}
+
+const PEERS_V4: SplitMaps = SplitMaps {
+    exact: "PEER_HOSTS_V4",
+    trie: "PEERS_V4",
+};
+const PEERS_V6: SplitMaps = SplitMaps {
+    exact: "PEER_HOSTS_V6",
+    trie: "PEERS_V6",
+};
+const RULES: SplitMaps = SplitMaps {
+    exact: "RULES_EXACT",
+    trie: "RULES",
+};
 
 pub struct Datapath {
     ebpf: Ebpf,
@@ -104,29 +125,69 @@ impl Datapath {
     }
 
     fn try_write_policies(&mut self, compiled: &Compiled) -> Result<()> {
-        {
-            let mut peers: LpmTrie<&mut MapData, PeerKeyV4, u32> = self.map("PEERS_V4")?;
-            for (prefix, key, class) in &compiled.peers_v4 {
-                peers
-                    .insert(&Key::new(*prefix, *key), class, 0)
-                    .context("writing PEERS_V4")?;
+        self.write_split(PEERS_V4, &compiled.peers_v4, ID_PREFIX_BITS + 32)?;
+        self.write_split(PEERS_V6, &compiled.peers_v6, ID_PREFIX_BITS + 128)?;
+        self.write_split(RULES, &compiled.rule_entries, RULE_PREFIX_FULL)
+    }
+
+    /// Writes LPM entries, sending those of full length to the exact-match
+    /// hash in front of the trie: the datapath tries the hash first, so
+    /// host peers and single ports cost one hash lookup however many rules
+    /// there are, and the trie only holds real prefixes.
+    fn write_split<K: Pod, V: Pod>(
+        &mut self,
+        maps: SplitMaps,
+        entries: &[(u32, K, V)],
+        full_len: u32,
+    ) -> Result<()> {
+        let (mut exact, mut trie) = self.split_maps::<K, V>(maps)?;
+        for (prefix, key, value) in entries {
+            if *prefix == full_len {
+                exact.insert(key, value, 0)
+            } else {
+                trie.insert(&Key::new(*prefix, *key), value, 0)
             }
-        }
-        {
-            let mut peers: LpmTrie<&mut MapData, PeerKeyV6, u32> = self.map("PEERS_V6")?;
-            for (prefix, key, class) in &compiled.peers_v6 {
-                peers
-                    .insert(&Key::new(*prefix, *key), class, 0)
-                    .context("writing PEERS_V6")?;
-            }
-        }
-        let mut rules: LpmTrie<&mut MapData, RuleKey, RuleRef> = self.map("RULES")?;
-        for (prefix, key, rule) in &compiled.rule_entries {
-            rules
-                .insert(&Key::new(*prefix, *key), rule, 0)
-                .context("writing RULES")?;
+            .with_context(|| format!("writing {} (map full?)", maps.trie))?;
         }
         Ok(())
+    }
+
+    fn split_maps<K: Pod, V: Pod>(
+        &mut self,
+        maps: SplitMaps,
+    ) -> Result<(HashMap<&mut MapData, K, V>, LpmTrie<&mut MapData, K, V>)> {
+        let [exact, trie] = self.ebpf.maps_disjoint_mut([maps.exact, maps.trie]);
+        let exact = exact.ok_or_else(|| anyhow!("map {} missing", maps.exact))?;
+        let trie = trie.ok_or_else(|| anyhow!("map {} missing", maps.trie))?;
+        Ok((HashMap::try_from(exact)?, LpmTrie::try_from(trie)?))
+    }
+
+    /// Removes the entries of both maps of `maps` whose ID `doomed` picks.
+    fn remove_split<K: Pod, V: Pod>(
+        &mut self,
+        maps: SplitMaps,
+        id_of: impl Fn(&K) -> [u8; 4],
+        doomed: &impl Fn(u32) -> bool,
+    ) -> Result<usize> {
+        let doomed = |key: &K| doomed(u32::from_be_bytes(id_of(key)));
+        let (mut exact, mut trie) = self.split_maps::<K, V>(maps)?;
+        let stale_exact: Vec<K> = exact
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(k))
+            .collect();
+        let stale_trie: Vec<Key<K>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(&k.data()))
+            .collect();
+        for key in &stale_exact {
+            exact.remove(key)?;
+        }
+        for key in &stale_trie {
+            trie.remove(key)?;
+        }
+        Ok(stale_exact.len() + stale_trie.len())
     }
 
     /// Installs a compiled policy set: writes its entries, switches every
@@ -212,43 +273,11 @@ impl Datapath {
     /// Deletes every policy (peer trie) and class (rule trie) entry whose
     /// ID `doomed` picks. Returns how many entries went.
     pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
-        let doomed = |id: [u8; 4]| doomed(u32::from_be_bytes(id));
-        let mut removed = 0;
-        {
-            let mut peers: LpmTrie<&mut MapData, PeerKeyV4, u32> = self.map("PEERS_V4")?;
-            let stale: Vec<_> = peers
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| doomed(k.data().policy))
-                .collect();
-            for key in stale {
-                peers.remove(&key)?;
-                removed += 1;
-            }
-        }
-        {
-            let mut peers: LpmTrie<&mut MapData, PeerKeyV6, u32> = self.map("PEERS_V6")?;
-            let stale: Vec<_> = peers
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| doomed(k.data().policy))
-                .collect();
-            for key in stale {
-                peers.remove(&key)?;
-                removed += 1;
-            }
-        }
-        let mut rules: LpmTrie<&mut MapData, RuleKey, RuleRef> = self.map("RULES")?;
-        let stale: Vec<_> = rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| doomed(k.data().class))
-            .collect();
-        for key in stale {
-            rules.remove(&key)?;
-            removed += 1;
-        }
-        Ok(removed)
+        Ok(
+            self.remove_split::<PeerKeyV4, u32>(PEERS_V4, |k| k.policy, &doomed)?
+                + self.remove_split::<PeerKeyV6, u32>(PEERS_V6, |k| k.policy, &doomed)?
+                + self.remove_split::<RuleKey, RuleRef>(RULES, |k| k.class, &doomed)?,
+        )
     }
 
     /// Attaches XDP (ingress) and TC (egress) to `iface` and pins both links,

@@ -42,6 +42,11 @@ struct SplitMaps {
     trie: &'static str,
 }
 
+type SplitMapHandles<'a, K, V> = (
+    HashMap<&'a mut MapData, K, V>,
+    LpmTrie<&'a mut MapData, K, V>,
+);
+
 const PEERS_V4: SplitMaps = SplitMaps {
     exact: "PEER_HOSTS_V4",
     trie: "PEERS_V4",
@@ -152,10 +157,7 @@ impl Datapath {
         Ok(())
     }
 
-    fn split_maps<K: Pod, V: Pod>(
-        &mut self,
-        maps: SplitMaps,
-    ) -> Result<(HashMap<&mut MapData, K, V>, LpmTrie<&mut MapData, K, V>)> {
+    fn split_maps<K: Pod, V: Pod>(&mut self, maps: SplitMaps) -> Result<SplitMapHandles<'_, K, V>> {
         let [exact, trie] = self.ebpf.maps_disjoint_mut([maps.exact, maps.trie]);
         let exact = exact.ok_or_else(|| anyhow!("map {} missing", maps.exact))?;
         let trie = trie.ok_or_else(|| anyhow!("map {} missing", maps.trie))?;

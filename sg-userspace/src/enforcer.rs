@@ -65,13 +65,29 @@ fn attachments(interfaces: &BTreeMap<String, AttachedIface>) -> Result<Vec<Attac
         .collect()
 }
 
+/// Records on disk that IDs below `next_id` are taken, before any entry
+/// with them is written: an apply killed after writing (or even switching)
+/// must never see its IDs handed out again, or the next apply would
+/// overwrite entries that packets are using.
+fn reserve_ids(dir: &StateDir, state: &State, next_id: u32) -> Result<()> {
+    let mut on_disk = dir.load()?.unwrap_or_else(|| State {
+        interfaces: Default::default(),
+        rules: Vec::new(),
+        ..state.clone()
+    });
+    on_disk.next_id = on_disk.next_id.max(next_id);
+    dir.save(&on_disk)
+}
+
 /// Installs `compiled` and records it in `state`.
 fn install(
+    dir: &StateDir,
     dp: &mut Datapath,
     state: &mut State,
     compiled: &Compiled,
     config: &Config,
 ) -> Result<()> {
+    reserve_ids(dir, state, compiled.next_id)?;
     let ifindexes: BTreeMap<String, u32> = state
         .interfaces
         .iter()
@@ -174,7 +190,7 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
             .expect("inserted above")
             .xdp_mode = mode.to_string();
     }
-    if let Err(e) = install(&mut dp, &mut state, &compiled, &config) {
+    if let Err(e) = install(dir, &mut dp, &mut state, &compiled, &config) {
         if newly_attached {
             let _ = detach_links(dir, req.iface);
             let _ = dp.forget_iface(ifindex);
@@ -254,7 +270,7 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         );
     }
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
-    install(&mut dp, &mut state, &compiled, &config)?;
+    install(dir, &mut dp, &mut state, &compiled, &config)?;
     state.config_path = Some(absolute(config_path));
     dir.save(&state)?;
     Ok(report)
@@ -324,7 +340,7 @@ pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
         match load_config(&path).and_then(|config| {
             refresh_groups(&config, &mut state, "")?;
             let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
-            install(&mut dp, &mut state, &compiled, &config)
+            install(dir, &mut dp, &mut state, &compiled, &config)
         }) {
             Ok(()) => {}
             Err(e) => eprintln!(

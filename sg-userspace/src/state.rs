@@ -135,15 +135,28 @@ impl StateDir {
         Ok(())
     }
 
-    /// Forgets everything: pins and metadata.
+    /// Forgets everything: pins (unpinning a link detaches it) and
+    /// metadata. A state dir that is itself a bpffs mount point stays, empty.
     pub fn remove_all(&self) -> Result<()> {
         for dir in [&self.pins, &self.meta] {
-            match fs::remove_dir_all(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot remove {}", dir.display()));
-                }
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+            };
+            for entry in entries {
+                let path = entry?.path();
+                let removed = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+            if let Err(e) = fs::remove_dir(dir)
+                && e.raw_os_error() != Some(libc::EBUSY)
+            {
+                return Err(e).with_context(|| format!("cannot remove {}", dir.display()));
             }
         }
         Ok(())

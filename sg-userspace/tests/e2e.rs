@@ -395,11 +395,30 @@ fn status_and_watch_report_what_is_enforced_and_dropped() {
     stderr.read_line(&mut banner).unwrap();
     assert!(banner.contains("watching"), "{banner}");
     assert!(!p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("a drop event").unwrap();
+    // Other drops (IPv6 multicast listener reports, say) may come first:
+    // take the first TCP one, and never wait forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut ev = serde_json::Value::Null;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(
+            parsed["reason"].is_string() && parsed["proto"].is_u64(),
+            "{line}"
+        );
+        if parsed["proto"] == 6 {
+            ev = parsed;
+            break;
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(!ev.is_null(), "no TCP drop event arrived");
     assert_eq!(ev["iface"], p.s.ifname.as_str());
     assert_eq!(ev["direction"], "ingress");
     assert_eq!(ev["reason"], "no_rule");

@@ -42,7 +42,7 @@ pub struct Row {
 }
 
 /// Host peer `i` of the generated rule set.
-fn peer(family: Family, i: usize) -> IpAddr {
+pub fn peer(family: Family, i: usize) -> IpAddr {
     let i = i as u32;
     match family {
         // 198.18.0.0/15 holds 131072 hosts.
@@ -60,7 +60,7 @@ fn peer(family: Family, i: usize) -> IpAddr {
     }
 }
 
-fn rule_port(i: usize) -> u16 {
+pub fn rule_port(i: usize) -> u16 {
     1024 + (i % 50_000) as u16
 }
 

@@ -4,6 +4,7 @@
 //! no kernel), `datapath` owns the eBPF object and its pinned maps,
 //! `enforcer` runs attach/apply/detach on top of them.
 pub mod bench;
+pub mod bench_e2e;
 pub mod bpffs;
 pub mod cli;
 pub mod compile;

@@ -126,15 +126,7 @@ fn bench(sizes: &[String]) -> Result<()> {
     print!("{table}");
     let machine = machine_description();
     let doc = format!(
-        "# Benchmarks\n\nMade by `cargo xtask bench{}` on {machine}.\n\n\
-         ## Per-packet cost (BPF_PROG_TEST_RUN, XDP ingress)\n\n\
-         Each figure is the median time per packet divided by the median time of a \
-         do-nothing XDP program (`sg_baseline`), both measured in the same run, \
-         interleaved, 200,000 runs per measurement. Rules are TCP rules from \
-         distinct host peers to distinct ports, 1,000 per group.\n\n\
-         - *conntrack hit*: an ACK of a tracked connection;\n\
-         - *new flow allowed*: an ACK a rule allows, with no entry (classification every time);\n\
-         - *new flow denied*: an ACK no rule allows (classification, drop counter, event).\n\n{table}",
+        "# Benchmarks\n\nMade by `cargo xtask bench{}` on {machine}.\n\n{table}",
         if sizes.is_empty() {
             String::new()
         } else {

@@ -1,0 +1,292 @@
+//! End-to-end benchmarks over veth between namespaces (SPEC 6): sg against
+//! nftables given the same rules in its idiomatic form, under the same
+//! offered load, and the latency of a 10,000-rule live update.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+use crate::{
+    bench::{Family, rule_set},
+    lab::{Host, Lab, Link, unique_name},
+};
+
+const FLOOD_SECS: u64 = 4;
+const IPERF_SECS: &str = "4";
+const IPERF_PORT: u16 = 5201;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Filter {
+    pub name: &'static str,
+    /// iperf3 TCP throughput, client to server.
+    pub tcp_gbps: f64,
+    /// Packets of a SYN flood to a denied port the filter dropped, per second.
+    pub drops_per_sec: f64,
+    /// Packets the flooder sent per second (the offered load).
+    pub offered_pps: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct E2eReport {
+    pub rules: usize,
+    pub filters: Vec<Filter>,
+    /// Wall time of `sg apply` replacing a 10,000-rule policy by another.
+    pub update_ms: u128,
+    /// Pings of a flow allowed throughout, sent and received during updates.
+    pub pings_sent: u64,
+    pub pings_received: u64,
+}
+
+/// The SG rules, then what the benchmark itself needs (iperf3).
+fn sg_config(rules: usize) -> String {
+    let mut text = rule_set(Family::V4, rules);
+    text.push_str(&format!(
+        "[groups.bench]\negress = []\ningress = [\n  {{ proto = \"tcp\", ports = \"{IPERF_PORT}\", from = \"198.18.1.0/24\" }},\n  {{ proto = \"icmp\", from = \"198.18.1.0/24\" }},\n]\n"
+    ));
+    text
+}
+
+/// The same rules as nftables writes them: established/related first, then
+/// one set element per security-group rule, then drop.
+fn nft_ruleset(rules: usize) -> String {
+    let mut elements = Vec::with_capacity(rules);
+    for i in 0..rules {
+        let peer = crate::bench::peer(Family::V4, i);
+        elements.push(format!("{peer} . {}", crate::bench::rule_port(i)));
+    }
+    format!(
+        "table inet sgbench {{
+  set sg_rules {{ type ipv4_addr . inet_service; elements = {{ {} }} }}
+  chain input {{
+    type filter hook input priority 0; policy drop;
+    ct state established,related accept
+    iifname \"lo\" accept
+    icmpv6 type {{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect }} accept
+    ip saddr . tcp dport @sg_rules accept
+    ip saddr 198.18.1.0/24 tcp dport {IPERF_PORT} accept
+    ip saddr 198.18.1.0/24 icmp type echo-request accept
+    counter name dropped drop
+  }}
+  counter dropped {{ }}
+}}
+",
+        elements.join(", ")
+    )
+}
+
+fn sg(state_dir: &Path, netns: &str, args: &[&str]) -> Result<String> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .context("bench binary has a directory")?
+        .join("sg");
+    let out = Command::new(&exe)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--netns")
+        .arg(netns)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("sg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn iperf(client: &Host, server: &Host, dst: IpAddr) -> Result<f64> {
+    let _srv = server.spawn(&["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client.run(&[
+        "iperf3",
+        "-c",
+        &dst.to_string(),
+        "-p",
+        &IPERF_PORT.to_string(),
+        "-t",
+        IPERF_SECS,
+        "-J",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    let bps = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("iperf3 failed: {}", String::from_utf8_lossy(&out.stdout)))?;
+    Ok(bps / 1e9)
+}
+
+/// SYN flood to a port no rule allows, for FLOOD_SECS; returns packets sent.
+fn flood(client: &Host, dst: IpAddr) -> Result<u64> {
+    let out = client
+        .cmd("timeout")
+        .args([
+            "-s",
+            "INT",
+            &FLOOD_SECS.to_string(),
+            "hping3",
+            "--flood",
+            "-S",
+            "-p",
+            "9",
+            "-q",
+            &dst.to_string(),
+        ])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("hping3 printed no summary: {text}"))?;
+    let sent = line.split_whitespace().next().and_then(|n| n.parse().ok());
+    sent.with_context(|| format!("cannot parse {line}"))
+}
+
+fn sg_drops(state_dir: &Path, netns: &str) -> Result<u64> {
+    let stats: serde_json::Value =
+        serde_json::from_str(&sg(state_dir, netns, &["stats", "--json"])?)?;
+    Ok(stats["drops_by_reason"]["no_rule"].as_u64().unwrap_or(0))
+}
+
+fn nft_drops(server: &Host) -> Result<u64> {
+    let out = server.run_ok(&["nft", "-j", "list", "counter", "inet", "sgbench", "dropped"]);
+    let json: serde_json::Value = serde_json::from_str(&out)?;
+    json["nftables"]
+        .as_array()
+        .and_then(|items| items.iter().find_map(|i| i["counter"]["packets"].as_u64()))
+        .context("nft counter")
+}
+
+pub fn run(rules: usize) -> Result<E2eReport> {
+    let mut lab = Lab::new();
+    let client = lab.host("client");
+    let server = lab.host("server");
+    let (_c, s): (Link, Link) = lab.link(&client, &server, 1);
+    let dst = IpAddr::V4(s.v4);
+    let mut filters = Vec::new();
+
+    let tcp = iperf(&client, &server, dst)?;
+    filters.push(Filter {
+        name: "none",
+        tcp_gbps: tcp,
+        ..Filter::default()
+    });
+
+    // nftables
+    let nft_file = std::env::temp_dir().join(format!("{}.nft", unique_name("sgbench")));
+    std::fs::write(&nft_file, nft_ruleset(rules))?;
+    server.run_ok(&["nft", "-f", nft_file.to_str().context("utf-8 path")?]);
+    let tcp = iperf(&client, &server, dst)?;
+    let before = nft_drops(&server)?;
+    let sent = flood(&client, dst)?;
+    let dropped = nft_drops(&server)? - before;
+    filters.push(Filter {
+        name: "nftables",
+        tcp_gbps: tcp,
+        drops_per_sec: dropped as f64 / FLOOD_SECS as f64,
+        offered_pps: sent as f64 / FLOOD_SECS as f64,
+    });
+    server.run_ok(&["nft", "delete", "table", "inet", "sgbench"]);
+    let _ = std::fs::remove_file(&nft_file);
+
+    // sg
+    let state_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgbench")));
+    let cfg = std::env::temp_dir().join(format!("{}.toml", unique_name("sgbench")));
+    std::fs::write(&cfg, sg_config(rules))?;
+    let cfg_s = cfg.to_str().context("utf-8 path")?.to_string();
+    let groups: Vec<String> = (0..rules.div_ceil(1000))
+        .map(|g| format!("g{g}"))
+        .chain(["bench".to_string()])
+        .collect();
+    let result = (|| -> Result<E2eReport> {
+        sg(
+            &state_dir,
+            &server.ns,
+            &[
+                "attach",
+                &s.ifname,
+                "-c",
+                &cfg_s,
+                "--groups",
+                &groups.join(","),
+            ],
+        )?;
+        let tcp = iperf(&client, &server, dst)?;
+        let before = sg_drops(&state_dir, &server.ns)?;
+        let sent = flood(&client, dst)?;
+        let dropped = sg_drops(&state_dir, &server.ns)? - before;
+        filters.push(Filter {
+            name: "sg",
+            tcp_gbps: tcp,
+            drops_per_sec: dropped as f64 / FLOOD_SECS as f64,
+            offered_pps: sent as f64 / FLOOD_SECS as f64,
+        });
+        // Live update of 10,000 rules while a ping runs through.
+        let big_a = sg_config(10_000);
+        let big_b = big_a.replace("ports = \"1", "ports = \"2");
+        std::fs::write(&cfg, &big_a)?;
+        let big_groups: Vec<String> = (0..10)
+            .map(|g| format!("g{g}"))
+            .chain(["bench".to_string()])
+            .collect();
+        // Interfaces take their groups from --groups: refresh them first.
+        sg(&state_dir, &server.ns, &["detach", &s.ifname])?;
+        sg(
+            &state_dir,
+            &server.ns,
+            &[
+                "attach",
+                &s.ifname,
+                "-c",
+                &cfg_s,
+                "--groups",
+                &big_groups.join(","),
+            ],
+        )?;
+        let pinger = client
+            .cmd("ping")
+            .args(["-n", "-q", "-i", "0.002", "-w", "60", &s.v4.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(200));
+        let mut total = Duration::ZERO;
+        for i in 0..4 {
+            std::fs::write(&cfg, if i % 2 == 0 { &big_b } else { &big_a })?;
+            let started = Instant::now();
+            sg(&state_dir, &server.ns, &["apply", "-c", &cfg_s])?;
+            total += started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pinger.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )?;
+        let out = pinger.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .context("ping summary")?;
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        Ok(E2eReport {
+            rules,
+            filters: std::mem::take(&mut filters),
+            update_ms: (total / 4).as_millis(),
+            pings_sent: nums[0],
+            pings_received: nums[1],
+        })
+    })();
+    let _ = sg(&state_dir, &server.ns, &["detach", "--all"]);
+    let _ = std::fs::remove_file(&cfg);
+    result
+}

@@ -3,7 +3,9 @@
 //! 2. (class, protocol, port) -> the rule that allows it.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use sg_common::{FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleKey};
+use sg_common::{
+    FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleKey, RuleRef,
+};
 
 use crate::{
     maps::{PEERS_V4, PEERS_V6, RULES},
@@ -17,7 +19,7 @@ pub struct LookupKeys {
     pub rule: Key<RuleKey>,
 }
 
-/// Returns the index of a rule of `policy` that allows `pkt`, whose remote
+/// Returns the rule of `policy` that allows `pkt`, whose remote
 /// end is `peer` (the source on ingress, the destination on egress).
 #[inline(always)]
 pub fn allowing_rule(
@@ -25,7 +27,7 @@ pub fn allowing_rule(
     policy: u32,
     pkt: &Packet,
     peer: &[u8; 16],
-) -> Option<u32> {
+) -> Option<RuleRef> {
     let policy = policy.to_be_bytes();
     let class = if pkt.family == FAMILY_V4 {
         let mut addr = [0u8; 4];
@@ -57,5 +59,5 @@ pub fn allowing_rule(
             _pad: 0,
         },
     );
-    RULES.get(&keys.rule).map(|r| r.rule)
+    RULES.get(&keys.rule).copied()
 }

@@ -957,7 +957,8 @@ fn spec_example_compiles_and_summarizes() {
         None
     );
     assert_eq!(
-        c.rule(RuleRef { rule: 0 }).map(|r| r.group.as_str()),
+        c.rule(RuleRef { rule: 0, flags: 0 })
+            .map(|r| r.group.as_str()),
         Some("bastion")
     );
 }

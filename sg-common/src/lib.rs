@@ -85,6 +85,14 @@ pub struct IfacePolicy {
 
 /// Bits reserved for per-interface behaviour (untracked flows, NACLs).
 pub const IFACE_F_NONE: u32 = 0;
+/// The interface's ingress policy allows all traffic from `0.0.0.0/0`.
+pub const IFACE_F_INGRESS_ALL_V4: u32 = 1;
+/// The interface's ingress policy allows all traffic from `::/0`.
+pub const IFACE_F_INGRESS_ALL_V6: u32 = 2;
+/// The interface's egress policy allows all traffic to `0.0.0.0/0`.
+pub const IFACE_F_EGRESS_ALL_V4: u32 = 4;
+/// The interface's egress policy allows all traffic to `::/0`.
+pub const IFACE_F_EGRESS_ALL_V6: u32 = 8;
 
 /// Bits of the LPM key that hold the policy or class ID.
 pub const ID_PREFIX_BITS: u32 = 32;
@@ -130,7 +138,15 @@ pub const RULE_PREFIX_FULL: u32 = RULE_PREFIX_PROTO + 16;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleRef {
     pub rule: u32,
+    /// `RULE_F_*` bits.
+    pub flags: u32,
 }
+
+/// `RuleRef::flags`: a rule whose peer is `0.0.0.0/0` (or `::/0`, for the
+/// family of the class) allows this protocol and port. With the opposite
+/// direction allowing everything, such TCP/UDP flows are not tracked
+/// (SPEC 1.8, the AWS rule).
+pub const RULE_F_ANYWHERE: u32 = 1;
 
 // ---------------------------------------------------------------------------
 // Runtime configuration
@@ -180,7 +196,7 @@ pub struct CtKey {
     pub _pad: [u8; 2],
 }
 
-/// Conntrack states. Room is left for the full TCP machine.
+/// Conntrack states.
 pub const CT_TCP_SYN_SENT: u8 = 1;
 pub const CT_TCP_SYN_RECV: u8 = 2;
 pub const CT_TCP_ESTABLISHED: u8 = 3;
@@ -232,6 +248,12 @@ pub struct CtValue {
     pub rule: u32,
     pub _pad2: u32,
 }
+
+/// When an insert finds the table full, the datapath sweeps it for expired
+/// entries at most this often (globally): a full table of dead entries never
+/// blocks new flows for longer, and a full table of live ones costs one
+/// sweep per interval, not one per packet.
+pub const CT_SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
 
 /// Key of `FRAGMENTS`: a first fragment that passed lets its followers pass.
 #[repr(C)]
@@ -331,6 +353,7 @@ mod tests {
         assert_eq!(size_of::<PeerKeyV4>(), 8);
         assert_eq!(size_of::<PeerKeyV6>(), 20);
         assert_eq!(size_of::<RuleKey>(), 8);
+        assert_eq!(size_of::<RuleRef>(), 8);
         assert_eq!(size_of::<CtKey>(), 44);
         assert_eq!(size_of::<CtValue>(), 24);
         assert_eq!(size_of::<FragKey>(), 44);

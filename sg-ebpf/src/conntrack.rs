@@ -3,16 +3,22 @@
 //! One entry per flow and interface, keyed canonically so both directions
 //! find it. The opener is remembered, which tells replies from requests.
 
-use aya_ebpf::bindings::BPF_ANY;
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    cty::c_void,
+    helpers::{bpf_for_each_map_elem, bpf_map_delete_elem},
+};
 use sg_common::{
-    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CT_ICMP, CT_OTHER, CT_TCP_ESTABLISHED,
-    CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_UDP, CT_UDP_STREAM, CtKey,
-    CtValue, DIR_EGRESS, FAMILY_V4, PROTO_TCP, PROTO_UDP, RuntimeConfig, TO_ICMP, TO_OTHER,
-    TO_TCP_ESTABLISHED, TO_TCP_FIN, TO_TCP_RST, TO_TCP_SYN, TO_UDP, TO_UDP_STREAM,
+    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CT_ICMP, CT_OTHER, CT_SWEEP_INTERVAL_NS,
+    CT_TCP_ESTABLISHED, CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_UDP,
+    CT_UDP_STREAM, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, FAMILY_V4, IFACE_F_EGRESS_ALL_V4,
+    IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6, PROTO_TCP, PROTO_UDP,
+    RULE_F_ANYWHERE, RuleRef, RuntimeConfig, TO_ICMP, TO_OTHER, TO_TCP_ESTABLISHED, TO_TCP_FIN,
+    TO_TCP_RST, TO_TCP_SYN, TO_UDP, TO_UDP_STREAM,
 };
 
 use crate::{
-    maps::CONNTRACK,
+    maps::{CONNTRACK, CT_SWEEP},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -145,13 +151,21 @@ fn timeout(cfg: &RuntimeConfig, state: u8) -> u64 {
 }
 
 pub enum Lookup {
-    /// A live entry covers the packet; it has been advanced.
-    Tracked,
+    /// A live entry covers the packet; it has been advanced. Carries the
+    /// entry's `CT_F_*` flags (who opened it, in which direction).
+    Tracked(u8),
     /// No live entry: judge the packet by the rules.
     Untracked,
 }
 
 /// Finds the packet's connection and advances its state machine.
+///
+/// TCP: SYN-sent (the opener's SYN) -> SYN-received (the responder's
+/// SYN-ACK) -> established (the opener's ACK); a FIN from either side moves
+/// to FIN seen, an RST to RST seen, from any state. A bare SYN on a closing
+/// entry is a new connection reusing the tuple: the rules decide. UDP turns
+/// into a stream once replies have been seen more than once. Every packet
+/// re-arms the state's timeout (SPEC 1.7).
 #[inline(always)]
 pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup {
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key) else {
@@ -163,41 +177,162 @@ pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup
     }
     let opened_by_b = entry.flags & CT_F_OPENED_BY_B != 0;
     let from_opener = flow.from_a != opened_by_b;
-    if !from_opener {
-        entry.flags |= CT_F_REPLIED;
-        entry.replies = entry.replies.saturating_add(1);
-    }
     let mut state = entry.state;
     if pkt.proto == PROTO_TCP {
         let flags = pkt.tcp_flags;
+        let bare_syn = flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+        if bare_syn && (state == CT_TCP_FIN || state == CT_TCP_RST) {
+            // The tuple is being reused for a new connection: rules decide.
+            return Lookup::Untracked;
+        }
         if from_opener {
             entry.tcp_flags_opener |= flags;
         } else {
             entry.tcp_flags_responder |= flags;
         }
-        let bare_syn = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-        if bare_syn && from_opener && (state == CT_TCP_FIN || state == CT_TCP_RST) {
-            // The tuple is being reused for a new connection: rules decide.
-            return Lookup::Untracked;
-        }
         if flags & TCP_RST != 0 {
             state = CT_TCP_RST;
         } else if flags & TCP_FIN != 0 {
-            state = CT_TCP_FIN;
+            if state != CT_TCP_RST {
+                state = CT_TCP_FIN;
+            }
         } else if state == CT_TCP_SYN_SENT
             && !from_opener
             && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
         {
             state = CT_TCP_SYN_RECV;
-        } else if state == CT_TCP_SYN_RECV && from_opener && flags & TCP_ACK != 0 {
+        } else if state == CT_TCP_SYN_RECV && from_opener && flags & (TCP_SYN | TCP_ACK) == TCP_ACK
+        {
             state = CT_TCP_ESTABLISHED;
         }
-    } else if pkt.proto == PROTO_UDP && entry.replies > 1 {
+    }
+    if !from_opener {
+        entry.flags |= CT_F_REPLIED;
+        entry.replies = entry.replies.saturating_add(1);
+    }
+    if pkt.proto == PROTO_UDP && entry.replies > 1 {
         state = CT_UDP_STREAM;
     }
     entry.state = state;
     entry.expires_ns = now + timeout(cfg, state);
-    Lookup::Tracked
+    Lookup::Tracked(entry.flags)
+}
+
+/// Is there a live entry under `key`? Looks only; related ICMP errors do
+/// not keep a connection alive.
+#[inline(always)]
+pub fn is_live(key: &CtKey, now: u64) -> bool {
+    match unsafe { CONNTRACK.get(key) } {
+        Some(entry) => now <= entry.expires_ns,
+        None => false,
+    }
+}
+
+/// Deletes a connection (revocation).
+#[inline(always)]
+pub fn forget(key: &CtKey) {
+    let _ = CONNTRACK.remove(key);
+}
+
+/// Fills `out` with the packet that opened the connection under `key`: from
+/// the opener to the responder, an echo request for ICMP. Returns the
+/// direction it was seen in. Revocation judges this packet by the rules of
+/// that direction (SPEC 1.8).
+#[inline(always)]
+pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> u8 {
+    *out = Packet::EMPTY;
+    if flags & CT_F_OPENED_BY_B != 0 {
+        out.src = key.addr_b;
+        out.dst = key.addr_a;
+        out.src_port = key.port_b;
+        out.dst_port = key.port_a;
+    } else {
+        out.src = key.addr_a;
+        out.dst = key.addr_b;
+        out.src_port = key.port_a;
+        out.dst_port = key.port_b;
+    }
+    out.family = key.family;
+    out.proto = key.proto;
+    out.has_l4 = true;
+    out.icmp_type = if key.family == FAMILY_V4 {
+        ICMP_ECHO_REQUEST
+    } else {
+        ICMPV6_ECHO_REQUEST
+    };
+    if flags & CT_F_OPENED_EGRESS != 0 {
+        DIR_EGRESS
+    } else {
+        DIR_INGRESS
+    }
+}
+
+/// The AWS untracked-flow rule (SPEC 1.8): a TCP or UDP flow allowed by a
+/// rule whose peer is everywhere, on an interface whose other direction
+/// allows all traffic everywhere, is not tracked.
+#[inline(always)]
+pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: u8) -> bool {
+    if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
+        return false;
+    }
+    if rule.flags & RULE_F_ANYWHERE == 0 {
+        return false;
+    }
+    let other_all = match (direction == DIR_INGRESS, pkt.family == FAMILY_V4) {
+        (true, true) => IFACE_F_EGRESS_ALL_V4,
+        (true, false) => IFACE_F_EGRESS_ALL_V6,
+        (false, true) => IFACE_F_INGRESS_ALL_V4,
+        (false, false) => IFACE_F_INGRESS_ALL_V6,
+    };
+    iface_flags & other_all != 0
+}
+
+/// What the sweep callback sees. Read only: a callback that changed it
+/// would make the verifier walk the iterations one by one.
+#[repr(C)]
+struct SweepCtx {
+    now: u64,
+}
+
+/// `bpf_for_each_map_elem` callback: deletes one entry if it has expired.
+#[inline(never)]
+extern "C" fn sweep_one(
+    map: *mut c_void,
+    key: *const CtKey,
+    value: *const CtValue,
+    ctx: *const SweepCtx,
+) -> i64 {
+    unsafe {
+        if (*value).expires_ns < (*ctx).now {
+            bpf_map_delete_elem(map, key as *const c_void);
+        }
+    }
+    0
+}
+
+/// Deletes every expired entry, at most once per `CT_SWEEP_INTERVAL_NS`
+/// over all CPUs. Returns whether it swept.
+#[inline(always)]
+fn sweep(now: u64) -> bool {
+    let Some(last) = CT_SWEEP.get_ptr_mut(0) else {
+        return false;
+    };
+    let last = unsafe { &mut *last };
+    if *last != 0 && now < *last + CT_SWEEP_INTERVAL_NS {
+        return false;
+    }
+    // Racing CPUs may both sweep once; harmless.
+    *last = now;
+    let ctx = SweepCtx { now };
+    unsafe {
+        bpf_for_each_map_elem(
+            &CONNTRACK as *const _ as *mut c_void,
+            sweep_one as *mut c_void,
+            &ctx as *const SweepCtx as *mut c_void,
+            0,
+        );
+    }
+    true
 }
 
 /// Records a new connection opened by this packet. Fails when the table is
@@ -232,7 +367,15 @@ pub fn open(
         rule,
         ..CtValue::default()
     };
-    CONNTRACK
-        .insert(&flow.key, &value, BPF_ANY as u64)
-        .map_err(|_| ())
+    if CONNTRACK.insert(&flow.key, &value, BPF_ANY as u64).is_ok() {
+        return Ok(());
+    }
+    // Full. Expired entries may be holding the room: collect them (rate
+    // limited) and try once more. Live entries are never touched.
+    if sweep(now) {
+        return CONNTRACK
+            .insert(&flow.key, &value, BPF_ANY as u64)
+            .map_err(|_| ());
+    }
+    Err(())
 }

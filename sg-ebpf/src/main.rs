@@ -7,6 +7,7 @@ mod events;
 mod maps;
 mod parse;
 mod policy;
+mod related;
 mod verdict;
 
 use aya_ebpf::{

@@ -22,7 +22,7 @@ const VLAN_HLEN: usize = 4;
 /// IPv6 extension headers walked before giving up on the packet.
 const MAX_V6_EXT_HEADERS: usize = 6;
 /// No header may start further in than this; keeps offsets verifier-bounded.
-const MAX_L4_OFFSET: usize = 512;
+pub const MAX_L4_OFFSET: usize = 512;
 
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
@@ -54,6 +54,8 @@ pub struct Packet {
     pub is_later_fragment: bool,
     /// IPv4 identification or IPv6 fragment identification.
     pub frag_id: u32,
+    /// Offset of the L4 header in the frame (valid with `has_l4`).
+    pub l4_off: u16,
 }
 
 impl Packet {
@@ -71,6 +73,7 @@ impl Packet {
         is_fragment: false,
         is_later_fragment: false,
         frag_id: 0,
+        l4_off: 0,
     };
 
     pub fn is_icmp(&self) -> bool {
@@ -273,5 +276,6 @@ fn parse_l4(bytes: Bytes, l4: usize, pkt: &mut Packet) -> Parsed {
         _ => {}
     }
     pkt.has_l4 = true;
+    pkt.l4_off = l4 as u16;
     Parsed::Ip
 }

@@ -4,7 +4,9 @@
 //! 2. (class, protocol, port) -> the rule that allows it.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use sg_common::{FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleKey};
+use sg_common::{
+    FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleKey, RuleRef,
+};
 
 use crate::{
     maps::{PEER_HOSTS_V4, PEER_HOSTS_V6, PEERS_V4, PEERS_V6, RULES, RULES_EXACT},
@@ -18,7 +20,7 @@ pub struct LookupKeys {
     pub rule: Key<RuleKey>,
 }
 
-/// Returns the index of a rule of `policy` that allows `pkt`, whose remote
+/// Returns the rule of `policy` that allows `pkt`, whose remote
 /// end is `peer` (the source on ingress, the destination on egress).
 #[inline(always)]
 pub fn allowing_rule(
@@ -26,7 +28,7 @@ pub fn allowing_rule(
     policy: u32,
     pkt: &Packet,
     peer: &[u8; 16],
-) -> Option<u32> {
+) -> Option<RuleRef> {
     let policy = policy.to_be_bytes();
     let class = if pkt.family == FAMILY_V4 {
         let mut addr = [0u8; 4];
@@ -65,7 +67,7 @@ pub fn allowing_rule(
         },
     );
     match unsafe { RULES_EXACT.get(&keys.rule.data) } {
-        Some(r) => Some(r.rule),
-        None => RULES.get(&keys.rule).map(|r| r.rule),
+        Some(r) => Some(*r),
+        None => RULES.get(&keys.rule).copied(),
     }
 }

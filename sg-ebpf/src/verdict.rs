@@ -2,7 +2,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
-    DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey, PROTO_ICMPV6, Reason, RuntimeConfig,
+    CFG_F_REVOKE_ESTABLISHED, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey, IfacePolicy,
+    PROTO_ICMPV6, Reason, RuntimeConfig,
 };
 
 use crate::{
@@ -11,6 +12,7 @@ use crate::{
     maps::{CONFIG, FRAGMENTS, IFACE_POLICY, SCRATCH},
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
+    related,
 };
 
 pub enum Verdict {
@@ -24,6 +26,9 @@ pub struct Scratch {
     pub flow: Flow,
     pub frag: FragKey,
     pub keys: LookupKeys,
+    /// A second packet: the one quoted by an ICMP error, or the one that
+    /// opened a connection (revocation).
+    pub inner: Packet,
 }
 
 /// ICMPv6 router/neighbour discovery (133-137) always passes: IPv6 cannot
@@ -55,11 +60,7 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         // Not enforced here (yet, or any more).
         return Verdict::Pass;
     };
-    let policy = if direction == DIR_INGRESS {
-        iface.ingress_policy
-    } else {
-        iface.egress_policy
-    };
+    let iface = *iface;
     let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
         return Verdict::Drop;
     };
@@ -88,7 +89,7 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
             }
         };
     }
-    match judge_first(s, ifindex, direction, policy, cfg, now) {
+    match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
         Ok(()) => {
             if s.pkt.is_fragment {
                 fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
@@ -107,12 +108,18 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
 #[inline(always)]
 fn judge_first(
     s: &mut Scratch,
+    bytes: Bytes,
     ifindex: u32,
     direction: u8,
-    policy: u32,
+    iface: &IfacePolicy,
     cfg: &RuntimeConfig,
     now: u64,
 ) -> Result<(), Reason> {
+    let policy = if direction == DIR_INGRESS {
+        iface.ingress_policy
+    } else {
+        iface.egress_policy
+    };
     let pkt = &s.pkt;
     let peer = if direction == DIR_INGRESS {
         &pkt.src
@@ -120,18 +127,40 @@ fn judge_first(
         &pkt.dst
     };
     if conntrack::kind(pkt) == Kind::Stateless {
+        if related::is_error(pkt)
+            && related::is_related(bytes, pkt, ifindex, &mut s.inner, &mut s.flow, now)
+        {
+            return Ok(());
+        }
         return allowing_rule(&mut s.keys, policy, pkt, peer)
             .map(|_| ())
             .ok_or(Reason::NoRule);
     }
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
-    if let Lookup::Tracked = conntrack::track(&s.flow, pkt, cfg, now) {
+    if let Lookup::Tracked(flags) = conntrack::track(&s.flow, pkt, cfg, now) {
+        if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
+            conntrack::forget(&s.flow.key);
+            return Err(Reason::Revoked);
+        }
         return Ok(());
     }
     let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
-    if conntrack::may_open(pkt) {
-        conntrack::open(&s.flow, pkt, direction, rule, cfg, now)
+    if conntrack::may_open(pkt) && !conntrack::untracked(pkt, &rule, iface.flags, direction) {
+        conntrack::open(&s.flow, pkt, direction, rule.rule, cfg, now)
             .map_err(|()| Reason::ConntrackFull)?;
     }
     Ok(())
+}
+
+/// Would the current rules still open the tracked connection in `s.flow`?
+/// Judges the opening packet by the policy of the direction it came in.
+#[inline(always)]
+fn still_allowed(s: &mut Scratch, iface: &IfacePolicy, flags: u8) -> bool {
+    let opened = conntrack::opened_as(&s.flow.key, flags, &mut s.inner);
+    let (policy, peer) = if opened == DIR_INGRESS {
+        (iface.ingress_policy, &s.inner.src)
+    } else {
+        (iface.egress_policy, &s.inner.dst)
+    };
+    allowing_rule(&mut s.keys, policy, &s.inner, peer).is_some()
 }

@@ -105,6 +105,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show, clear or collect tracked connections.
+    Conntrack {
+        #[command(subcommand)]
+        command: ConntrackCommand,
+    },
     /// Check a config file and print the compiled rule counts. Needs no root.
     Validate {
         #[command(flatten)]
@@ -115,6 +120,24 @@ pub enum Command {
     /// Build a lab of network namespaces, enforce an example config, send
     /// allowed and denied traffic, and show verdicts and live drops.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConntrackCommand {
+    /// Tracked connections: protocol, opener and responder, state, time
+    /// left, interface and the direction that opened them.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every tracked connection. Flows then need a rule again: a
+    /// reply that no rule allows is dropped.
+    Flush,
+    /// Delete the expired entries now (attach and apply also do this).
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

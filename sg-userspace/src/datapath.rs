@@ -209,6 +209,7 @@ impl Datapath {
                 ifindex_of(name)?,
                 binding.ingress_policy,
                 binding.egress_policy,
+                binding.flags,
             )?;
         }
         let live = ids_of(compiled);
@@ -255,11 +256,18 @@ impl Datapath {
 
     /// Points an interface at its policies: one map update, so a packet sees
     /// either the old policy or the new one.
-    pub fn switch_iface(&mut self, ifindex: u32, ingress: u32, egress: u32) -> Result<()> {
+    pub fn switch_iface(
+        &mut self,
+        ifindex: u32,
+        ingress: u32,
+        egress: u32,
+        flags: u32,
+    ) -> Result<()> {
         let value = IfacePolicy {
             ingress_policy: ingress,
             egress_policy: egress,
-            ..IfacePolicy::default()
+            flags,
+            _pad: 0,
         };
         self.iface_policy()?.insert(&ifindex, &value, 0)?;
         Ok(())

@@ -99,6 +99,11 @@ fn install(
             .copied()
             .with_context(|| format!("compiled an interface that is not attached: {name}"))
     })?;
+    // Opportunistic garbage collection: nothing of sg runs in the
+    // background, so every attach and apply collects expired entries.
+    if let Err(e) = crate::conntrack::sweep_expired(dp) {
+        eprintln!("warning: conntrack garbage collection failed: {e:#}");
+    }
     for (name, binding) in &compiled.ifaces {
         if let Some(iface) = state.interfaces.get_mut(name) {
             iface.ingress_policy = binding.ingress_policy;

@@ -9,6 +9,7 @@ pub mod bpffs;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod conntrack;
 pub mod datapath;
 pub mod demo;
 pub mod enforcer;

@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser as _;
 use sg::{
-    cli::{Cli, Command},
-    compile, demo, enforcer,
+    cli::{Cli, Command, ConntrackCommand},
+    compile, conntrack, demo, enforcer,
     events::{self, Format},
     netns,
     state::StateDir,
@@ -157,6 +157,31 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?;
             rt.block_on(events::watch(&dir, iface.as_deref(), format))?;
         }
+        Command::Conntrack { command } => match command {
+            ConntrackCommand::List { json } => {
+                let entries = conntrack::list(&dir)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&entries)?);
+                } else {
+                    conntrack::print_list(&entries);
+                }
+            }
+            ConntrackCommand::Flush => {
+                let n = conntrack::flush(&dir)?;
+                println!("flushed {n} tracked connections");
+            }
+            ConntrackCommand::Gc { json } => {
+                let sweep = conntrack::gc(&dir)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&sweep)?);
+                } else {
+                    println!(
+                        "removed {} expired of {} entries",
+                        sweep.removed, sweep.scanned
+                    );
+                }
+            }
+        },
         Command::Demo => demo::run()?,
     }
     Ok(())

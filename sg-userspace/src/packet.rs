@@ -103,3 +103,24 @@ pub fn arp() -> Vec<u8> {
     frame.extend_from_slice(&[198, 18, 0, 2]);
     frame
 }
+
+/// An ICMP (v4) or ICMPv6 error quoting `quoted`, an IP packet without its
+/// Ethernet header (for example `&tcp(..)[14..]`).
+pub fn icmp_error(
+    src: IpAddr,
+    dst: IpAddr,
+    icmp_type: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let b = ip(src, dst);
+    let written = if src.is_ipv4() {
+        b.icmpv4_raw(icmp_type, code, rest).write(&mut out, quoted)
+    } else {
+        b.icmpv6_raw(icmp_type, code, rest).write(&mut out, quoted)
+    };
+    written.expect("valid ICMP error frame");
+    out
+}

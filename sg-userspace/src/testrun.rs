@@ -55,8 +55,16 @@ impl TestBed {
             std::path::PathBuf::from(format!("/sys/fs/bpf/sg-testrun-{}-{n}", std::process::id()));
         let dir = StateDir::new(&pins);
         dir.remove_all()?;
-        let mut dp = Datapath::open(&dir, config.conntrack.max_entries)?;
-        dp.load_programs()?;
+        let dp = match Datapath::open(&dir, config.conntrack.max_entries)
+            .and_then(|mut dp| dp.load_programs().map(|()| dp))
+        {
+            Ok(dp) => dp,
+            Err(e) => {
+                // No TestBed yet, so no Drop: remove the pins here.
+                let _ = dir.remove_all();
+                return Err(e);
+            }
+        };
         let mut bed = TestBed {
             dp,
             dir,

@@ -510,10 +510,10 @@ fn truncated_and_broken_headers_are_dropped() {
 
 #[test]
 fn live_apply_switches_rules() {
-    let before =
-        "[groups.g]\ningress = [{ proto = \"tcp\", ports = \"80\", from = \"anywhere\" }]\n";
-    let after =
-        "[groups.g]\ningress = [{ proto = \"tcp\", ports = \"443\", from = \"anywhere\" }]\n";
+    // `egress = []`: with the default allow-all egress, flows from anywhere
+    // would be untracked (SPEC 1.8) and cut by the change.
+    let before = "[groups.g]\negress = []\ningress = [{ proto = \"tcp\", ports = \"80\", from = \"anywhere\" }]\n";
+    let after = "[groups.g]\negress = []\ningress = [{ proto = \"tcp\", ports = \"443\", from = \"anywhere\" }]\n";
     let mut b = bed(before, &["g"]);
     let (p, l) = (ip("198.19.1.1"), ip(LOCAL4));
     assert_eq!(b.ingress(&packet::tcp(p, l, 1000, 80, SYN)).unwrap(), Pass);

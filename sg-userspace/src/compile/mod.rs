@@ -37,8 +37,9 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use sg_common::{
-    ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_ANY_PROTO, RULE_PREFIX_PROTO, RuleKey,
-    RuleRef,
+    ID_PREFIX_BITS, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4,
+    IFACE_F_INGRESS_ALL_V6, PeerKeyV4, PeerKeyV6, RULE_F_ANYWHERE, RULE_PREFIX_ANY_PROTO,
+    RULE_PREFIX_PROTO, RuleKey, RuleRef,
 };
 
 use crate::config::{Config, Direction, Peer, PortMatch, Proto, Rule};
@@ -154,6 +155,9 @@ pub struct ClassInfo {
 pub struct IfaceBinding {
     pub ingress_policy: u32,
     pub egress_policy: u32,
+    /// `IFACE_F_*`: which directions allow all traffic everywhere, per
+    /// family (for the untracked-flow rule, SPEC 1.8).
+    pub flags: u32,
 }
 
 impl IfaceBinding {
@@ -350,6 +354,33 @@ impl Ids {
     }
 }
 
+/// Does a rule with peers `nets` cover the whole address space of `family`?
+fn anywhere(nets: &[Net], family: Family) -> bool {
+    nets.iter().any(|n| n.family == family && n.len == 0)
+}
+
+/// Is the rule-trie block `inner` (`(prefix_len, proto, port)`) inside the
+/// block `outer`?
+fn block_contains(outer: (u32, u8, u16), inner: (u32, u8, u16)) -> bool {
+    let (po, proto_o, port_o) = outer;
+    let (pi, proto_i, port_i) = inner;
+    if po > pi {
+        return false;
+    }
+    if po <= RULE_PREFIX_ANY_PROTO {
+        return true;
+    }
+    if proto_o != proto_i {
+        return false;
+    }
+    let bits = po - RULE_PREFIX_PROTO;
+    if bits == 0 {
+        return true;
+    }
+    let mask = u16::MAX << (16 - bits);
+    port_o & mask == port_i & mask
+}
+
 /// Compiles `config` for the interfaces in `attachments`.
 pub fn compile(
     config: &Config,
@@ -473,6 +504,7 @@ pub fn compile(
         let mut binding = IfaceBinding {
             ingress_policy: 0,
             egress_policy: 0,
+            flags: 0,
         };
         for d in Direction::ALL {
             let id = ids.alloc()?;
@@ -481,6 +513,23 @@ pub fn compile(
                 let b = base[&(g.as_str(), d)];
                 let n = config.groups[g].rules(d).len() as u32;
                 prules.extend(b..b + n);
+            }
+            // All traffic, everywhere: a rule of protocol `all` whose peers
+            // include the whole address space of a family.
+            let all_to = |family: Family| {
+                prules.iter().any(|&r| {
+                    all[r as usize].proto == Proto::All && anywhere(&rule_nets[r as usize], family)
+                })
+            };
+            let (v4_bit, v6_bit) = match d {
+                Direction::Ingress => (IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6),
+                Direction::Egress => (IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6),
+            };
+            if all_to(Family::V4) {
+                binding.flags |= v4_bit;
+            }
+            if all_to(Family::V6) {
+                binding.flags |= v6_bit;
             }
             match d {
                 Direction::Ingress => binding.ingress_policy = id,
@@ -584,9 +633,25 @@ pub fn compile(
     for class in &classes {
         taken.clear();
         let ckey = class.id.to_be_bytes();
+        // Match blocks of the class's rules whose peer is everywhere: an
+        // entry inside one of them carries RULE_F_ANYWHERE, whichever rule
+        // it names (the longest match is inside every block that covers
+        // the packet).
+        let anywhere_blocks: Vec<(u32, u8, u16)> = class
+            .rules
+            .iter()
+            .filter(|&&r| anywhere(&rule_nets[r as usize], class.family))
+            .flat_map(|&r| rule_matches[r as usize].iter().copied())
+            .collect();
         for &r in &class.rules {
             for &(prefix_len, proto, port) in &rule_matches[r as usize] {
                 if taken.insert((prefix_len, proto, port)) {
+                    let entry = (prefix_len, proto, port);
+                    let flags = if anywhere_blocks.iter().any(|b| block_contains(*b, entry)) {
+                        RULE_F_ANYWHERE
+                    } else {
+                        0
+                    };
                     rule_entries.push((
                         prefix_len,
                         RuleKey {
@@ -595,7 +660,7 @@ pub fn compile(
                             port: port.to_be_bytes(),
                             _pad: 0,
                         },
-                        RuleRef { rule: r },
+                        RuleRef { rule: r, flags },
                     ));
                 }
             }

@@ -957,7 +957,8 @@ fn spec_example_compiles_and_summarizes() {
         None
     );
     assert_eq!(
-        c.rule(RuleRef { rule: 0 }).map(|r| r.group.as_str()),
+        c.rule(RuleRef { rule: 0, flags: 0 })
+            .map(|r| r.group.as_str()),
         Some("bastion")
     );
 }
@@ -1348,4 +1349,82 @@ fn hundred_thousand_rules_compile() {
             assert!(want.contains(&id));
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Untracked flows (SPEC 1.8): rule and interface flags
+// ---------------------------------------------------------------------------
+
+/// Like `lookup`, but returns the flags of the longest rule match.
+fn lookup_flags(c: &Compiled, policy: u32, p: &Packet) -> Option<u32> {
+    let rule = lookup(c, policy, p)?;
+    let class = match p.addr {
+        IpAddr::V4(a) => {
+            let probe = [&policy.to_be_bytes()[..], &a.octets()[..]].concat();
+            c.peers_v4
+                .iter()
+                .filter(|(l, k, _)| prefix_eq(&v4_bytes(k), &probe, *l))
+                .max_by_key(|(l, _, _)| *l)?
+                .2
+        }
+        IpAddr::V6(a) => {
+            let probe = [&policy.to_be_bytes()[..], &a.octets()[..]].concat();
+            c.peers_v6
+                .iter()
+                .filter(|(l, k, _)| prefix_eq(&v6_bytes(k), &probe, *l))
+                .max_by_key(|(l, _, _)| *l)?
+                .2
+        }
+    };
+    let probe = rule_bytes(&RuleKey {
+        class: class.to_be_bytes(),
+        proto: p.proto,
+        port: p.slot().to_be_bytes(),
+        _pad: 0,
+    });
+    let (_, _, r) = c
+        .rule_entries
+        .iter()
+        .filter(|(l, k, _)| prefix_eq(&rule_bytes(k), &probe, *l))
+        .max_by_key(|(l, _, _)| *l)?;
+    assert_eq!(r.rule, rule);
+    Some(r.flags)
+}
+
+#[test]
+fn anywhere_rules_and_allow_all_directions_are_flagged() {
+    let (_, c) = build(
+        r#"
+[groups.g]
+ingress = [
+  { proto = "tcp", ports = "22", from = "198.19.0.0/16" },
+  { proto = "tcp", ports = "0-1023", from = "anywhere-ipv4" },
+  { proto = "udp", ports = "53", from = "198.19.0.0/16" },
+]
+[groups.h]
+egress = [{ proto = "tcp", ports = "all", to = "anywhere" }]
+ingress = [{ proto = "all", from = "::/0" }]
+"#,
+        &[att("a", &["g"], &[]), att("b", &["h"], &[])],
+    );
+    let a = c.ifaces["a"];
+    let b = c.ifaces["b"];
+    // Default egress: all traffic to 0.0.0.0/0 and ::/0.
+    assert_eq!(a.flags, IFACE_F_EGRESS_ALL_V4 | IFACE_F_EGRESS_ALL_V6);
+    // All protocols from ::/0 only; tcp-only egress is not "all traffic".
+    assert_eq!(b.flags, IFACE_F_INGRESS_ALL_V6);
+    let pol = a.ingress_policy;
+    // Port 22 from 198.19/16 names the narrower rule, but a rule from
+    // anywhere covers it too.
+    assert_eq!(lookup(&c, pol, &pkt("198.19.1.1", 6, 22)), Some(0));
+    assert_eq!(
+        lookup_flags(&c, pol, &pkt("198.19.1.1", 6, 22)),
+        Some(RULE_F_ANYWHERE)
+    );
+    assert_eq!(
+        lookup_flags(&c, pol, &pkt("203.0.113.1", 6, 80)),
+        Some(RULE_F_ANYWHERE)
+    );
+    assert_eq!(lookup_flags(&c, pol, &pkt("198.19.1.1", 17, 53)), Some(0));
+    assert_eq!(lookup_flags(&c, pol, &pkt("198.19.1.1", 6, 2000)), None);
 }

@@ -1,0 +1,152 @@
+//! Related ICMP (SPEC 1.6): an ICMP or ICMPv6 error passes when the packet
+//! it quotes belongs to a live tracked connection of this interface.
+//!
+//! Errors: ICMPv4 destination unreachable (3, fragmentation needed is its
+//! code 4) and time exceeded (11); ICMPv6 destination unreachable (1),
+//! packet too big (2) and time exceeded (3). The quoted packet is one that
+//! the error's destination sent, so its source must be the error's
+//! destination; its canonical conntrack key is the connection's key
+//! whichever way the connection was opened. Inner IPv6 extension headers
+//! are not walked: such an error is judged by the rules alone.
+
+use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+use crate::{
+    conntrack::{self, Flow},
+    parse::{Bytes, MAX_L4_OFFSET, Packet},
+};
+
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const ICMPV6_TIME_EXCEEDED: u8 = 3;
+
+/// ICMP header before the quoted packet: type, code, checksum, 4 more.
+const ICMP_HDR_LEN: usize = 8;
+const IPV4_HDR_LEN: usize = 20;
+const IPV6_HDR_LEN: usize = 40;
+
+/// Is this an ICMP error that may be related to a connection?
+#[inline(always)]
+pub fn is_error(pkt: &Packet) -> bool {
+    if !pkt.has_l4 || !pkt.is_icmp() {
+        return false;
+    }
+    if pkt.family == FAMILY_V4 {
+        pkt.icmp_type == ICMP_DEST_UNREACH || pkt.icmp_type == ICMP_TIME_EXCEEDED
+    } else {
+        pkt.icmp_type == ICMPV6_DEST_UNREACH
+            || pkt.icmp_type == ICMPV6_PACKET_TOO_BIG
+            || pkt.icmp_type == ICMPV6_TIME_EXCEEDED
+    }
+}
+
+#[inline(always)]
+fn same_addr(x: &[u8; 16], y: &[u8; 16]) -> bool {
+    let mut diff = 0u8;
+    for i in 0..16 {
+        diff |= x[i] ^ y[i];
+    }
+    diff == 0
+}
+
+/// Is the ICMP error `pkt` (see [`is_error`]) related to a live connection
+/// on `ifindex`? `inner` and `flow` are scratch space.
+#[inline(always)]
+pub fn is_related(
+    bytes: Bytes,
+    pkt: &Packet,
+    ifindex: u32,
+    inner: &mut Packet,
+    flow: &mut Flow,
+    now: u64,
+) -> bool {
+    let l4 = pkt.l4_off as usize;
+    if l4 > MAX_L4_OFFSET {
+        return false;
+    }
+    if !parse_inner(bytes, l4 + ICMP_HDR_LEN, pkt.family, inner) {
+        return false;
+    }
+    if !same_addr(&inner.src, &pkt.dst) {
+        return false;
+    }
+    conntrack::flow_of(inner, ifindex, flow);
+    conntrack::is_live(&flow.key, now)
+}
+
+/// Reads the quoted IP header and the first 8 bytes of its L4 header.
+#[inline(always)]
+fn parse_inner(bytes: Bytes, l3: usize, family: u8, inner: &mut Packet) -> bool {
+    *inner = Packet::EMPTY;
+    inner.family = family;
+    let l4 = if family == FAMILY_V4 {
+        let Some(h) = bytes.ptr_at::<[u8; IPV4_HDR_LEN]>(l3) else {
+            return false;
+        };
+        let h = unsafe { *h };
+        if h[0] >> 4 != 4 {
+            return false;
+        }
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
+        if ihl < IPV4_HDR_LEN {
+            return false;
+        }
+        // A later fragment quotes no L4 header.
+        if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+            return false;
+        }
+        inner.proto = h[9];
+        inner.src[..4].copy_from_slice(&h[12..16]);
+        inner.dst[..4].copy_from_slice(&h[16..20]);
+        l3 + ihl
+    } else {
+        let Some(h) = bytes.ptr_at::<[u8; IPV6_HDR_LEN]>(l3) else {
+            return false;
+        };
+        let h = unsafe { &*h };
+        if h[0] >> 4 != 6 {
+            return false;
+        }
+        inner.proto = h[6];
+        inner.src.copy_from_slice(&h[8..24]);
+        inner.dst.copy_from_slice(&h[24..40]);
+        l3 + IPV6_HDR_LEN
+    };
+    match inner.proto {
+        PROTO_TCP | PROTO_UDP => {
+            let Some(p) = bytes.ptr_at::<[u8; 4]>(l4) else {
+                return false;
+            };
+            let p = unsafe { *p };
+            inner.src_port = u16::from_be_bytes([p[0], p[1]]);
+            inner.dst_port = u16::from_be_bytes([p[2], p[3]]);
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            if !inner.is_icmp() {
+                return false;
+            }
+            let Some(p) = bytes.ptr_at::<[u8; 8]>(l4) else {
+                return false;
+            };
+            let p = unsafe { *p };
+            // Only echo is tracked; an error never relates to an error.
+            let echo = if family == FAMILY_V6 {
+                p[0] == 128 || p[0] == 129
+            } else {
+                p[0] == 8 || p[0] == 0
+            };
+            if !echo {
+                return false;
+            }
+            inner.icmp_type = p[0];
+            let id = u16::from_be_bytes([p[4], p[5]]);
+            inner.src_port = id;
+            inner.dst_port = id;
+        }
+        _ => {}
+    }
+    inner.has_l4 = true;
+    true
+}

@@ -1,0 +1,524 @@
+//! Connection tracking end to end (issue 4): the real `sg` binary on veths
+//! in network namespaces, real TCP/UDP/ICMP traffic, short timeouts.
+//! Needs root; without it every test fails loudly.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream},
+    path::PathBuf,
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use sg::lab::{Background, Host, Lab, Link, unique_name};
+
+/// The `sg` binary with a state dir of its own, acting inside one
+/// namespace. Drop detaches everything.
+struct Sg {
+    state_dir: PathBuf,
+    netns: String,
+}
+
+impl Sg {
+    fn new(host: &Host) -> Sg {
+        Sg {
+            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgct"))),
+            netns: host.ns.clone(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sg"))
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--netns")
+            .arg(&self.netns)
+            .args(args)
+            .output()
+            .expect("sg runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "sg {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON output")
+    }
+
+    fn drops(&self, reason: &str) -> u64 {
+        self.json(&["stats", "--json"])["drops_by_reason"][reason]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn entries(&self) -> Vec<serde_json::Value> {
+        self.json(&["conntrack", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for Sg {
+    fn drop(&mut self) {
+        let _ = self.run(&["detach", "--all"]);
+    }
+}
+
+/// A config file removed on drop.
+struct Cfg(PathBuf);
+
+impl Cfg {
+    fn new(text: &str) -> Cfg {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique_name("sgctcfg")));
+        std::fs::write(&path, text).unwrap();
+        Cfg(path)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Cfg {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A TCP connection held open from inside a namespace: a thread that owns
+/// the socket and does one echo round trip per request.
+struct Held {
+    tx: std::sync::mpsc::Sender<()>,
+    rx: std::sync::mpsc::Receiver<bool>,
+    local_port: u16,
+}
+
+impl Held {
+    fn open(host: &Host, dst: IpAddr, port: u16) -> Held {
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<()>();
+        let (res_tx, res_rx) = std::sync::mpsc::channel::<bool>();
+        let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+        let path = format!("/run/netns/{}", host.ns);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd as _;
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: joins the namespace on this thread only.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))
+                    .expect("connects");
+            port_tx.send(s.local_addr().unwrap().port()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            while req_rx.recv().is_ok() {
+                let ok = echo_once(&mut s);
+                if res_tx.send(ok).is_err() {
+                    break;
+                }
+            }
+        });
+        let local_port = port_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("connected");
+        Held {
+            tx: req_tx,
+            rx: res_rx,
+            local_port,
+        }
+    }
+
+    fn exchange(&self) -> bool {
+        self.tx.send(()).unwrap();
+        self.rx.recv().unwrap_or(false)
+    }
+}
+
+fn echo_once(s: &mut TcpStream) -> bool {
+    let msg = [0x5au8; 64];
+    if s.write_all(&msg).is_err() {
+        return false;
+    }
+    let mut got = [0u8; 64];
+    s.read_exact(&mut got).is_ok() && got == msg
+}
+
+/// Server and client on one link; sg on the server's end.
+struct Pair {
+    _lab: Lab,
+    client: Host,
+    server: Host,
+    c: Link,
+    s: Link,
+}
+
+fn pair() -> Pair {
+    let mut lab = Lab::new();
+    let client = lab.host("client");
+    let server = lab.host("server");
+    let (c, s) = lab.link(&client, &server, 1);
+    Pair {
+        _lab: lab,
+        client,
+        server,
+        c,
+        s,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1 + 6: states, timeouts, list, flush
+// ---------------------------------------------------------------------------
+
+#[test]
+fn list_shows_states_and_timeouts_and_flush_clears_them() {
+    let p = pair();
+    let _echo = p.server.tcp_listen(7000);
+    let _udp = p.server.udp_echo(7001);
+    let cfg = Cfg::new(
+        r#"
+[groups.g]
+egress = []
+ingress = [
+  { proto = "tcp", ports = "7000", from = "198.18.0.0/15" },
+  { proto = "udp", ports = "7001", from = "198.18.0.0/15" },
+  { proto = "icmp", icmp_type = 8, from = "198.18.0.0/15" },
+]
+[conntrack]
+tcp_established = "1h"
+udp = "3s"
+icmp = "2s"
+"#,
+    );
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", cfg.path(), "--groups", "g"]);
+    let server = IpAddr::V4(p.s.v4);
+    let held = Held::open(&p.client, server, 7000);
+    assert!(held.exchange());
+    assert!(p.client.udp_exchange(server, 7001));
+    assert_eq!(p.client.ping(server, 1), 1);
+    let entries = sg.entries();
+    let find = |proto: &str| {
+        entries
+            .iter()
+            .find(|e| e["proto_name"] == proto)
+            .unwrap_or_else(|| panic!("no {proto} entry in {entries:?}"))
+            .clone()
+    };
+    let tcp = find("tcp");
+    assert_eq!(tcp["state"], "established");
+    assert_eq!(tcp["iface"], p.s.ifname.as_str());
+    assert_eq!(tcp["direction"], "ingress");
+    assert_eq!(tcp["src"], p.c.v4.to_string());
+    assert_eq!(tcp["dst"], p.s.v4.to_string());
+    assert_eq!(tcp["src_port"], held.local_port);
+    assert_eq!(tcp["dst_port"], 7000);
+    let left = tcp["expires_in_ms"].as_u64().unwrap();
+    assert!(
+        left > 3_000_000 && left <= 3_600_000,
+        "tcp_established: {left}"
+    );
+    assert!(tcp["rule"].as_str().unwrap().starts_with("sgr-"));
+    let udp = find("udp");
+    assert_eq!(udp["dst_port"], 7001);
+    assert!(udp["expires_in_ms"].as_u64().unwrap() <= 3_000);
+    let icmp = find("icmp");
+    assert_eq!(icmp["state"], "icmp");
+    assert!(icmp["icmp_id"].is_u64());
+    assert!(icmp["expires_in_ms"].as_u64().unwrap() <= 2_000);
+    let text = sg.ok(&["conntrack", "list"]);
+    assert!(
+        text.contains("established") && text.contains("3 connections"),
+        "{text}"
+    );
+
+    // The short timeouts run out; the established connection stays.
+    assert!(
+        wait_until(|| sg.entries().len() == 1, Duration::from_secs(6)),
+        "{:?}",
+        sg.entries()
+    );
+    let gc = sg.json(&["conntrack", "gc", "--json"]);
+    assert_eq!(gc["removed"], 2, "{gc}");
+    assert_eq!(gc["scanned"], 3, "{gc}");
+    let status = sg.json(&["status", "--json"]);
+    assert_eq!(status["conntrack_entries"], 1, "{status}");
+    assert!(held.exchange());
+
+    // Flush: the server's replies need a rule now, and egress has none.
+    assert!(sg.ok(&["conntrack", "flush"]).contains("flushed 1"));
+    assert!(sg.entries().is_empty());
+    assert!(
+        !held.exchange(),
+        "replies of a flushed connection are dropped"
+    );
+    assert!(sg.drops("no_rule") >= 1);
+}
+
+// ---------------------------------------------------------------------------
+// 2: PMTU discovery through a router, no ICMP rule
+// ---------------------------------------------------------------------------
+
+/// Reads everything `dst:port` sends until EOF; returns the byte count.
+fn download(host: &Host, dst: IpAddr, port: u16) -> std::io::Result<usize> {
+    host.in_ns(move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}
+
+fn wait_listening(host: &Host, port: u16, bg: &mut Background) {
+    let sport = format!(":{port}");
+    let ok = wait_until(
+        || {
+            assert!(bg.try_wait().is_none(), "server exited: {}", bg.log());
+            !host
+                .run_ok(&["ss", "-Hltn", "sport", "=", &sport])
+                .trim()
+                .is_empty()
+        },
+        Duration::from_secs(10),
+    );
+    assert!(ok, "not listening: {}", bg.log());
+}
+
+#[test]
+fn pmtu_discovery_works_through_a_smaller_link_with_no_icmp_rule() {
+    // server ==1500== router ==1280== client. The client's own end keeps
+    // 1500, so it advertises a 1460 MSS and the server must learn the path
+    // MTU from the router's ICMP errors, which no rule allows.
+    let mut lab = Lab::new();
+    let server = lab.host("server");
+    let router = lab.router("router");
+    let client = lab.host("client");
+    let (s, r1) = lab.link(&server, &router, 1);
+    let (r2, c) = lab.link(&router, &client, 2);
+    router.run_ok(&["ip", "link", "set", &r2.ifname, "mtu", "1280"]);
+    server.add_route("198.18.2.0/24", IpAddr::V4(r1.v4));
+    server.add_route("2001:db8:2::/64", IpAddr::V6(r1.v6));
+    client.add_route("198.18.1.0/24", IpAddr::V4(r2.v4));
+    client.add_route("2001:db8:1::/64", IpAddr::V6(r2.v6));
+    const SIZE: usize = 4_000_000;
+    let mut srv = server.spawn(&[
+        "socat",
+        "TCP6-LISTEN:8000,fork,reuseaddr,ipv6only=0",
+        &format!("SYSTEM:head -c {SIZE} /dev/zero"),
+    ]);
+    wait_listening(&server, 8000, &mut srv);
+    let cfg = Cfg::new(
+        r#"
+[groups.g]
+egress = []
+ingress = [{ proto = "tcp", ports = "8000", from = ["198.18.0.0/15", "2001:db8::/32"] }]
+"#,
+    );
+    let sg = Sg::new(&server);
+    sg.ok(&["attach", &s.ifname, "-c", cfg.path(), "--groups", "g"]);
+    for dst in [IpAddr::V4(s.v4), IpAddr::V6(s.v6)] {
+        let got = download(&client, dst, 8000);
+        assert_eq!(
+            got.as_ref().ok(),
+            Some(&SIZE),
+            "transfer from {dst} through the 1280 link: {got:?}"
+        );
+    }
+    let mtu4 = server.run_ok(&["ip", "-4", "route", "get", &c.v4.to_string()]);
+    let mtu6 = server.run_ok(&["ip", "-6", "route", "get", &c.v6.to_string()]);
+    assert!(mtu4.contains("mtu 1280"), "learned path MTU v4: {mtu4}");
+    assert!(mtu6.contains("mtu 1280"), "learned path MTU v6: {mtu6}");
+}
+
+// ---------------------------------------------------------------------------
+// 3: a full table under a SYN flood
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_syn_flood_into_a_small_table_never_interrupts_an_established_connection() {
+    // server has two links: the client's and the attacker's; sg on both,
+    // one shared table of 64 entries.
+    let mut lab = Lab::new();
+    let client = lab.host("client");
+    let attacker = lab.host("attacker");
+    let server = lab.host("server");
+    let (_c, s1) = lab.link(&client, &server, 1);
+    let (_a, s2) = lab.link(&attacker, &server, 2);
+    let _echo = server.tcp_listen(7000);
+    let cfg = Cfg::new(
+        r#"
+[groups.g]
+egress = []
+ingress = [{ proto = "tcp", ports = "7000", from = "198.18.0.0/15" }]
+[conntrack]
+max_entries = 64
+tcp_syn = "2s"
+tcp_rst = "2s"
+"#,
+    );
+    let sg = Sg::new(&server);
+    sg.ok(&["attach", &s1.ifname, "-c", cfg.path(), "--groups", "g"]);
+    sg.ok(&["attach", &s2.ifname, "-c", cfg.path(), "--groups", "g"]);
+    let held = Held::open(&client, IpAddr::V4(s1.v4), 7000);
+    assert!(held.exchange());
+
+    // 20000 SYNs from incrementing source ports, ~2 s, bounded.
+    let target = s2.v4.to_string();
+    let mut flood = attacker.spawn(&[
+        "hping3", "-q", "-S", "-p", "7000", "-i", "u100", "-c", "20000", &target,
+    ]);
+    let started = Instant::now();
+    let mut last_ok = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut exchanges = 0u32;
+    let mut failed = 0u32;
+    while flood.try_wait().is_none() || started.elapsed() < Duration::from_secs(3) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "hping3 did not finish: {}",
+            flood.log()
+        );
+        if held.exchange() {
+            exchanges += 1;
+            longest = longest.max(last_ok.elapsed());
+            last_ok = Instant::now();
+        } else {
+            failed += 1;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let flood_status = flood.stop(Duration::from_secs(1));
+    println!(
+        "SYN flood: established connection made {exchanges} echo round trips during the flood; \
+         longest gap in service {longest:?}; hping3 {flood_status}"
+    );
+    assert_eq!(failed, 0, "the established connection was interrupted");
+    let full = sg.drops("conntrack_full");
+    println!("SYN flood: conntrack_full drops {full}");
+    assert!(full > 1000, "the table must have filled: {full}");
+    let status = sg.json(&["status", "--json"]);
+    assert_eq!(status["conntrack_capacity"], 64, "{status}");
+    let established: Vec<_> = sg
+        .entries()
+        .into_iter()
+        .filter(|e| e["state"] == "established")
+        .collect();
+    assert_eq!(established.len(), 1, "{established:?}");
+    assert_eq!(established[0]["src_port"], held.local_port);
+
+    // Embryonic entries time out (tcp_syn = 2s); the datapath reclaims
+    // them on the next insert, with no userspace help: new connections work.
+    assert!(
+        wait_until(
+            || client.tcp_connects(IpAddr::V4(s1.v4), 7000),
+            Duration::from_secs(10)
+        ),
+        "new connections must work again once the flood's entries expire"
+    );
+    assert!(held.exchange());
+}
+
+// ---------------------------------------------------------------------------
+// 5: rule removal
+// ---------------------------------------------------------------------------
+
+const BEFORE: &str = r#"
+[groups.g]
+egress = []
+ingress = [
+  { proto = "tcp", ports = "7000", from = "198.18.0.0/15" },
+  { proto = "tcp", ports = "7001", from = "198.18.0.0/15" },
+]
+"#;
+
+const AFTER: &str = r#"
+[groups.g]
+egress = []
+ingress = [{ proto = "tcp", ports = "7001", from = "198.18.0.0/15" }]
+"#;
+
+#[test]
+fn removing_a_rule_keeps_tracked_connections_unless_revoke_established() {
+    for revoke in [false, true] {
+        let p = pair();
+        let _l0 = p.server.tcp_listen(7000);
+        let _l1 = p.server.tcp_listen(7001);
+        let tail = format!("[conntrack]\nrevoke_established = {revoke}\n");
+        let (before, after) = (
+            Cfg::new(&format!("{BEFORE}{tail}")),
+            Cfg::new(&format!("{AFTER}{tail}")),
+        );
+        let sg = Sg::new(&p.server);
+        sg.ok(&["attach", &p.s.ifname, "-c", before.path(), "--groups", "g"]);
+        let server = IpAddr::V4(p.s.v4);
+        let gone = Held::open(&p.client, server, 7000);
+        let kept = Held::open(&p.client, server, 7001);
+        assert!(gone.exchange() && kept.exchange());
+        assert_eq!(sg.entries().len(), 2);
+        sg.ok(&["apply", "-c", after.path()]);
+        assert!(
+            !p.client.tcp_connects(server, 7000),
+            "new connections follow the rules"
+        );
+        assert!(kept.exchange(), "revoke = {revoke}");
+        if revoke {
+            assert!(!gone.exchange(), "revoked at once");
+            assert!(sg.drops("revoked") >= 1);
+            assert_eq!(sg.entries().len(), 1);
+        } else {
+            assert!(gone.exchange(), "kept until it times out");
+            assert_eq!(sg.drops("revoked"), 0);
+            assert_eq!(sg.entries().len(), 2);
+        }
+    }
+}
+
+#[test]
+fn untracked_flows_are_cut_as_soon_as_their_rule_goes() {
+    // Default egress (all traffic everywhere) and a rule from anywhere: the
+    // AWS untracked case. No conntrack entry, so no grace after removal.
+    let p = pair();
+    let _l0 = p.server.tcp_listen(7000);
+    let before = Cfg::new(
+        "[groups.g]\ningress = [{ proto = \"tcp\", ports = \"7000\", from = \"anywhere\" }]\n",
+    );
+    let after = Cfg::new("[groups.g]\ningress = []\n");
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", before.path(), "--groups", "g"]);
+    for server in [IpAddr::V4(p.s.v4), IpAddr::V6(p.s.v6)] {
+        let held = Held::open(&p.client, server, 7000);
+        assert!(held.exchange());
+        assert!(sg.entries().is_empty(), "untracked: {:?}", sg.entries());
+        sg.ok(&["apply", "-c", after.path()]);
+        assert!(!held.exchange(), "cut at once: {server}");
+        sg.ok(&["apply", "-c", before.path()]);
+    }
+    assert!(sg.drops("no_rule") >= 2);
+}

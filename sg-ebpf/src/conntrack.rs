@@ -145,8 +145,9 @@ fn timeout(cfg: &RuntimeConfig, state: u8) -> u64 {
 }
 
 pub enum Lookup {
-    /// A live entry covers the packet; it has been advanced.
-    Tracked,
+    /// A live entry covers the packet; it has been advanced. Holds the rule
+    /// that opened the connection, for hit counters.
+    Tracked(u32),
     /// No live entry: judge the packet by the rules.
     Untracked,
 }
@@ -197,7 +198,7 @@ pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup
     }
     entry.state = state;
     entry.expires_ns = now + timeout(cfg, state);
-    Lookup::Tracked
+    Lookup::Tracked(entry.rule)
 }
 
 /// Records a new connection opened by this packet. Fails when the table is

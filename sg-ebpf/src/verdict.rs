@@ -7,7 +7,7 @@ use sg_common::{
 
 use crate::{
     conntrack::{self, Flow, Kind, Lookup},
-    events::record_drop,
+    events::{count_hit, record_drop},
     maps::{CONFIG, FRAGMENTS, IFACE_POLICY, SCRATCH},
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
@@ -89,7 +89,8 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         };
     }
     match judge_first(s, ifindex, direction, policy, cfg, now) {
-        Ok(()) => {
+        Ok(rule) => {
+            count_hit(rule, len);
             if s.pkt.is_fragment {
                 fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
                 let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
@@ -103,7 +104,8 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
     }
 }
 
-/// Conntrack first, then the rules.
+/// Conntrack first, then the rules. Returns the rule to credit the packet
+/// to: the one that allows it, or the one that opened its connection.
 #[inline(always)]
 fn judge_first(
     s: &mut Scratch,
@@ -112,7 +114,7 @@ fn judge_first(
     policy: u32,
     cfg: &RuntimeConfig,
     now: u64,
-) -> Result<(), Reason> {
+) -> Result<u32, Reason> {
     let pkt = &s.pkt;
     let peer = if direction == DIR_INGRESS {
         &pkt.src
@@ -120,18 +122,16 @@ fn judge_first(
         &pkt.dst
     };
     if conntrack::kind(pkt) == Kind::Stateless {
-        return allowing_rule(&mut s.keys, policy, pkt, peer)
-            .map(|_| ())
-            .ok_or(Reason::NoRule);
+        return allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule);
     }
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
-    if let Lookup::Tracked = conntrack::track(&s.flow, pkt, cfg, now) {
-        return Ok(());
+    if let Lookup::Tracked(rule) = conntrack::track(&s.flow, pkt, cfg, now) {
+        return Ok(rule);
     }
     let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
     if conntrack::may_open(pkt) {
         conntrack::open(&s.flow, pkt, direction, rule, cfg, now)
             .map_err(|()| Reason::ConntrackFull)?;
     }
-    Ok(())
+    Ok(rule)
 }

@@ -65,6 +65,39 @@ fn attachments(interfaces: &BTreeMap<String, AttachedIface>) -> Result<Vec<Attac
         .collect()
 }
 
+/// Gives every rule of `compiled` its slot: the slot it had before if its
+/// ID was in force, else a fresh one. Rewrites the rule trie's values from
+/// compile positions to slots, so hit counters and the rules recorded in
+/// tracked connections keep naming the same rule across applies.
+fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
+    let old: BTreeMap<&str, u32> = state
+        .rules_by_slot()
+        .into_iter()
+        .map(|(slot, r)| (r.id.as_str(), slot))
+        .collect();
+    let mut next = old
+        .values()
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
+        .max(state.next_rule_slot);
+    let slots: Vec<u32> = compiled
+        .rules
+        .iter()
+        .map(|r| {
+            old.get(r.id.as_str()).copied().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    let mut remapped = compiled.clone();
+    for (_, _, rule) in &mut remapped.rule_entries {
+        rule.rule = slots[rule.rule as usize];
+    }
+    (remapped, slots)
+}
+
 /// Installs `compiled` and records it in `state`.
 fn install(
     dp: &mut Datapath,
@@ -72,6 +105,8 @@ fn install(
     compiled: &Compiled,
     config: &Config,
 ) -> Result<()> {
+    let (compiled, slots) = assign_slots(state, compiled);
+    let compiled = &compiled;
     let ifindexes: BTreeMap<String, u32> = state
         .interfaces
         .iter()
@@ -90,10 +125,24 @@ fn install(
         }
     }
     state.next_id = compiled.next_id;
+    state.next_rule_slot = slots
+        .iter()
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
+        .max(state.next_rule_slot);
+    // Counters of rules that went: a connection they opened may still
+    // count, and `sg stats` then shows its slot without a rule ID.
+    let live: std::collections::HashSet<u32> = slots.iter().copied().collect();
+    if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
+        eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
+    }
     state.rules = compiled
         .rules
         .iter()
-        .map(|r| RuleRecord {
+        .zip(&slots)
+        .map(|(r, slot)| RuleRecord {
+            slot: Some(*slot),
             id: r.id.clone(),
             group: r.group.clone(),
             direction: r.direction.as_str().to_string(),

@@ -128,6 +128,10 @@ pub struct RuleKey {
     pub _pad: u8,
 }
 
+/// Rule slot of a packet that passed without a rule of its own (a related
+/// ICMP error): it counts toward no rule.
+pub const NO_RULE: u32 = u32::MAX;
+
 pub const RULE_PREFIX_ANY_PROTO: u32 = ID_PREFIX_BITS;
 pub const RULE_PREFIX_PROTO: u32 = ID_PREFIX_BITS + 8;
 pub const RULE_PREFIX_FULL: u32 = RULE_PREFIX_PROTO + 16;
@@ -314,6 +318,38 @@ pub struct DropEvent {
     pub _pad: [u8; 5],
 }
 
+/// Value of the per-CPU `RULE_HITS` counters, keyed by rule slot (the
+/// `RuleRef.rule` value): packets and bytes (whole frames) a rule allowed.
+/// New-flow packets count toward the rule that allowed them, and packets of
+/// a tracked connection toward the rule that opened it (`CtValue.rule`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleHits {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per-CPU token bucket in front of the event ring buffer. `tokens` is in
+/// billionths of an event, so refilling needs no division:
+/// `elapsed_ns * events_per_sec` units per refill, `1e9` units per event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// One event costs this many bucket units; the bucket holds at most
+/// `events_per_sec` events (one second of burst).
+pub const TOKEN_UNITS_PER_EVENT: u64 = 1_000_000_000;
+
+/// Indexes of the per-CPU `EVENT_STATS` array.
+/// Events the token bucket held back.
+pub const EVSTAT_SUPPRESSED: u32 = 0;
+/// Events lost because the ring buffer was full (the reader fell behind).
+pub const EVSTAT_RING_FULL: u32 = 1;
+pub const EVSTAT_COUNT: u32 = 2;
+
 /// Capacity of the policy tries. Entries are allocated on demand
 /// (`BPF_F_NO_PREALLOC`), so a large bound costs nothing until used.
 pub const PEER_MAP_CAPACITY: u32 = 1 << 20;
@@ -323,6 +359,8 @@ pub const DEFAULT_CT_CAPACITY: u32 = 262_144;
 pub const FRAG_MAP_CAPACITY: u32 = 16_384;
 pub const DROP_COUNTER_CAPACITY: u32 = 16_384;
 pub const EVENT_RING_BYTES: u32 = 1 << 20;
+/// Live rule slots with hit counters (allocated on first hit).
+pub const RULE_HITS_CAPACITY: u32 = 1 << 20;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -340,6 +378,8 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for DropKey {}
     unsafe impl aya::Pod for DropEvent {}
+    unsafe impl aya::Pod for RuleHits {}
+    unsafe impl aya::Pod for TokenBucket {}
 }
 
 #[cfg(test)]
@@ -360,6 +400,8 @@ mod tests {
         assert_eq!(size_of::<DropKey>(), 8);
         assert_eq!(size_of::<DropEvent>(), 64);
         assert_eq!(size_of::<RuntimeConfig>(), 72);
+        assert_eq!(size_of::<RuleHits>(), 16);
+        assert_eq!(size_of::<TokenBucket>(), 16);
     }
 
     #[test]

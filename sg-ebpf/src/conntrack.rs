@@ -152,8 +152,9 @@ fn timeout(cfg: &RuntimeConfig, state: u8) -> u64 {
 
 pub enum Lookup {
     /// A live entry covers the packet; it has been advanced. Carries the
-    /// entry's `CT_F_*` flags (who opened it, in which direction).
-    Tracked(u8),
+    /// entry's `CT_F_*` flags (who opened it, in which direction) and the
+    /// rule that opened the connection, for hit counters.
+    Tracked { flags: u8, rule: u32 },
     /// No live entry: judge the packet by the rules.
     Untracked,
 }
@@ -215,7 +216,10 @@ pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup
     }
     entry.state = state;
     entry.expires_ns = now + timeout(cfg, state);
-    Lookup::Tracked(entry.flags)
+    Lookup::Tracked {
+        flags: entry.flags,
+        rule: entry.rule,
+    }
 }
 
 /// Is there a live entry under `key`? Looks only; related ICMP errors do

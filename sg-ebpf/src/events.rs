@@ -2,12 +2,77 @@
 //! in the ring buffer for `sg watch`.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use sg_common::{DropEvent, DropKey, EV_F_ICMP, EV_F_PORTS, PROTO_TCP, PROTO_UDP, Reason};
+use sg_common::{
+    DropEvent, DropKey, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, NO_RULE,
+    PROTO_TCP, PROTO_UDP, Reason, RuleHits, TOKEN_UNITS_PER_EVENT,
+};
 
 use crate::{
-    maps::{DROPS, EVENTS},
+    maps::{CONFIG, DROPS, EVENT_BUCKET, EVENT_STATS, EVENTS, RULE_HITS},
     parse::Packet,
 };
+
+/// Counts a packet (and its bytes) that `rule` allowed, exactly, per CPU.
+#[inline(always)]
+pub fn count_hit(rule: u32, len: u32) {
+    if rule == NO_RULE {
+        return;
+    }
+    match RULE_HITS.get_ptr_mut(&rule) {
+        // Per-CPU value: no other CPU writes it.
+        Some(hits) => unsafe {
+            (*hits).packets += 1;
+            (*hits).bytes += len as u64;
+        },
+        None => {
+            let first = RuleHits {
+                packets: 1,
+                bytes: len as u64,
+            };
+            let _ = RULE_HITS.insert(&rule, &first, BPF_NOEXIST as u64);
+        }
+    }
+}
+
+#[inline(always)]
+fn bump(stat: u32) {
+    if let Some(counter) = EVENT_STATS.get_ptr_mut(stat) {
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Takes one token from this CPU's bucket, or counts a suppressed event.
+/// The bucket refills at `events_per_sec` and holds one second's worth;
+/// a rate of 0 turns events off (counters still count).
+#[inline(always)]
+fn take_token(now: u64) -> bool {
+    let rate = match CONFIG.get(0) {
+        Some(cfg) => cfg.events_per_sec as u64,
+        None => 0,
+    };
+    let Some(bucket) = EVENT_BUCKET.get_ptr_mut(0) else {
+        return false;
+    };
+    let bucket = unsafe { &mut *bucket };
+    let capacity = rate * TOKEN_UNITS_PER_EVENT;
+    // One second refills a bucket completely; capping first keeps the
+    // product below 2^64 for any u32 rate.
+    let mut elapsed = now.wrapping_sub(bucket.last_ns);
+    if elapsed > TOKEN_UNITS_PER_EVENT || now < bucket.last_ns {
+        elapsed = TOKEN_UNITS_PER_EVENT;
+    }
+    let mut tokens = bucket.tokens + elapsed * rate;
+    if tokens > capacity {
+        tokens = capacity;
+    }
+    bucket.last_ns = now;
+    if tokens < TOKEN_UNITS_PER_EVENT {
+        bucket.tokens = tokens;
+        return false;
+    }
+    bucket.tokens = tokens - TOKEN_UNITS_PER_EVENT;
+    true
+}
 
 #[inline(always)]
 fn count(ifindex: u32, direction: u8, reason: Reason) {
@@ -31,7 +96,12 @@ fn count(ifindex: u32, direction: u8, reason: Reason) {
 #[inline(always)]
 pub fn record_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, len: u32, now: u64) {
     count(ifindex, direction, reason);
+    if !take_token(now) {
+        bump(EVSTAT_SUPPRESSED);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        bump(EVSTAT_RING_FULL);
         return;
     };
     let mut flags = 0;

@@ -8,8 +8,9 @@ use aya_ebpf::{
 };
 use sg_common::{
     CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
-    FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy, PEER_MAP_CAPACITY, PeerKeyV4,
-    PeerKeyV6, RULE_MAP_CAPACITY, RuleKey, RuleRef, RuntimeConfig,
+    EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy, PEER_MAP_CAPACITY,
+    PeerKeyV4, PeerKeyV6, RULE_HITS_CAPACITY, RULE_MAP_CAPACITY, RuleHits, RuleKey, RuleRef,
+    RuntimeConfig, TokenBucket,
 };
 
 /// ifindex -> the interface's current ingress/egress policy IDs.
@@ -61,6 +62,20 @@ pub static FRAGMENTS: LruHashMap<FragKey, u64> = LruHashMap::pinned(FRAG_MAP_CAP
 /// Exact drop counters by interface, direction and reason.
 #[map]
 pub static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::pinned(DROP_COUNTER_CAPACITY, 0);
+
+/// Exact allowed packets and bytes by rule slot (`RuleRef.rule`). Entries
+/// are allocated on a rule's first hit, so the bound costs nothing unused.
+#[map]
+pub static RULE_HITS: PerCpuHashMap<u32, RuleHits> =
+    PerCpuHashMap::pinned(RULE_HITS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// The token bucket in front of `EVENTS`, one per CPU.
+#[map]
+pub static EVENT_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::pinned(1, 0);
+
+/// Events not emitted, by cause (`EVSTAT_*`), exact per CPU.
+#[map]
+pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(EVSTAT_COUNT, 0);
 
 /// Drop events for `sg watch`.
 #[map]

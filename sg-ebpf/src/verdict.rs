@@ -3,12 +3,12 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
     CFG_F_REVOKE_ESTABLISHED, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey, IfacePolicy,
-    PROTO_ICMPV6, Reason, RuntimeConfig,
+    NO_RULE, PROTO_ICMPV6, Reason, RuntimeConfig,
 };
 
 use crate::{
     conntrack::{self, Flow, Kind, Lookup},
-    events::record_drop,
+    events::{count_hit, record_drop},
     maps::{CONFIG, FRAGMENTS, IFACE_POLICY, SCRATCH},
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
@@ -90,7 +90,8 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         };
     }
     match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
-        Ok(()) => {
+        Ok(rule) => {
+            count_hit(rule, len);
             if s.pkt.is_fragment {
                 fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
                 let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
@@ -104,7 +105,8 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
     }
 }
 
-/// Conntrack first, then the rules.
+/// Conntrack first, then the rules. Returns the rule to credit the packet
+/// to: the one that allows it, or the one that opened its connection.
 #[inline(always)]
 fn judge_first(
     s: &mut Scratch,
@@ -114,7 +116,7 @@ fn judge_first(
     iface: &IfacePolicy,
     cfg: &RuntimeConfig,
     now: u64,
-) -> Result<(), Reason> {
+) -> Result<u32, Reason> {
     let policy = if direction == DIR_INGRESS {
         iface.ingress_policy
     } else {
@@ -130,26 +132,26 @@ fn judge_first(
         if related::is_error(pkt)
             && related::is_related(bytes, pkt, ifindex, &mut s.inner, &mut s.flow, now)
         {
-            return Ok(());
+            return Ok(NO_RULE);
         }
         return allowing_rule(&mut s.keys, policy, pkt, peer)
-            .map(|_| ())
+            .map(|r| r.rule)
             .ok_or(Reason::NoRule);
     }
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
-    if let Lookup::Tracked(flags) = conntrack::track(&s.flow, pkt, cfg, now) {
+    if let Lookup::Tracked { flags, rule } = conntrack::track(&s.flow, pkt, cfg, now) {
         if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
             conntrack::forget(&s.flow.key);
             return Err(Reason::Revoked);
         }
-        return Ok(());
+        return Ok(rule);
     }
     let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
     if conntrack::may_open(pkt) && !conntrack::untracked(pkt, &rule, iface.flags, direction) {
         conntrack::open(&s.flow, pkt, direction, rule.rule, cfg, now)
             .map_err(|()| Reason::ConntrackFull)?;
     }
-    Ok(())
+    Ok(rule.rule)
 }
 
 /// Would the current rules still open the tracked connection in `s.flow`?

@@ -89,6 +89,13 @@ pub enum Command {
         json: bool,
     },
     /// Stream drop events until interrupted.
+    ///
+    /// Text by default (colored on a terminal), one JSON object per line
+    /// with --json, or AWS VPC Flow Logs v2 lines with --flow-log. Events
+    /// are rate-limited in the kernel ([events] per_second, per CPU); how
+    /// many were suppressed is reported every second they were (stderr, or
+    /// a {"suppressed": N, ...} object with --json) and in a summary at the
+    /// end. Counters are never limited: see `sg stats`.
     Watch {
         /// Only events of this interface.
         #[arg(long, value_name = "IFACE")]
@@ -100,7 +107,8 @@ pub enum Command {
         #[arg(long)]
         flow_log: bool,
     },
-    /// Drop counters by reason and interface.
+    /// Exact counters: drops by interface, direction and reason; allowed
+    /// packets and bytes by rule; suppressed events; conntrack entries.
     Stats {
         #[arg(long)]
         json: bool,
@@ -109,6 +117,14 @@ pub enum Command {
     Conntrack {
         #[command(subcommand)]
         command: ConntrackCommand,
+    },
+    /// Serve the counters of `sg stats` as Prometheus text on /metrics
+    /// until interrupted.
+    #[command(after_help = "Example:\n  sg metrics --listen 127.0.0.1:9469")]
+    Metrics {
+        /// Address and port to listen on.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
     },
     /// Check a config file and print the compiled rule counts. Needs no root.
     Validate {

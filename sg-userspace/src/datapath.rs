@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{
-        Array, HashMap, MapData, PerCpuHashMap,
+        Array, HashMap, MapData, PerCpuArray, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, ID_PREFIX_BITS, IfacePolicy, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL,
-    RuleKey, RuleRef, RuntimeConfig,
+    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, ID_PREFIX_BITS, IfacePolicy,
+    PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleHits, RuleKey, RuleRef, RuntimeConfig,
 };
 
 use crate::{compile::Compiled, state::StateDir};
@@ -103,12 +103,60 @@ impl Datapath {
         self.map("DROPS")
     }
 
+    pub fn rule_hits(&mut self) -> Result<PerCpuHashMap<&mut MapData, u32, RuleHits>> {
+        self.map("RULE_HITS")
+    }
+
+    /// Hit counters summed over CPUs, by rule slot.
+    pub fn rule_hit_totals(&mut self) -> Result<std::collections::BTreeMap<u32, RuleHits>> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.rule_hits()?.iter() {
+            let (slot, per_cpu) = item?;
+            let total: &mut RuleHits = out.entry(slot).or_default();
+            for h in per_cpu.iter() {
+                total.packets += h.packets;
+                total.bytes += h.bytes;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the hit counters of the slots `doomed` picks.
+    pub fn remove_rule_hits(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        let mut hits = self.rule_hits()?;
+        let stale: Vec<u32> = hits
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|s| doomed(*s))
+            .collect();
+        for slot in &stale {
+            match hits.remove(slot) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stale.len())
+    }
+
+    /// Events the kernel did not emit, summed over CPUs:
+    /// `(suppressed by the rate limit, lost to a full ring buffer)`.
+    pub fn event_stats(&mut self) -> Result<(u64, u64)> {
+        let stats: PerCpuArray<&mut MapData, u64> = self.map("EVENT_STATS")?;
+        let sum = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
+        Ok((sum(EVSTAT_SUPPRESSED)?, sum(EVSTAT_RING_FULL)?))
+    }
+
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
         let map = self
             .ebpf
             .take_map("EVENTS")
             .ok_or_else(|| anyhow!("EVENTS map missing"))?;
         Ok(aya::maps::RingBuf::try_from(map)?)
+    }
+
+    pub fn runtime_config(&mut self) -> Result<RuntimeConfig> {
+        let array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
+        Ok(array.get(&0, 0)?)
     }
 
     pub fn set_runtime_config(&mut self, cfg: &RuntimeConfig) -> Result<()> {

@@ -69,14 +69,50 @@ fn attachments(interfaces: &BTreeMap<String, AttachedIface>) -> Result<Vec<Attac
 /// with them is written: an apply killed after writing (or even switching)
 /// must never see its IDs handed out again, or the next apply would
 /// overwrite entries that packets are using.
-fn reserve_ids(dir: &StateDir, state: &State, next_id: u32) -> Result<()> {
+fn reserve_ids(dir: &StateDir, state: &State, next_id: u32, slots: &[u32]) -> Result<()> {
     let mut on_disk = dir.load()?.unwrap_or_else(|| State {
         interfaces: Default::default(),
         rules: Vec::new(),
         ..state.clone()
     });
     on_disk.next_id = on_disk.next_id.max(next_id);
+    // Rule slots too: a reused slot would add one rule's hits to another's.
+    let next_slot = slots.iter().map(|s| s + 1).max().unwrap_or(0);
+    on_disk.next_rule_slot = on_disk.next_rule_slot.max(next_slot);
     dir.save(&on_disk)
+}
+
+/// Gives every rule of `compiled` its slot: the slot it had before if its
+/// ID was in force, else a fresh one. Rewrites the rule trie's values from
+/// compile positions to slots, so hit counters and the rules recorded in
+/// tracked connections keep naming the same rule across applies.
+fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
+    let old: BTreeMap<&str, u32> = state
+        .rules_by_slot()
+        .into_iter()
+        .map(|(slot, r)| (r.id.as_str(), slot))
+        .collect();
+    let mut next = old
+        .values()
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
+        .max(state.next_rule_slot);
+    let slots: Vec<u32> = compiled
+        .rules
+        .iter()
+        .map(|r| {
+            old.get(r.id.as_str()).copied().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    let mut remapped = compiled.clone();
+    for (_, _, rule) in &mut remapped.rule_entries {
+        rule.rule = slots[rule.rule as usize];
+    }
+    (remapped, slots)
 }
 
 /// Installs `compiled` and records it in `state`.
@@ -87,7 +123,9 @@ fn install(
     compiled: &Compiled,
     config: &Config,
 ) -> Result<()> {
-    reserve_ids(dir, state, compiled.next_id)?;
+    let (compiled, slots) = assign_slots(state, compiled);
+    let compiled = &compiled;
+    reserve_ids(dir, state, compiled.next_id, &slots)?;
     let ifindexes: BTreeMap<String, u32> = state
         .interfaces
         .iter()
@@ -111,10 +149,24 @@ fn install(
         }
     }
     state.next_id = compiled.next_id;
+    state.next_rule_slot = slots
+        .iter()
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
+        .max(state.next_rule_slot);
+    // Counters of rules that went: a connection they opened may still
+    // count, and `sg stats` then shows its slot without a rule ID.
+    let live: std::collections::HashSet<u32> = slots.iter().copied().collect();
+    if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
+        eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
+    }
     state.rules = compiled
         .rules
         .iter()
-        .map(|r| RuleRecord {
+        .zip(&slots)
+        .map(|(r, slot)| RuleRecord {
+            slot: Some(*slot),
             id: r.id.clone(),
             group: r.group.clone(),
             direction: r.direction.as_str().to_string(),

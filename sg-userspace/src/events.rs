@@ -124,34 +124,70 @@ fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
     }
 }
 
+/// Ethernet header, taken off the frame length for flow logs, whose
+/// `bytes` count IP packets as AWS does.
+const ETH_HEADER: u32 = 14;
+
+/// ANSI colors for the text format on a terminal.
+mod ansi {
+    pub const DIM: &str = "\x1b[2m";
+    pub const RED_BOLD: &str = "\x1b[1;31m";
+    pub const YELLOW: &str = "\x1b[33m";
+    pub const CYAN: &str = "\x1b[36m";
+    pub const MAGENTA: &str = "\x1b[35m";
+    pub const RESET: &str = "\x1b[0m";
+}
+
+/// Pads `text` to `width` first, then colors it, so columns stay aligned.
+fn paint(text: &str, width: usize, color: Option<&str>) -> String {
+    let padded = format!("{text:<width$}");
+    match color {
+        Some(c) => format!("{c}{padded}{}", ansi::RESET),
+        None => padded,
+    }
+}
+
 pub fn format_record(r: &DropRecord, format: Format) -> String {
+    format_record_styled(r, format, false)
+}
+
+/// Formats a record; `color` adds ANSI colors to the text format.
+pub fn format_record_styled(r: &DropRecord, format: Format, color: bool) -> String {
     match format {
         Format::Json => serde_json::to_string(r).expect("records serialize"),
+        // AWS VPC Flow Logs v2: version account-id interface-id srcaddr
+        // dstaddr srcport dstport protocol packets bytes start end action
+        // log-status. Ports are 0 for protocols without ports, as AWS
+        // writes them for ICMP.
         Format::FlowLog => format!(
             "2 - {} {} {} {} {} {} 1 {} {} {} REJECT OK",
             r.iface,
             r.src,
             r.dst,
-            r.src_port.map_or("-".into(), |p| p.to_string()),
-            r.dst_port.map_or("-".into(), |p| p.to_string()),
+            r.src_port.unwrap_or(0),
+            r.dst_port.unwrap_or(0),
             r.proto,
-            r.len,
+            r.len.saturating_sub(ETH_HEADER),
             r.unix_secs,
             r.unix_secs,
         ),
         Format::Text => {
+            let c = |code: &'static str| color.then_some(code);
             let icmp = match (r.icmp_type, r.icmp_code) {
                 (Some(t), Some(c)) => format!(" type={t} code={c}"),
                 _ => String::new(),
             };
+            // Time to the millisecond is plenty on a terminal.
+            let time = r.time.get(..23).map_or(r.time.clone(), |t| format!("{t}Z"));
             format!(
-                "{} {:<10} {:<7} DROP {:<14} {:<6} {} -> {}{} len={}",
-                r.time,
-                r.iface,
-                r.direction,
-                r.reason,
-                proto_name(r.proto),
-                endpoint(r.src, r.src_port),
+                "{} {} {} {} {} {} {} -> {}{} len={}",
+                paint(&time, 24, c(ansi::DIM)),
+                paint(&r.iface, 12, c(ansi::CYAN)),
+                paint(r.direction, 7, None),
+                paint("DROP", 4, c(ansi::RED_BOLD)),
+                paint(r.reason, 14, c(ansi::YELLOW)),
+                paint(&proto_name(r.proto), 6, c(ansi::MAGENTA)),
+                paint(&endpoint(r.src, r.src_port), 21, None),
                 endpoint(r.dst, r.dst_port),
                 icmp,
                 r.len
@@ -160,15 +196,118 @@ pub fn format_record(r: &DropRecord, format: Format) -> String {
     }
 }
 
+/// How `sg watch` runs.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// Only events of this interface.
+    pub iface: Option<String>,
+    pub format: Format,
+    /// ANSI colors (text format only).
+    pub color: bool,
+    /// How often to report events the kernel suppressed.
+    pub report_every: Duration,
+}
+
+impl WatchOptions {
+    /// Colors when stdout is a terminal and `NO_COLOR` is not set.
+    pub fn new(iface: Option<String>, format: Format) -> WatchOptions {
+        use std::io::IsTerminal as _;
+        WatchOptions {
+            iface,
+            format,
+            color: format == Format::Text
+                && std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none(),
+            report_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counts of one watch, for its reports.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    shown: u64,
+    suppressed: u64,
+    lost: u64,
+}
+
+fn mono_now_ns() -> Result<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+    Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Where decoded events go.
+struct Sink<'a, W: std::io::Write> {
+    out: W,
+    opts: &'a WatchOptions,
+    clock: &'a Clock,
+    names: &'a HashMap<u32, String>,
+    start_ns: u64,
+}
+
+impl<W: std::io::Write> Sink<'_, W> {
+    /// Writes out every record in the ring. `Ok(false)` once stdout is gone.
+    fn drain(
+        &mut self,
+        rb: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        tally: &mut Tally,
+    ) -> Result<bool> {
+        while let Some(item) = rb.next() {
+            if item.len() < size_of::<DropEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a whole DropEvent; read it unaligned.
+            let ev: DropEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            drop(item);
+            if ev.ts_ns < self.start_ns {
+                continue; // from before this watch
+            }
+            let record = decode(&ev, self.clock, self.names);
+            if self
+                .opts
+                .iface
+                .as_ref()
+                .is_some_and(|name| *name != record.iface)
+            {
+                continue;
+            }
+            tally.shown += 1;
+            let line = format_record_styled(&record, self.opts.format, self.opts.color);
+            if writeln!(self.out, "{line}").is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(self.out.flush().is_ok())
+    }
+}
+
 /// Streams drop events until Ctrl-C (or SIGTERM).
-pub async fn watch(dir: &StateDir, iface: Option<&str>, format: Format) -> Result<()> {
+///
+/// Only drops from the moment it starts are shown (older events still in
+/// the ring buffer are skipped). Every `report_every` in which the kernel
+/// suppressed events (rate limit) or lost them (ring buffer full), it says
+/// how many: on stderr for text and flow logs, as a JSON object
+/// `{"time", "suppressed", "lost", "interval_secs"}` on stdout with
+/// `--json`. On exit it prints a summary the same way (JSON:
+/// `{"time", "final": true, "events", "suppressed", "lost", "seconds"}`).
+/// The suppressed and lost counts are global (the limit is per CPU, not
+/// per interface). Memory stays bounded: each event is written as soon as
+/// it is read, and a reader that falls behind loses events in the kernel
+/// (counted) rather than buffering them.
+pub async fn watch(dir: &StateDir, opts: &WatchOptions) -> Result<()> {
     let state = dir.load()?.with_context(|| {
         format!(
             "nothing is attached under {}; nothing to watch",
             dir.pins.display()
         )
     })?;
-    if let Some(name) = iface
+    if let Some(name) = &opts.iface
         && !state.interfaces.contains_key(name)
     {
         anyhow::bail!("{name} is not attached");
@@ -186,33 +325,103 @@ pub async fn watch(dir: &StateDir, iface: Option<&str>, format: Format) -> Resul
         .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {e}"))?;
     let clock = Clock::new()?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    eprintln!("watching drops (Ctrl-C to stop)");
-    let mut out = std::io::stdout();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let started = std::time::Instant::now();
+    let start_ns = mono_now_ns()?;
+    let (base_suppressed, base_lost) = dp.event_stats()?;
+    let per_second = dp.runtime_config()?.events_per_sec;
+    let mut reported = Tally::default();
+    let mut tally = Tally::default();
+    let mut ticker = tokio::time::interval(opts.report_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    let mut last_report = std::time::Instant::now();
+    eprintln!(
+        "watching drops on {} (rate limit {per_second} events/s per CPU; Ctrl-C to stop)",
+        opts.iface.as_deref().unwrap_or("all interfaces")
+    );
+    let mut sink = Sink {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        opts,
+        clock: &clock,
+        names: &names,
+        start_ns,
+    };
+    let json = opts.format == Format::Json;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             _ = sigterm.recv() => break,
+            _ = ticker.tick() => {
+                // Also a safety net for a missed wakeup.
+                if !sink.drain(ring.get_mut(), &mut tally)? {
+                    return Ok(());
+                }
+                let (s, l) = dp.event_stats()?;
+                tally.suppressed = s.saturating_sub(base_suppressed);
+                tally.lost = l.saturating_sub(base_lost);
+                let ds = tally.suppressed - reported.suppressed;
+                let dl = tally.lost - reported.lost;
+                if ds > 0 || dl > 0 {
+                    let secs = last_report.elapsed().as_secs_f64();
+                    if json {
+                        let v = serde_json::json!({
+                            "time": now_rfc3339(),
+                            "suppressed": ds,
+                            "lost": dl,
+                            "interval_secs": (secs * 1000.0).round() / 1000.0,
+                        });
+                        let out = &mut sink.out;
+                        if writeln!(out, "{v}").and_then(|()| out.flush()).is_err() {
+                            return Ok(());
+                        }
+                    } else {
+                        eprintln!(
+                            "-- {ds} events suppressed by the rate limit, {dl} lost (ring buffer full) in the last {secs:.1}s; counters stay exact: sg stats"
+                        );
+                    }
+                    reported = tally;
+                    last_report = std::time::Instant::now();
+                }
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    if item.len() < size_of::<DropEvent>() {
-                        continue;
-                    }
-                    // SAFETY: the kernel wrote a whole DropEvent; read it unaligned.
-                    let ev: DropEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    let record = decode(&ev, &clock, &names);
-                    if iface.is_some_and(|name| name != record.iface) {
-                        continue;
-                    }
-                    let line = format_record(&record, format);
-                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                        return Ok(()); // reader went away
-                    }
+                if !sink.drain(guard.get_inner_mut(), &mut tally)? {
+                    return Ok(()); // reader went away
                 }
+                // A record submitted between the drain and here woke us
+                // before the clear: drain once more so it is not stranded.
                 guard.clear_ready();
+                if !sink.drain(guard.get_inner_mut(), &mut tally)? {
+                    return Ok(());
+                }
             }
         }
+    }
+    // Whatever arrived before the signal is still shown.
+    sink.drain(ring.get_mut(), &mut tally)?;
+    let out = &mut sink.out;
+    let (s, l) = dp.event_stats()?;
+    tally.suppressed = s.saturating_sub(base_suppressed);
+    tally.lost = l.saturating_sub(base_lost);
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        let v = serde_json::json!({
+            "time": now_rfc3339(),
+            "final": true,
+            "events": tally.shown,
+            "suppressed": tally.suppressed,
+            "lost": tally.lost,
+            "seconds": (secs * 1000.0).round() / 1000.0,
+        });
+        let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+    } else {
+        let _ = out.flush();
+        eprintln!(
+            "watched {secs:.1}s: {} events shown, {} suppressed by the rate limit, {} lost",
+            tally.shown, tally.suppressed, tally.lost
+        );
     }
     Ok(())
 }

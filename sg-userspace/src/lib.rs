@@ -16,6 +16,7 @@ pub mod enforcer;
 pub mod events;
 pub mod ifaces;
 pub mod lab;
+pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod state;

@@ -6,7 +6,7 @@ use sg::{
     cli::{Cli, Command, ConntrackCommand},
     compile, conntrack, demo, enforcer,
     events::{self, Format},
-    netns,
+    metrics, netns,
     state::StateDir,
     status,
 };
@@ -155,7 +155,16 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(events::watch(&dir, iface.as_deref(), format))?;
+            rt.block_on(events::watch(
+                &dir,
+                &events::WatchOptions::new(iface, format),
+            ))?;
+        }
+        Command::Metrics { listen } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(metrics::serve(&dir, listen))?;
         }
         Command::Conntrack { command } => match command {
             ConntrackCommand::List { json } => {

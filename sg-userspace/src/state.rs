@@ -30,8 +30,13 @@ pub struct State {
     /// The config file last applied.
     pub config_path: Option<PathBuf>,
     pub interfaces: BTreeMap<String, AttachedIface>,
-    /// Indexed by the `RuleRef` values in the rule trie.
+    /// Every rule in force; `RuleRecord::slot` is the `RuleRef` value the
+    /// rule trie holds for it.
     pub rules: Vec<RuleRecord>,
+    /// First rule slot never handed out. Slots are never reused, so a hit
+    /// counter (or a tracked connection's rule) always names one rule.
+    #[serde(default)]
+    pub next_rule_slot: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +58,22 @@ pub struct RuleRecord {
     pub direction: String,
     pub index: usize,
     pub description: Option<String>,
+    /// The `RuleRef` value of this rule in the maps, stable across applies
+    /// for as long as the rule ID stays. `None` in state written before
+    /// slots existed: the rule's position in `rules` then.
+    #[serde(default)]
+    pub slot: Option<u32>,
+}
+
+impl State {
+    /// Rule records by their slot (the `RuleRef` value in the maps).
+    pub fn rules_by_slot(&self) -> std::collections::HashMap<u32, &RuleRecord> {
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.slot.unwrap_or(i as u32), r))
+            .collect()
+    }
 }
 
 /// The state dir (pins) and its metadata dir (JSON, lock).

@@ -92,11 +92,26 @@ pub fn print_status(s: &Status) {
     );
 }
 
+/// `sg stats`: every counter, exact (summed over CPUs).
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
     /// reason -> total drops, over every interface and direction.
     pub drops_by_reason: BTreeMap<String, u64>,
+    /// Every drop counter, by interface, direction and reason.
     pub drops: Vec<DropCounter>,
+    /// Allowed packets and bytes by rule: every rule in force (zero if it
+    /// never matched), then counters of removed rules whose tracked
+    /// connections still pass (`rule` null).
+    pub rules: Vec<RuleCounter>,
+    /// Drop events held back by the kernel's per-CPU rate limit.
+    pub events_suppressed: u64,
+    /// Drop events lost because the ring buffer was full (no reader, or
+    /// one that fell behind).
+    pub events_lost: u64,
+    /// The rate limit: events per second per CPU.
+    pub events_per_second: u32,
+    pub conntrack_entries: usize,
+    pub conntrack_capacity: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,6 +120,29 @@ pub struct DropCounter {
     pub direction: &'static str,
     pub reason: &'static str,
     pub packets: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleCounter {
+    /// Rule ID (`sgr-...`); null for a removed rule.
+    pub rule: Option<String>,
+    pub group: Option<String>,
+    pub direction: Option<String>,
+    /// Position of the rule in its group's ingress or egress list.
+    pub index: Option<usize>,
+    pub description: Option<String>,
+    /// The rule's key in the maps.
+    pub slot: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn direction_name(direction: u8) -> &'static str {
+    if direction == DIR_INGRESS {
+        "ingress"
+    } else {
+        "egress"
+    }
 }
 
 pub fn stats(dir: &StateDir) -> Result<Stats> {
@@ -130,33 +168,97 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
             iface: names
                 .get(&key.ifindex)
                 .map_or_else(|| format!("if{}", key.ifindex), |n| n.to_string()),
-            direction: if key.direction == DIR_INGRESS {
-                "ingress"
-            } else {
-                "egress"
-            },
+            direction: direction_name(key.direction),
             reason,
             packets,
         });
     }
     out.drops
         .sort_by(|a, b| (&a.iface, a.direction, a.reason).cmp(&(&b.iface, b.direction, b.reason)));
+
+    let mut hits = dp.rule_hit_totals()?;
+    let by_slot = state.rules_by_slot();
+    let mut in_force: Vec<(u32, &crate::state::RuleRecord)> = by_slot.into_iter().collect();
+    in_force.sort_by(|a, b| {
+        (&a.1.group, &a.1.direction, a.1.index).cmp(&(&b.1.group, &b.1.direction, b.1.index))
+    });
+    for (slot, r) in in_force {
+        let h = hits.remove(&slot).unwrap_or_default();
+        out.rules.push(RuleCounter {
+            rule: Some(r.id.clone()),
+            group: Some(r.group.clone()),
+            direction: Some(r.direction.clone()),
+            index: Some(r.index),
+            description: r.description.clone(),
+            slot,
+            packets: h.packets,
+            bytes: h.bytes,
+        });
+    }
+    for (slot, h) in hits {
+        out.rules.push(RuleCounter {
+            rule: None,
+            group: None,
+            direction: None,
+            index: None,
+            description: None,
+            slot,
+            packets: h.packets,
+            bytes: h.bytes,
+        });
+    }
+    (out.events_suppressed, out.events_lost) = dp.event_stats()?;
+    out.events_per_second = dp.runtime_config()?.events_per_sec;
+    out.conntrack_entries = dp.conntrack()?.keys().filter(Result::is_ok).count();
+    out.conntrack_capacity = state.ct_max_entries;
     Ok(out)
 }
 
 pub fn print_stats(s: &Stats) {
+    println!("DROPS");
     println!(
-        "{:<16} {:<8} {:<15} {:>12}",
+        "  {:<16} {:<8} {:<15} {:>12}",
         "INTERFACE", "DIR", "REASON", "PACKETS"
     );
+    if s.drops.is_empty() {
+        println!("  (none)");
+    }
     for d in &s.drops {
         println!(
-            "{:<16} {:<8} {:<15} {:>12}",
+            "  {:<16} {:<8} {:<15} {:>12}",
             d.iface, d.direction, d.reason, d.packets
         );
     }
     println!();
+    println!("DROPS BY REASON");
     for (reason, packets) in &s.drops_by_reason {
-        println!("{reason:<15} {packets:>12}");
+        println!("  {reason:<15} {packets:>12}");
     }
+    println!();
+    println!("RULE HITS (allowed packets, tracked connections included)");
+    println!(
+        "  {:<21} {:<12} {:<7} {:>3} {:>12} {:>14}  DESCRIPTION",
+        "RULE", "GROUP", "DIR", "#", "PACKETS", "BYTES"
+    );
+    for r in &s.rules {
+        println!(
+            "  {:<21} {:<12} {:<7} {:>3} {:>12} {:>14}  {}",
+            r.rule.as_deref().unwrap_or("(removed)"),
+            r.group.as_deref().unwrap_or("-"),
+            r.direction.as_deref().unwrap_or("-"),
+            r.index.map_or("-".to_string(), |i| i.to_string()),
+            r.packets,
+            r.bytes,
+            r.description.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    println!(
+        "events: {} suppressed by the rate limit ({}/s per CPU), {} lost (ring buffer full)",
+        s.events_suppressed, s.events_per_second, s.events_lost
+    );
+    println!(
+        "conntrack: {} of {} entries",
+        s.conntrack_entries, s.conntrack_capacity
+    );
 }

@@ -15,7 +15,7 @@ use aya::{
     },
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, IfacePolicy, PeerKeyV4, PeerKeyV6, RuleKey, RuleRef, RuntimeConfig,
+    CtKey, CtValue, DropKey, FragKey, IfacePolicy, PeerKeyV4, PeerKeyV6, RuleKey, RuleRef, RuntimeConfig,
 };
 
 use crate::{compile::Compiled, state::StateDir};
@@ -69,6 +69,10 @@ impl Datapath {
 
     pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
         self.map("CONNTRACK")
+    }
+
+    pub fn fragments(&mut self) -> Result<HashMap<&mut MapData, FragKey, u64>> {
+        self.map("FRAGMENTS")
     }
 
     pub fn drops(&mut self) -> Result<PerCpuHashMap<&mut MapData, DropKey, u64>> {

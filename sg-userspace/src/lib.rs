@@ -15,6 +15,7 @@ pub mod ifaces;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod reference;
 pub mod state;
 pub mod status;
 pub mod testrun;

@@ -642,7 +642,7 @@ fn attached(c: &GenConfig) -> Vec<&str> {
 /// Runs `case`; returns how many verdicts were compared, or the first
 /// disagreement. `None` when a config does not parse (shrinking may make
 /// one invalid).
-fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<usize, Mismatch>> {
+fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<(usize, usize), Mismatch>> {
     let configs: Vec<Config> = case
         .configs
         .iter()
@@ -657,6 +657,7 @@ fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<usize, Mismatch>> {
     let mut expected: BTreeMap<(u8, u8), u64> = BTreeMap::new();
     let mut now = Duration::ZERO;
     let mut verdicts = 0;
+    let mut passed = 0;
     for (i, step) in case.steps.iter().enumerate() {
         let (dir, pkt) = match step {
             Step::Switch => {
@@ -679,6 +680,7 @@ fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<usize, Mismatch>> {
         let want: Outcome =
             reference::verdict(&configs[current], groups, &[], &mut model, pkt, dir, now);
         verdicts += 1;
+        passed += usize::from(want.allowed);
         if (kernel == Verdict::Pass) != want.allowed {
             return Some(Err(Mismatch {
                 what: format!(
@@ -705,7 +707,7 @@ fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<usize, Mismatch>> {
         }
     }
     let _ = REASONS;
-    Some(Ok(verdicts))
+    Some(Ok((verdicts, passed)))
 }
 
 fn fails(bed: &mut TestBed, case: &Case) -> bool {
@@ -871,7 +873,7 @@ fn kernel_agrees_with_the_reference_evaluator() {
         .config;
     let mut bed = TestBed::new(&placeholder, &["g0"]).expect("programs load");
     let started = Instant::now();
-    let (mut verdicts, mut cases, mut invalid) = (0u64, 0u64, 0u64);
+    let (mut verdicts, mut passes, mut cases, mut invalid) = (0u64, 0u64, 0u64, 0u64);
     loop {
         let done = match deadline {
             Some(d) => Instant::now() >= d,
@@ -883,9 +885,16 @@ fn kernel_agrees_with_the_reference_evaluator() {
         let packets = 150 + rng.below(200);
         let case = gen_case(&mut rng, packets);
         match run_case(&mut bed, &case) {
-            None => invalid += 1,
-            Some(Ok(n)) => {
+            None => {
+                invalid += 1;
+                if invalid <= 3 {
+                    let err = case.configs.iter().find_map(|c| config::parse(&c.toml(), "x.toml").err());
+                    println!("differential: generated config rejected: {err:?}");
+                }
+            }
+            Some(Ok((n, p))) => {
                 verdicts += n as u64;
+                passes += p as u64;
                 cases += 1;
             }
             Some(Err(m)) => {
@@ -902,7 +911,9 @@ fn kernel_agrees_with_the_reference_evaluator() {
         }
     }
     println!(
-        "differential: {verdicts} verdicts agree over {cases} configs ({invalid} invalid configs skipped), seed {seed}, {:.1?}",
+        "differential: {verdicts} verdicts agree ({passes} pass, {} drop) over {cases} configs \
+         ({invalid} invalid configs skipped), seed {seed}, {:.1?}",
+        verdicts - passes,
         started.elapsed()
     );
     assert!(invalid * 10 <= cases, "too many generated configs are invalid: {invalid}");

@@ -7,11 +7,13 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|demo|lint> [args...]
+const USAGE: &str = "usage: cargo xtask <test|demo|lint|fuzz> [args...]
 
   test   lint, then every test (unit, BPF_PROG_TEST_RUN, end-to-end); needs root
   demo   build sg and run `sg demo`; needs root
-  lint   cargo fmt --check and clippy -D warnings";
+  lint   cargo fmt --check and clippy -D warnings
+  fuzz   --minutes N [--seed S]: the differential test (kernel against the
+         reference evaluator) for N minutes; needs root";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
         Some("lint") => lint(),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -85,6 +88,45 @@ fn leftover_namespaces() -> Result<()> {
         bail!("tests left network namespaces behind: {ours:?}");
     }
     Ok(())
+}
+
+/// Soak run of the differential test: `SG_FUZZ_MINUTES` makes it loop over
+/// fresh configs and packet sequences until the time is up.
+fn fuzz(args: &[String]) -> Result<()> {
+    require_root("the differential test")?;
+    let mut minutes = None;
+    let mut seed = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--minutes" => minutes = it.next().cloned(),
+            "--seed" => seed = it.next().cloned(),
+            other => bail!("fuzz: unknown argument {other:?}; usage: fuzz --minutes N [--seed S]"),
+        }
+    }
+    let Some(minutes) = minutes else {
+        bail!("fuzz: usage: fuzz --minutes N [--seed S]");
+    };
+    minutes
+        .parse::<u64>()
+        .with_context(|| format!("fuzz: --minutes {minutes:?} is not a whole number"))?;
+    // Plain `cargo test`: nextest would stop a test after its slow limit,
+    // and a soak run outlives that by design.
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--package",
+        "sg-userspace",
+        "--test",
+        "differential",
+        "--",
+        "--nocapture",
+    ])
+    .env("SG_FUZZ_MINUTES", &minutes);
+    if let Some(seed) = seed {
+        cmd.env("SG_SEED", seed);
+    }
+    run(&mut cmd)
 }
 
 fn demo() -> Result<()> {

@@ -15,7 +15,8 @@ use aya::{
     },
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, FragKey, IfacePolicy, PeerKeyV4, PeerKeyV6, RuleKey, RuleRef, RuntimeConfig,
+    CtKey, CtValue, DropKey, FragKey, IfacePolicy, PeerKeyV4, PeerKeyV6, RuleKey, RuleRef,
+    RuntimeConfig,
 };
 
 use crate::{compile::Compiled, state::StateDir};

@@ -43,12 +43,25 @@ pub const ICMPV6: u8 = 58;
 /// The L4 part of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     /// ICMP for IPv4, ICMPv6 for IPv6. `id` is the echo identifier.
-    Icmp { icmp_type: u8, code: u8, id: u16 },
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+        id: u16,
+    },
     /// Any other protocol, with an opaque payload.
-    Other { proto: u8 },
+    Other {
+        proto: u8,
+    },
 }
 
 /// Where a packet sits in a fragmented datagram.
@@ -56,9 +69,13 @@ pub enum L4 {
 pub enum Frag {
     Whole,
     /// Offset 0, more fragments follow; carries the L4 header.
-    First { id: u32 },
+    First {
+        id: u32,
+    },
     /// A non-zero offset; carries no L4 header.
-    Later { id: u32 },
+    Later {
+        id: u32,
+    },
 }
 
 /// How the packet is framed; classification must not depend on it.
@@ -279,16 +296,28 @@ const FIN: u8 = packet::FIN;
 const RST: u8 = packet::RST;
 
 fn is_echo_request(pkt: &PacketSpec) -> bool {
-    matches!((pkt.src.is_ipv4(), pkt.l4), (true, L4::Icmp { icmp_type: 8, .. }) | (false, L4::Icmp { icmp_type: 128, .. }))
+    matches!(
+        (pkt.src.is_ipv4(), pkt.l4),
+        (true, L4::Icmp { icmp_type: 8, .. }) | (false, L4::Icmp { icmp_type: 128, .. })
+    )
 }
 
 fn is_echo(pkt: &PacketSpec) -> bool {
     is_echo_request(pkt)
-        || matches!((pkt.src.is_ipv4(), pkt.l4), (true, L4::Icmp { icmp_type: 0, .. }) | (false, L4::Icmp { icmp_type: 129, .. }))
+        || matches!(
+            (pkt.src.is_ipv4(), pkt.l4),
+            (true, L4::Icmp { icmp_type: 0, .. }) | (false, L4::Icmp { icmp_type: 129, .. })
+        )
 }
 
 /// Does `addr` belong to the members of group `name` (SPEC 1.5)?
-fn is_member(config: &Config, groups: &[String], local_addrs: &[IpAddr], name: &str, addr: IpAddr) -> bool {
+fn is_member(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    name: &str,
+    addr: IpAddr,
+) -> bool {
     let listed = config
         .groups
         .get(name)
@@ -339,7 +368,9 @@ pub fn allowing_rule<'c>(
                         code: c,
                         ..
                     },
-                ) => icmp_type.is_none_or(|want| want == t) && icmp_code.is_none_or(|want| want == c),
+                ) => {
+                    icmp_type.is_none_or(|want| want == t) && icmp_code.is_none_or(|want| want == c)
+                }
                 (PortMatch::Icmp { .. }, _) => false,
             };
             if !l4_ok {
@@ -372,15 +403,18 @@ pub fn verdict(
     let proto = pkt.proto();
 
     // 1.10: neighbour and router discovery always pass.
-    if let (false, L4::Icmp { icmp_type, .. }, false) =
-        (pkt.src.is_ipv4(), pkt.l4, matches!(pkt.frag, Frag::Later { .. }))
-        && (133..=137).contains(&icmp_type)
+    if let (false, L4::Icmp { icmp_type, .. }, false) = (
+        pkt.src.is_ipv4(),
+        pkt.l4,
+        matches!(pkt.frag, Frag::Later { .. }),
+    ) && (133..=137).contains(&icmp_type)
     {
         // A first fragment that passed lets its followers pass (1.11).
         if let Frag::First { id } = pkt.frag {
-            state
-                .fragments
-                .insert((pkt.src, pkt.dst, proto, id, direction), now + FRAGMENT_TIMEOUT);
+            state.fragments.insert(
+                (pkt.src, pkt.dst, proto, id, direction),
+                now + FRAGMENT_TIMEOUT,
+            );
         }
         return Outcome::PASS;
     }
@@ -398,9 +432,10 @@ pub fn verdict(
     if outcome.allowed
         && let Frag::First { id } = pkt.frag
     {
-        state
-            .fragments
-            .insert((pkt.src, pkt.dst, proto, id, direction), now + FRAGMENT_TIMEOUT);
+        state.fragments.insert(
+            (pkt.src, pkt.dst, proto, id, direction),
+            now + FRAGMENT_TIMEOUT,
+        );
     }
     outcome
 }
@@ -448,7 +483,9 @@ fn judge_whole(
                     TcpState::Rst
                 } else if flags & FIN != 0 {
                     TcpState::Fin
-                } else if tcp == TcpState::SynSent && !from_opener && flags & (SYN | ACK) == SYN | ACK
+                } else if tcp == TcpState::SynSent
+                    && !from_opener
+                    && flags & (SYN | ACK) == SYN | ACK
                 {
                     TcpState::SynRecv
                 } else if tcp == TcpState::SynRecv && from_opener && flags & ACK != 0 {

@@ -235,7 +235,9 @@ fn gen_rule(rng: &mut Rng, u: &Universe, names: &[String]) -> GenRule {
     };
     match rng.below(16) {
         0..=2 => {
-            r.proto = rng.pick(&["proto = \"tcp\"", "proto = 6", "proto = \"6\""]).into();
+            r.proto = rng
+                .pick(&["proto = \"tcp\"", "proto = 6", "proto = \"6\""])
+                .into();
             r.ports = Some(gen_ports(rng));
         }
         3..=4 => {
@@ -303,11 +305,17 @@ fn gen_config(rng: &mut Rng, u: &Universe) -> GenConfig {
                     u.cidr(rng, v6)
                 })
                 .collect(),
-            ingress: (0..rng.below(7)).map(|_| gen_rule(rng, u, &names)).collect(),
+            ingress: (0..rng.below(7))
+                .map(|_| gen_rule(rng, u, &names))
+                .collect(),
             egress: match rng.below(4) {
                 0 => None,
                 1 => Some(Vec::new()),
-                _ => Some((0..1 + rng.below(5)).map(|_| gen_rule(rng, u, &names)).collect()),
+                _ => Some(
+                    (0..1 + rng.below(5))
+                        .map(|_| gen_rule(rng, u, &names))
+                        .collect(),
+                ),
             },
         })
         .collect();
@@ -397,19 +405,19 @@ fn framing(rng: &mut Rng, v6: bool) -> Framing {
 fn tcp_flags_any(rng: &mut Rng) -> u8 {
     let random = rng.next() as u8;
     rng.pick(&[
-        0,                     // null
-        FIN | PSH | URG,       // xmas
-        SYN | FIN,             // never opens
-        SYN | RST,             // never opens
-        SYN | ACK,             // stray SYN-ACK
-        ACK,                   // ACK scan
-        ACK | PSH,             //
-        FIN,                   //
-        RST,                   //
-        FIN | ACK,             //
-        SYN | ECE | 0x80,      // SYN with ECN bits: opens
-        SYN | PSH,             // opens
-        random,                // anything
+        0,                // null
+        FIN | PSH | URG,  // xmas
+        SYN | FIN,        // never opens
+        SYN | RST,        // never opens
+        SYN | ACK,        // stray SYN-ACK
+        ACK,              // ACK scan
+        ACK | PSH,        //
+        FIN,              //
+        RST,              //
+        FIN | ACK,        //
+        SYN | ECE | 0x80, // SYN with ECN bits: opens
+        SYN | PSH,        // opens
+        random,           // anything
     ])
 }
 
@@ -425,7 +433,14 @@ impl SeqGen<'_> {
         if v6 { LOCAL6.into() } else { LOCAL4.into() }
     }
 
-    fn push(&mut self, rng: &mut Rng, dir: Direction, src: (IpAddr, u16), dst: (IpAddr, u16), l4: L4) {
+    fn push(
+        &mut self,
+        rng: &mut Rng,
+        dir: Direction,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        l4: L4,
+    ) {
         let mut pkt = PacketSpec::new(src.0, dst.0, l4);
         pkt.framing = framing(rng, src.0.is_ipv6());
         // EXCLUDED, kernel bug (verdict.rs): an ICMPv6 neighbour/router
@@ -433,7 +448,13 @@ impl SeqGen<'_> {
         // bookkeeping, so its later fragments are dropped as `fragment`
         // where SPEC 1.11 lets them follow. The hostile corpus pins this
         // case down; here such packets are never fragmented.
-        let nd = matches!(l4, L4::Icmp { icmp_type: 133..=137, .. }) && src.0.is_ipv6();
+        let nd = matches!(
+            l4,
+            L4::Icmp {
+                icmp_type: 133..=137,
+                ..
+            }
+        ) && src.0.is_ipv6();
         if rng.chance(6) && !nd {
             let id = if src.0.is_ipv4() {
                 u32::from(rng.next() as u16)
@@ -526,7 +547,15 @@ impl SeqGen<'_> {
         match roll {
             25..=54 => {
                 // The responder answers.
-                let flags = rng.pick(&[SYN | ACK, SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK]);
+                let flags = rng.pick(&[
+                    SYN | ACK,
+                    SYN | ACK,
+                    ACK,
+                    ACK | PSH,
+                    FIN | ACK,
+                    RST,
+                    RST | ACK,
+                ]);
                 self.send(rng, flow, false, flags, false);
             }
             55..=74 => {
@@ -629,7 +658,10 @@ fn drop_counts(bed: &mut TestBed) -> BTreeMap<(u8, u8), u64> {
     let mut out = BTreeMap::new();
     for dir in [DIR_INGRESS, DIR_EGRESS] {
         for r in Reason::ALL {
-            out.insert((dir, r as u8), bed.drop_count(dir, r).expect("drop counters"));
+            out.insert(
+                (dir, r as u8),
+                bed.drop_count(dir, r).expect("drop counters"),
+            );
         }
     }
     out
@@ -683,9 +715,7 @@ fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<(usize, usize), Mis
         passed += usize::from(want.allowed);
         if (kernel == Verdict::Pass) != want.allowed {
             return Some(Err(Mismatch {
-                what: format!(
-                    "step {i}: {dir} {pkt:?}: kernel {kernel:?}, evaluator {want:?}"
-                ),
+                what: format!("step {i}: {dir} {pkt:?}: kernel {kernel:?}, evaluator {want:?}"),
             }));
         }
         if let Some(r) = want.reason {
@@ -701,7 +731,11 @@ fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<(usize, usize), Mis
             return Some(Err(Mismatch {
                 what: format!(
                     "direction {} reason {reason}: kernel counted {got} drops, evaluator {want}",
-                    if key.0 == DIR_INGRESS { "ingress" } else { "egress" }
+                    if key.0 == DIR_INGRESS {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
                 ),
             }));
         }
@@ -888,7 +922,10 @@ fn kernel_agrees_with_the_reference_evaluator() {
             None => {
                 invalid += 1;
                 if invalid <= 3 {
-                    let err = case.configs.iter().find_map(|c| config::parse(&c.toml(), "x.toml").err());
+                    let err = case
+                        .configs
+                        .iter()
+                        .find_map(|c| config::parse(&c.toml(), "x.toml").err());
                     println!("differential: generated config rejected: {err:?}");
                 }
             }
@@ -898,7 +935,10 @@ fn kernel_agrees_with_the_reference_evaluator() {
                 cases += 1;
             }
             Some(Err(m)) => {
-                println!("differential: mismatch after {verdicts} verdicts: {}", m.what);
+                println!(
+                    "differential: mismatch after {verdicts} verdicts: {}",
+                    m.what
+                );
                 println!("differential: shrinking...");
                 let small = shrink(&mut bed, case);
                 let text = report(&mut bed, seed, &small);
@@ -907,7 +947,10 @@ fn kernel_agrees_with_the_reference_evaluator() {
             }
         }
         if deadline.is_some() && cases % 500 == 0 {
-            println!("differential: {verdicts} verdicts, {cases} configs, {:?}", started.elapsed());
+            println!(
+                "differential: {verdicts} verdicts, {cases} configs, {:?}",
+                started.elapsed()
+            );
         }
     }
     println!(
@@ -916,6 +959,9 @@ fn kernel_agrees_with_the_reference_evaluator() {
         verdicts - passes,
         started.elapsed()
     );
-    assert!(invalid * 10 <= cases, "too many generated configs are invalid: {invalid}");
+    assert!(
+        invalid * 10 <= cases,
+        "too many generated configs are invalid: {invalid}"
+    );
     assert!(verdicts >= target.min(100_000) || deadline.is_some());
 }

@@ -781,6 +781,33 @@ fn shrink(bed: &mut TestBed, mut case: Case) -> Case {
             c.steps.retain(|s| !matches!(s, Step::Switch));
             candidates.push(c);
         }
+        if case.configs.len() > 1 {
+            // Start with the second config, and never switch.
+            let mut c = case.clone();
+            c.configs.remove(0);
+            c.steps.retain(|s| !matches!(s, Step::Switch));
+            candidates.push(c);
+        }
+        // Plainer packets: no tags, options or extension headers; whole
+        // rather than a first fragment.
+        for (i, step) in case.steps.iter().enumerate() {
+            if let Step::Packet(dir, pkt) = step {
+                if pkt.framing != Framing::default() {
+                    let mut c = case.clone();
+                    let mut p = pkt.clone();
+                    p.framing = Framing::default();
+                    c.steps[i] = Step::Packet(*dir, p);
+                    candidates.push(c);
+                }
+                if matches!(pkt.frag, Frag::First { .. }) {
+                    let mut c = case.clone();
+                    let mut p = pkt.clone();
+                    p.frag = Frag::Whole;
+                    c.steps[i] = Step::Packet(*dir, p);
+                    candidates.push(c);
+                }
+            }
+        }
         for ci in 0..case.configs.len() {
             let cfg = &case.configs[ci];
             for gi in 0..cfg.groups.len() {

@@ -178,15 +178,17 @@ while True:
         print(s.getsockname()[1], len(data), flush=True)
 "#;
 
+/// Fields drop in order: `sg` detaches (inside the server namespace)
+/// before the lab removes the namespaces.
 struct Bench {
-    _lab: Lab,
+    sg: Sg,
     client: Host,
     server: Host,
     server4: IpAddr,
     server6: IpAddr,
-    sg: Sg,
     _cfg: TempFile,
     client_py: TempFile,
+    _lab: Lab,
 }
 
 fn bench() -> Bench {

@@ -173,7 +173,8 @@ fn parse_v4(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
     if pkt.is_later_fragment {
         return Parsed::Ip;
     }
-    parse_l4(bytes, l3 + header_len, pkt)
+    // The L4 header must lie inside the datagram, not in frame padding.
+    parse_l4(bytes, l3 + header_len, l3 + total_len, pkt)
 }
 
 #[inline(always)]
@@ -193,6 +194,12 @@ fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
     if payload_len != 0 && l3 + Ipv6Hdr::LEN + payload_len > wire_len {
         return Parsed::Malformed;
     }
+    // Where the datagram ends: headers past it are not part of it.
+    let end = if payload_len == 0 {
+        wire_len
+    } else {
+        l3 + Ipv6Hdr::LEN + payload_len
+    };
     let mut next = ip.next_hdr;
     let mut off = l3 + Ipv6Hdr::LEN;
     for _ in 0..MAX_V6_EXT_HEADERS {
@@ -204,7 +211,10 @@ fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
             if pkt.is_later_fragment {
                 return Parsed::Ip;
             }
-            return parse_l4(bytes, off, pkt);
+            return parse_l4(bytes, off, end, pkt);
+        }
+        if off + 8 > end {
+            return Parsed::Malformed;
         }
         // Every extension header starts with next-header and a length, and
         // is at least 8 bytes long. One bounds check covers all we read.
@@ -235,19 +245,35 @@ fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
 }
 
 #[inline(always)]
-fn parse_l4(bytes: Bytes, l4: usize, pkt: &mut Packet) -> Parsed {
+fn parse_l4(bytes: Bytes, l4: usize, end: usize, pkt: &mut Packet) -> Parsed {
     if l4 > MAX_L4_OFFSET {
+        return Parsed::Malformed;
+    }
+    // The whole fixed header of TCP (20 bytes), UDP and ICMP (8 bytes)
+    // must be inside the datagram: a cut header is never guessed at.
+    let need = match pkt.proto {
+        PROTO_TCP => 20,
+        PROTO_UDP => 8,
+        _ if pkt.is_icmp() => 8,
+        _ => 0,
+    };
+    if l4 + need > end {
         return Parsed::Malformed;
     }
     // One bounds check per header: the verifier cannot carry a check of a
     // later byte back to an earlier one.
     match pkt.proto {
         PROTO_TCP => {
-            // Ports, sequence numbers, offset, and the flags byte at 13.
-            let Some(hdr) = bytes.ptr_at::<[u8; 14]>(l4) else {
+            // The fixed header: ports, sequence numbers, data offset, and
+            // the flags byte at 13.
+            let Some(hdr) = bytes.ptr_at::<[u8; 20]>(l4) else {
                 return Parsed::Malformed;
             };
             let hdr = unsafe { *hdr };
+            if hdr[12] >> 4 < 5 {
+                // A data offset below the fixed header's 20 bytes.
+                return Parsed::Malformed;
+            }
             pkt.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
             pkt.tcp_flags = hdr[13];

@@ -54,6 +54,15 @@ fn fill_frag_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: u8) {
     key._pad = 0;
 }
 
+/// A first fragment that passed lets the rest of its datagram follow.
+#[inline(always)]
+fn remember_first_fragment(s: &mut Scratch, ifindex: u32, direction: u8, now: u64) {
+    if s.pkt.is_fragment {
+        fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
+        let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
+    }
+}
+
 #[inline(always)]
 pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verdict {
     let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
@@ -76,6 +85,7 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         Parsed::Ip => {}
     }
     if is_neighbour_discovery(&s.pkt) {
+        remember_first_fragment(s, ifindex, direction, now);
         return Verdict::Pass;
     }
     if s.pkt.is_later_fragment {
@@ -92,10 +102,7 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
     match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
         Ok(rule) => {
             count_hit(rule, len);
-            if s.pkt.is_fragment {
-                fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
-                let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
-            }
+            remember_first_fragment(s, ifindex, direction, now);
             Verdict::Pass
         }
         Err(reason) => {

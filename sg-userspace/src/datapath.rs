@@ -15,8 +15,8 @@ use aya::{
     },
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, ID_PREFIX_BITS, IfacePolicy,
-    PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleHits, RuleKey, RuleRef, RuntimeConfig,
+    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey, ID_PREFIX_BITS,
+    IfacePolicy, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleHits, RuleKey, RuleRef, RuntimeConfig,
 };
 
 use crate::{compile::Compiled, state::StateDir};
@@ -97,6 +97,10 @@ impl Datapath {
 
     pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
         self.map("CONNTRACK")
+    }
+
+    pub fn fragments(&mut self) -> Result<HashMap<&mut MapData, FragKey, u64>> {
+        self.map("FRAGMENTS")
     }
 
     pub fn drops(&mut self) -> Result<PerCpuHashMap<&mut MapData, DropKey, u64>> {

@@ -19,6 +19,7 @@ pub mod lab;
 pub mod metrics;
 pub mod netns;
 pub mod packet;
+pub mod reference;
 pub mod state;
 pub mod status;
 pub mod testrun;

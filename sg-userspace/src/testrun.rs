@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
-use sg_common::{CtKey, CtValue};
+use sg_common::{CtKey, CtValue, DropKey, FragKey, Reason};
 
 use crate::{
     compile::{Attachment, compile},
@@ -160,6 +160,37 @@ impl TestBed {
             ct.remove(&key)?;
         }
         Ok(())
+    }
+
+    /// Forgets every first fragment seen, as if their timeouts had passed.
+    pub fn flush_fragments(&mut self) -> Result<()> {
+        let mut frags = self.dp.fragments()?;
+        let keys: Vec<FragKey> = frags.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            frags.remove(&key)?;
+        }
+        Ok(())
+    }
+
+    /// The ifindex test runs use.
+    pub fn ifindex(&self) -> Result<u32> {
+        ifaces::index(TEST_RUN_IFACE)
+    }
+
+    /// Drops counted for `direction` (`sg_common::DIR_*`) and `reason` on
+    /// the test-run device, summed over CPUs.
+    pub fn drop_count(&mut self, direction: u8, reason: Reason) -> Result<u64> {
+        let key = DropKey {
+            ifindex: self.ifindex()?,
+            direction,
+            reason: reason as u8,
+            _pad: 0,
+        };
+        match self.dp.drops()?.get(&key, 0) {
+            Ok(values) => Ok(values.iter().sum()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -7,12 +7,15 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|lint> [args...]
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|fuzz|lint> [args...]
 
   test   lint, then every test (unit, BPF_PROG_TEST_RUN, end-to-end); needs root
   demo   build sg and run `sg demo`; needs root
-  bench  per-packet cost as ratios to a do-nothing XDP program (SPEC 6);
-         writes target/bench/report.json and BENCHMARKS.md; needs root
+  bench  per-packet cost as ratios to a do-nothing XDP program, and end-to-end
+         figures against nftables (SPEC 6); writes target/bench/report.json
+         and BENCHMARKS.md; needs root
+  fuzz   --minutes N [--seed S]: the differential test (kernel against the
+         reference evaluator) for N minutes; needs root
   lint   cargo fmt --check and clippy -D warnings";
 
 fn main() -> ExitCode {
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -88,6 +92,45 @@ fn leftover_namespaces() -> Result<()> {
         bail!("tests left network namespaces behind: {ours:?}");
     }
     Ok(())
+}
+
+/// Soak run of the differential test: `SG_FUZZ_MINUTES` makes it loop over
+/// fresh configs and packet sequences until the time is up.
+fn fuzz(args: &[String]) -> Result<()> {
+    require_root("the differential test")?;
+    let mut minutes = None;
+    let mut seed = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--minutes" => minutes = it.next().cloned(),
+            "--seed" => seed = it.next().cloned(),
+            other => bail!("fuzz: unknown argument {other:?}; usage: fuzz --minutes N [--seed S]"),
+        }
+    }
+    let Some(minutes) = minutes else {
+        bail!("fuzz: usage: fuzz --minutes N [--seed S]");
+    };
+    minutes
+        .parse::<u64>()
+        .with_context(|| format!("fuzz: --minutes {minutes:?} is not a whole number"))?;
+    // Plain `cargo test`: nextest would stop a test after its slow limit,
+    // and a soak run outlives that by design.
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--package",
+        "sg-userspace",
+        "--test",
+        "differential",
+        "--",
+        "--nocapture",
+    ])
+    .env("SG_FUZZ_MINUTES", &minutes);
+    if let Some(seed) = seed {
+        cmd.env("SG_SEED", seed);
+    }
+    run(&mut cmd)
 }
 
 fn demo() -> Result<()> {

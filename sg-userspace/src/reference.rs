@@ -1,0 +1,573 @@
+//! Reference evaluator: the verdict SPEC 1 gives one packet, written as
+//! plainly as possible and without the compiler's classes or tries, so that
+//! it can disagree with them. The differential test runs it side by side
+//! with the kernel.
+//!
+//! What it models:
+//! - rules (1.1-1.5): the union of every rule of every attached group, a
+//!   rule matching on protocol, destination port or ICMP type/code, and a
+//!   peer (CIDR or `sg:` members) covering the remote address;
+//! - connection tracking (1.6) as a map keyed by the flow's two endpoints
+//!   and protocol, whichever side sends: TCP opens only on a bare SYN (SYN
+//!   without ACK, RST or FIN), UDP, ICMP echo and other protocols open on
+//!   any allowed packet (echo on a request), anything of a live flow passes;
+//!   a bare SYN from either side on a closing (FIN/RST) flow is a new
+//!   connection and goes to the rules;
+//! - untracked flows (1.8): TCP and UDP allowed by a rule from everywhere,
+//!   on an interface whose other direction allows everything everywhere,
+//!   open no flow;
+//! - always allowed (1.10): ICMPv6 133-137; non-IP frames are not packets
+//!   here;
+//! - fragments (1.11): a non-first fragment passes only after a first
+//!   fragment of the same (src, dst, proto, id) passed in the same
+//!   direction, else it is dropped with reason `fragment`.
+//!
+//! Not modeled: ICMP errors related to a tracked flow (1.6; issue 4 — the
+//! kernel judges ICMP other than echo by the rules alone, and so does this
+//! model), `revoke_established` (1.8), a full table
+//! (1.9). Expiry is modeled from `now`, which the caller controls; the
+//! kernel's clock is its own, so the differential test keeps every run far
+//! shorter than the shortest timeout.
+
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
+use sg_common::Reason;
+
+use crate::{
+    config::{Config, ConntrackConfig, Direction, Peer, PortMatch, Proto, Rule},
+    packet::{self, Ext},
+};
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const ICMPV6: u8 = 58;
+
+/// The L4 part of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    /// ICMP for IPv4, ICMPv6 for IPv6. `id` is the echo identifier.
+    Icmp {
+        icmp_type: u8,
+        code: u8,
+        id: u16,
+    },
+    /// Any other protocol, with an opaque payload.
+    Other {
+        proto: u8,
+    },
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Frag {
+    Whole,
+    /// Offset 0, more fragments follow; carries the L4 header.
+    First {
+        id: u32,
+    },
+    /// A non-zero offset; carries no L4 header.
+    Later {
+        id: u32,
+    },
+}
+
+/// How the packet is framed; classification must not depend on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Framing {
+    /// (TPID, TCI) VLAN tags, outermost first (at most two).
+    pub tags: Vec<(u16, u16)>,
+    /// IPv4 options, in 4-byte words of NOPs (IPv4 only).
+    pub v4_option_words: u8,
+    /// IPv6 extension headers before the L4 header (IPv6 only; a
+    /// fragment header is added from [`Frag`]).
+    pub v6_exts: Vec<Ext>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PacketSpec {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub l4: L4,
+    pub frag: Frag,
+    pub framing: Framing,
+}
+
+impl PacketSpec {
+    pub fn new(src: IpAddr, dst: IpAddr, l4: L4) -> PacketSpec {
+        PacketSpec {
+            src,
+            dst,
+            l4,
+            frag: Frag::Whole,
+            framing: Framing::default(),
+        }
+    }
+
+    pub fn proto(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp { .. } => TCP,
+            L4::Udp { .. } => UDP,
+            L4::Icmp { .. } if self.src.is_ipv4() => ICMP,
+            L4::Icmp { .. } => ICMPV6,
+            L4::Other { proto } => proto,
+        }
+    }
+
+    /// The ports of the flow: TCP/UDP ports, the echo identifier on both
+    /// sides for ICMP, zero for anything else.
+    fn ports(&self) -> (u16, u16) {
+        match self.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => (sport, dport),
+            L4::Icmp { id, .. } => (id, id),
+            L4::Other { .. } => (0, 0),
+        }
+    }
+
+    /// The Ethernet frame for this packet.
+    pub fn frame(&self) -> Vec<u8> {
+        let l4 = match self.frag {
+            // Fragment data, not a header.
+            Frag::Later { .. } => vec![0xa5; 16],
+            _ => match self.l4 {
+                L4::Tcp {
+                    sport,
+                    dport,
+                    flags,
+                } => {
+                    let mut b = packet::tcp_header(sport, dport, flags);
+                    b.extend_from_slice(b"sg-test");
+                    b
+                }
+                L4::Udp { sport, dport } => {
+                    let mut b = packet::udp_header(sport, dport, 7);
+                    b.extend_from_slice(b"sg-test");
+                    b
+                }
+                L4::Icmp {
+                    icmp_type,
+                    code,
+                    id,
+                } => {
+                    let [hi, lo] = id.to_be_bytes();
+                    let mut b = packet::icmp_header(icmp_type, code, [hi, lo, 0, 1]);
+                    b.extend_from_slice(b"sg-test");
+                    b
+                }
+                L4::Other { .. } => b"opaque-payload".to_vec(),
+            },
+        };
+        let proto = self.proto();
+        let tags = &self.framing.tags;
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let (id, field) = match self.frag {
+                    Frag::Whole => (0x1234, packet::IP_DF),
+                    Frag::First { id } => (id as u16, packet::IP_MF),
+                    Frag::Later { id } => (id as u16, 3),
+                };
+                let mut options = vec![1u8; 4 * usize::from(self.framing.v4_option_words)];
+                if let Some(last) = options.last_mut() {
+                    *last = 0; // end of option list
+                }
+                let ip = packet::ipv4(s.octets(), d.octets(), proto, id, field, &options, &l4);
+                packet::ethernet(packet::ETH_P_IP, tags, &ip)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut exts = self.framing.v6_exts.clone();
+                match self.frag {
+                    Frag::Whole => {}
+                    Frag::First { id } => exts.push(Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                        id,
+                    }),
+                    Frag::Later { id } => exts.push(Ext::Fragment {
+                        offset: 3,
+                        more: false,
+                        id,
+                    }),
+                }
+                let ip = packet::ipv6(s.octets(), d.octets(), &exts, proto, &l4);
+                packet::ethernet(packet::ETH_P_IPV6, tags, &ip)
+            }
+            _ => panic!("mixed address families: {} -> {}", self.src, self.dst),
+        }
+    }
+}
+
+/// The verdict for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// Why it was dropped; `None` when allowed.
+    pub reason: Option<Reason>,
+}
+
+impl Outcome {
+    const PASS: Outcome = Outcome {
+        allowed: true,
+        reason: None,
+    };
+
+    const fn drop(reason: Reason) -> Outcome {
+        Outcome {
+            allowed: false,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// TCP states that matter to a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    SynSent,
+    SynRecv,
+    Established,
+    Fin,
+    Rst,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    /// The endpoint that opened the flow.
+    pub opener: (IpAddr, u16),
+    /// TCP only.
+    pub tcp: Option<TcpState>,
+    /// When the entry dies.
+    pub expires: Duration,
+}
+
+/// A flow: protocol and its two endpoints, smaller first, so that both
+/// directions of the flow find it.
+pub type FlowKey = (u8, (IpAddr, u16), (IpAddr, u16));
+
+/// (src, dst, proto, id, direction) of a first fragment that passed.
+pub type FragKey = (IpAddr, IpAddr, u8, u32, Direction);
+
+/// The evaluator's connection tracking state.
+#[derive(Clone, Debug, Default)]
+pub struct ConntrackModel {
+    pub flows: HashMap<FlowKey, FlowState>,
+    /// First fragments that passed, with their expiry.
+    pub fragments: HashMap<FragKey, Duration>,
+    pub timeouts: ConntrackConfig,
+}
+
+/// Fragments of one datagram must follow the first within this time.
+pub const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ConntrackModel {
+    pub fn new(timeouts: ConntrackConfig) -> ConntrackModel {
+        ConntrackModel {
+            timeouts,
+            ..ConntrackModel::default()
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.flows.clear();
+        self.fragments.clear();
+    }
+
+    fn timeout(&self, proto: u8, tcp: Option<TcpState>) -> Duration {
+        let t = &self.timeouts;
+        match (proto, tcp) {
+            (_, Some(TcpState::SynSent | TcpState::SynRecv)) => t.tcp_syn,
+            (_, Some(TcpState::Established)) => t.tcp_established,
+            (_, Some(TcpState::Fin)) => t.tcp_fin,
+            (_, Some(TcpState::Rst)) => t.tcp_rst,
+            (UDP, _) => t.udp,
+            (ICMP | ICMPV6, _) => t.icmp,
+            _ => t.other,
+        }
+    }
+}
+
+const SYN: u8 = packet::SYN;
+const ACK: u8 = packet::ACK;
+const FIN: u8 = packet::FIN;
+const RST: u8 = packet::RST;
+
+fn is_echo_request(pkt: &PacketSpec) -> bool {
+    matches!(
+        (pkt.src.is_ipv4(), pkt.l4),
+        (true, L4::Icmp { icmp_type: 8, .. }) | (false, L4::Icmp { icmp_type: 128, .. })
+    )
+}
+
+fn is_echo(pkt: &PacketSpec) -> bool {
+    is_echo_request(pkt)
+        || matches!(
+            (pkt.src.is_ipv4(), pkt.l4),
+            (true, L4::Icmp { icmp_type: 0, .. }) | (false, L4::Icmp { icmp_type: 129, .. })
+        )
+}
+
+/// Does `addr` belong to the members of group `name` (SPEC 1.5)?
+fn is_member(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    name: &str,
+    addr: IpAddr,
+) -> bool {
+    let listed = config
+        .groups
+        .get(name)
+        .is_some_and(|g| g.members.iter().any(|net| net.contains(&addr)));
+    let local = groups.iter().any(|g| g == name) && local_addrs.contains(&addr);
+    listed || local
+}
+
+/// The rules of the attached `groups` that allow `pkt` in `direction`.
+fn allowing_rules<'c>(
+    config: &'c Config,
+    groups: &'c [String],
+    local_addrs: &'c [IpAddr],
+    pkt: &'c PacketSpec,
+    direction: Direction,
+) -> impl Iterator<Item = &'c Rule> + 'c {
+    let remote = match direction {
+        Direction::Ingress => pkt.src,
+        Direction::Egress => pkt.dst,
+    };
+    let proto = pkt.proto();
+    groups
+        .iter()
+        .filter_map(|name| config.groups.get(name))
+        .flat_map(move |group| group.rules(direction))
+        .filter(move |rule| {
+            let proto_ok = match rule.proto {
+                Proto::All => true,
+                Proto::Number(n) => n == proto,
+            };
+            let l4_ok = match (rule.ports, pkt.l4) {
+                (PortMatch::All, _) => true,
+                (PortMatch::Range { from, to }, L4::Tcp { dport, .. } | L4::Udp { dport, .. }) => {
+                    from <= dport && dport <= to
+                }
+                (PortMatch::Range { .. }, _) => false,
+                (
+                    PortMatch::Icmp {
+                        icmp_type,
+                        icmp_code,
+                    },
+                    L4::Icmp {
+                        icmp_type: t,
+                        code: c,
+                        ..
+                    },
+                ) => {
+                    icmp_type.is_none_or(|want| want == t) && icmp_code.is_none_or(|want| want == c)
+                }
+                (PortMatch::Icmp { .. }, _) => false,
+            };
+            proto_ok
+                && l4_ok
+                && rule.peers.iter().any(|peer| match peer {
+                    Peer::Cidr(net) => net.contains(&remote),
+                    Peer::Group(g) => is_member(config, groups, local_addrs, g, remote),
+                })
+        })
+}
+
+/// Does any rule of the attached `groups` allow `pkt` in `direction`?
+/// Answers with the allowing rule's ID.
+pub fn allowing_rule<'c>(
+    config: &'c Config,
+    groups: &'c [String],
+    local_addrs: &'c [IpAddr],
+    pkt: &'c PacketSpec,
+    direction: Direction,
+) -> Option<&'c str> {
+    allowing_rules(config, groups, local_addrs, pkt, direction)
+        .next()
+        .map(|r| r.id.as_str())
+}
+
+/// Does `rule` name the whole address space of `v4`'s family as a peer
+/// (directly, or through a group listing a /0 member)?
+fn peer_is_everywhere(config: &Config, rule: &Rule, v4: bool) -> bool {
+    let everywhere = |net: &ipnet::IpNet| net.prefix_len() == 0 && net.addr().is_ipv4() == v4;
+    rule.peers.iter().any(|peer| match peer {
+        Peer::Cidr(net) => everywhere(net),
+        Peer::Group(g) => config
+            .groups
+            .get(g)
+            .is_some_and(|g| g.members.iter().any(everywhere)),
+    })
+}
+
+/// SPEC 1.8, AWS's untracked flows: TCP or UDP allowed by a rule whose peer
+/// is everywhere, on an interface whose other direction allows every
+/// protocol to everywhere, is not tracked (so removing the rule cuts it).
+fn untracked(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    pkt: &PacketSpec,
+    direction: Direction,
+) -> bool {
+    if !matches!(pkt.l4, L4::Tcp { .. } | L4::Udp { .. }) {
+        return false;
+    }
+    let v4 = pkt.src.is_ipv4();
+    let by_anywhere_rule = allowing_rules(config, groups, local_addrs, pkt, direction)
+        .any(|rule| peer_is_everywhere(config, rule, v4));
+    let other = match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    };
+    let other_allows_all = groups
+        .iter()
+        .filter_map(|name| config.groups.get(name))
+        .flat_map(|group| group.rules(other))
+        .any(|rule| rule.proto == Proto::All && peer_is_everywhere(config, rule, v4));
+    by_anywhere_rule && other_allows_all
+}
+
+/// The verdict SPEC 1 gives `pkt` travelling in `direction` through an
+/// interface with `groups` attached and `local_addrs` as its addresses.
+/// Advances `state` as the kernel must.
+pub fn verdict(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    state: &mut ConntrackModel,
+    pkt: &PacketSpec,
+    direction: Direction,
+    now: Duration,
+) -> Outcome {
+    let proto = pkt.proto();
+
+    // 1.10: neighbour and router discovery always pass.
+    if let (false, L4::Icmp { icmp_type, .. }, false) = (
+        pkt.src.is_ipv4(),
+        pkt.l4,
+        matches!(pkt.frag, Frag::Later { .. }),
+    ) && (133..=137).contains(&icmp_type)
+    {
+        // A first fragment that passed lets its followers pass (1.11).
+        if let Frag::First { id } = pkt.frag {
+            state.fragments.insert(
+                (pkt.src, pkt.dst, proto, id, direction),
+                now + FRAGMENT_TIMEOUT,
+            );
+        }
+        return Outcome::PASS;
+    }
+
+    // 1.11: a non-first fragment follows its first fragment.
+    if let Frag::Later { id } = pkt.frag {
+        let key = (pkt.src, pkt.dst, proto, id, direction);
+        return match state.fragments.get(&key) {
+            Some(&expires) if now <= expires => Outcome::PASS,
+            _ => Outcome::drop(Reason::Fragment),
+        };
+    }
+
+    let outcome = judge_whole(config, groups, local_addrs, state, pkt, direction, now);
+    if outcome.allowed
+        && let Frag::First { id } = pkt.frag
+    {
+        state.fragments.insert(
+            (pkt.src, pkt.dst, proto, id, direction),
+            now + FRAGMENT_TIMEOUT,
+        );
+    }
+    outcome
+}
+
+fn judge_whole(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    state: &mut ConntrackModel,
+    pkt: &PacketSpec,
+    direction: Direction,
+    now: Duration,
+) -> Outcome {
+    let proto = pkt.proto();
+    let by_rules = allowing_rule(config, groups, local_addrs, pkt, direction).is_some();
+
+    // ICMP other than echo has no flow of its own: rules only.
+    if matches!(pkt.l4, L4::Icmp { .. }) && !is_echo(pkt) {
+        return if by_rules {
+            Outcome::PASS
+        } else {
+            Outcome::drop(Reason::NoRule)
+        };
+    }
+
+    let (sport, dport) = pkt.ports();
+    let this = (pkt.src, sport);
+    let other = (pkt.dst, dport);
+    let key: FlowKey = (proto, this.min(other), this.max(other));
+    let flags = match pkt.l4 {
+        L4::Tcp { flags, .. } => flags,
+        _ => 0,
+    };
+
+    // A live flow covers the packet, whichever side sent it.
+    let live = state.flows.get(&key).copied().filter(|f| now <= f.expires);
+    if let Some(mut flow) = live {
+        let from_opener = flow.opener == this;
+        // A bare SYN from either side on a closing flow reuses the tuple.
+        let reused = flags & (SYN | ACK | RST | FIN) == SYN
+            && matches!(flow.tcp, Some(TcpState::Fin | TcpState::Rst));
+        if !reused {
+            if let Some(tcp) = flow.tcp {
+                flow.tcp = Some(if flags & RST != 0 {
+                    TcpState::Rst
+                } else if flags & FIN != 0 {
+                    TcpState::Fin
+                } else if tcp == TcpState::SynSent
+                    && !from_opener
+                    && flags & (SYN | ACK) == SYN | ACK
+                {
+                    TcpState::SynRecv
+                } else if tcp == TcpState::SynRecv && from_opener && flags & ACK != 0 {
+                    TcpState::Established
+                } else {
+                    tcp
+                });
+            }
+            flow.expires = now + state.timeout(proto, flow.tcp);
+            state.flows.insert(key, flow);
+            return Outcome::PASS;
+        }
+        // A closing tuple is reused: a new connection, for the rules.
+    }
+
+    if !by_rules {
+        return Outcome::drop(Reason::NoRule);
+    }
+    let opens = match pkt.l4 {
+        L4::Tcp { flags, .. } => flags & (SYN | ACK | RST | FIN) == SYN,
+        L4::Icmp { .. } => is_echo_request(pkt),
+        _ => true,
+    } && !untracked(config, groups, local_addrs, pkt, direction);
+    if opens {
+        let tcp = matches!(pkt.l4, L4::Tcp { .. }).then_some(TcpState::SynSent);
+        let expires = now + state.timeout(proto, tcp);
+        state.flows.insert(
+            key,
+            FlowState {
+                opener: this,
+                tcp,
+                expires,
+            },
+        );
+    }
+    Outcome::PASS
+}

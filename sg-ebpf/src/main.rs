@@ -45,6 +45,19 @@ pub fn sg_baseline(_ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, DIR_EGRESS)
+}
+
+/// Ingress on TC instead of XDP (`sg attach --mode tc`): on virtual
+/// interfaces such as veth, XDP must copy every GRO/GSO packet into a page
+/// of its own, while TC sees the aggregated skb as it is.
+#[classifier]
+pub fn sg_ingress_tc(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, DIR_INGRESS)
+}
+
+#[inline(always)]
+fn tc_verdict(ctx: &TcContext, direction: u8) -> i32 {
     let wire_len = ctx.len();
     let linear = (ctx.data_end() - ctx.data()) as u32;
     let want = if wire_len < TC_PULL_BYTES {
@@ -62,7 +75,7 @@ pub fn sg_egress(ctx: TcContext) -> i32 {
         data: ctx.data(),
         data_end: ctx.data_end(),
     };
-    match verdict::judge(bytes, wire_len as usize, ifindex, DIR_EGRESS) {
+    match verdict::judge(bytes, wire_len as usize, ifindex, direction) {
         // UNSPEC lets any later TC program run too.
         Verdict::Pass => TC_ACT_UNSPEC,
         Verdict::Drop => TC_ACT_SHOT as i32,

@@ -206,28 +206,34 @@ pub fn run(rules: usize) -> Result<E2eReport> {
         .chain(["bench".to_string()])
         .collect();
     let result = (|| -> Result<E2eReport> {
-        sg(
-            &state_dir,
-            &server.ns,
-            &[
-                "attach",
-                &s.ifname,
-                "-c",
-                &cfg_s,
-                "--groups",
-                &groups.join(","),
-            ],
-        )?;
-        let tcp = iperf(&client, &server, dst)?;
-        let before = sg_drops(&state_dir, &server.ns)?;
-        let sent = flood(&client, dst)?;
-        let dropped = sg_drops(&state_dir, &server.ns)? - before;
-        filters.push(Filter {
-            name: "sg",
-            tcp_gbps: tcp,
-            drops_per_sec: dropped as f64 / FLOOD_SECS as f64,
-            offered_pps: sent as f64 / FLOOD_SECS as f64,
-        });
+        // Ingress on XDP (native on veth), then on TC.
+        for (name, mode) in [("sg (XDP)", "native"), ("sg (TC ingress)", "tc")] {
+            sg(
+                &state_dir,
+                &server.ns,
+                &[
+                    "attach",
+                    &s.ifname,
+                    "-c",
+                    &cfg_s,
+                    "--groups",
+                    &groups.join(","),
+                    "--mode",
+                    mode,
+                ],
+            )?;
+            let tcp = iperf(&client, &server, dst)?;
+            let before = sg_drops(&state_dir, &server.ns)?;
+            let sent = flood(&client, dst)?;
+            let dropped = sg_drops(&state_dir, &server.ns)? - before;
+            filters.push(Filter {
+                name,
+                tcp_gbps: tcp,
+                drops_per_sec: dropped as f64 / FLOOD_SECS as f64,
+                offered_pps: sent as f64 / FLOOD_SECS as f64,
+            });
+            sg(&state_dir, &server.ns, &["detach", "--all"])?;
+        }
         // Live update of 10,000 rules while a ping runs through.
         let big_a = sg_config(10_000);
         let big_b = big_a.replace("ports = \"1", "ports = \"2");
@@ -236,8 +242,6 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             .map(|g| format!("g{g}"))
             .chain(["bench".to_string()])
             .collect();
-        // Interfaces take their groups from --groups: refresh them first.
-        sg(&state_dir, &server.ns, &["detach", &s.ifname])?;
         sg(
             &state_dir,
             &server.ns,

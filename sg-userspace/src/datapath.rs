@@ -23,6 +23,8 @@ use crate::{compile::Compiled, state::StateDir};
 
 pub const XDP_PROGRAM: &str = "sg_ingress";
 pub const TC_PROGRAM: &str = "sg_egress";
+/// The same verdict on TC ingress, for `--mode tc`.
+pub const TC_INGRESS_PROGRAM: &str = "sg_ingress_tc";
 /// A do-nothing XDP program, the yardstick of `cargo xtask bench`.
 pub const BASELINE_PROGRAM: &str = "sg_baseline";
 
@@ -33,6 +35,9 @@ pub enum AttachMode {
     Auto,
     Native,
     Generic,
+    /// Ingress on TC (clsact/tcx) instead of XDP. Faster for TCP on
+    /// virtual interfaces (veth), where XDP copies every GRO packet.
+    Tc,
 }
 
 /// A trie and the exact-match hash in front of it.
@@ -275,9 +280,11 @@ impl Datapath {
         if xdp.fd().is_err() {
             xdp.load().context("the kernel refused the XDP program")?;
         }
-        let tc = self.tc()?;
-        if tc.fd().is_err() {
-            tc.load().context("the kernel refused the TC program")?;
+        for name in [TC_PROGRAM, TC_INGRESS_PROGRAM] {
+            let tc = self.classifier(name)?;
+            if tc.fd().is_err() {
+                tc.load().context("the kernel refused the TC program")?;
+            }
         }
         Ok(())
     }
@@ -299,10 +306,14 @@ impl Datapath {
     }
 
     pub fn tc(&mut self) -> Result<&mut SchedClassifier> {
+        self.classifier(TC_PROGRAM)
+    }
+
+    fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         Ok(self
             .ebpf
-            .program_mut(TC_PROGRAM)
-            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
             .try_into()?)
     }
 
@@ -342,8 +353,9 @@ impl Datapath {
         )
     }
 
-    /// Attaches XDP (ingress) and TC (egress) to `iface` and pins both links,
-    /// so enforcement outlives this process. Returns the XDP mode used.
+    /// Attaches ingress (XDP, or TC with `--mode tc`) and egress (TC) to
+    /// `iface` and pins both links, so enforcement outlives this process.
+    /// Returns the ingress mode used: "native", "generic" or "tc".
     pub fn attach(
         &mut self,
         state: &StateDir,
@@ -352,50 +364,53 @@ impl Datapath {
         mode: AttachMode,
     ) -> Result<&'static str> {
         std::fs::create_dir_all(state.links_dir())?;
-        let xdp_pin = state.link_pin(iface, "xdp");
-        let tc_pin = state.link_pin(iface, "tc");
+        let ingress_pin = state.link_pin(iface, "ingress");
+        let egress_pin = state.link_pin(iface, "egress");
         self.load_programs()?;
-        let xdp = self.xdp()?;
-        let modes: &[(XdpMode, &'static str)] = match mode {
-            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
-            AttachMode::Native => &[(XdpMode::Driver, "native")],
-            AttachMode::Generic => &[(XdpMode::Skb, "generic")],
-        };
-        let mut attached = None;
-        let mut last_err = None;
-        for (xdp_mode, name) in modes {
-            match xdp.attach(ifindex, *xdp_mode) {
-                Ok(id) => {
-                    attached = Some((id, *name));
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        let Some((link_id, mode_name)) = attached else {
-            return Err(anyhow!(last_err.expect("at least one mode was tried")))
-                .with_context(|| format!("cannot attach XDP to {iface}"));
-        };
-        let link: FdLink = xdp.take_link(link_id)?.try_into()?;
-        link.pin(&xdp_pin)
-            .with_context(|| format!("cannot pin {}", xdp_pin.display()))?;
-
-        let tc_result = (|| -> Result<()> {
-            let tc = self.tc()?;
-            let id = tc
-                .attach(ifindex, TcAttachType::Egress)
+        let (link, mode_name) = self
+            .attach_ingress(ifindex, mode)
+            .with_context(|| format!("cannot attach ingress enforcement to {iface}"))?;
+        link.pin(&ingress_pin)
+            .with_context(|| format!("cannot pin {}", ingress_pin.display()))?;
+        let egress = (|| -> Result<()> {
+            let link = attach_tc(self.classifier(TC_PROGRAM)?, ifindex, TcAttachType::Egress)
                 .with_context(|| format!("cannot attach TC egress to {iface}"))?;
-            let link: FdLink = tc.take_link(id)?.try_into()?;
-            link.pin(&tc_pin)
-                .with_context(|| format!("cannot pin {}", tc_pin.display()))?;
+            link.pin(&egress_pin)
+                .with_context(|| format!("cannot pin {}", egress_pin.display()))?;
             Ok(())
         })();
-        if let Err(e) = tc_result {
-            let _ = unpin_link(&xdp_pin);
+        if let Err(e) = egress {
+            let _ = unpin_link(&ingress_pin);
             return Err(e);
         }
         Ok(mode_name)
     }
+
+    fn attach_ingress(&mut self, ifindex: u32, mode: AttachMode) -> Result<(FdLink, &'static str)> {
+        let modes: &[(XdpMode, &'static str)] = match mode {
+            AttachMode::Tc => {
+                let prog = self.classifier(TC_INGRESS_PROGRAM)?;
+                return Ok((attach_tc(prog, ifindex, TcAttachType::Ingress)?, "tc"));
+            }
+            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            AttachMode::Generic => &[(XdpMode::Skb, "generic")],
+        };
+        let xdp = self.xdp()?;
+        let mut last_err = None;
+        for (xdp_mode, name) in modes {
+            match xdp.attach(ifindex, *xdp_mode) {
+                Ok(id) => return Ok((xdp.take_link(id)?.try_into()?, *name)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(anyhow!(last_err.expect("at least one mode was tried")))
+    }
+}
+
+fn attach_tc(prog: &mut SchedClassifier, ifindex: u32, hook: TcAttachType) -> Result<FdLink> {
+    let id = prog.attach(ifindex, hook)?;
+    Ok(prog.take_link(id)?.try_into()?)
 }
 
 /// Detaches a pinned link by unpinning it; a missing pin is not an error.
@@ -417,7 +432,7 @@ pub fn unpin_link(path: &std::path::Path) -> Result<bool> {
 
 /// Detaches both of an interface's links.
 pub fn detach_links(state: &StateDir, iface: &str) -> Result<()> {
-    for hook in ["xdp", "tc"] {
+    for hook in ["ingress", "egress"] {
         unpin_link(&state.link_pin(iface, hook))?;
     }
     Ok(())

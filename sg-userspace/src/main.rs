@@ -54,8 +54,13 @@ fn run(cli: Cli) -> Result<()> {
                 mode,
             };
             let mode = enforcer::attach(&dir, &req)?;
+            let hook = if mode == "tc" {
+                "TC ingress".to_string()
+            } else {
+                format!("XDP {mode}")
+            };
             println!(
-                "attached to {iface} (XDP {mode}); enforcement is pinned under {}",
+                "attached to {iface} ({hook}); enforcement is pinned under {}",
                 dir.pins.display()
             );
         }

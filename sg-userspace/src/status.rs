@@ -74,7 +74,7 @@ pub fn print_status(s: &Status) {
     }
     println!(
         "{:<16} {:<8} {:>7} {:>7}  GROUPS",
-        "INTERFACE", "XDP", "INGRESS", "EGRESS"
+        "INTERFACE", "MODE", "INGRESS", "EGRESS"
     );
     for i in &s.interfaces {
         println!(

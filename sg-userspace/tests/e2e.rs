@@ -135,9 +135,12 @@ fn listeners(host: &Host, ports: &[u16]) -> Vec<Background> {
 fn attach_persists_after_exit_and_detach_restores_the_interface() {
     let p = pair();
     let _l = listeners(&p.server, &[22, 80]);
+    let _c = p.client.tcp_listen(7000);
     let server4 = IpAddr::V4(p.s.v4);
     let server6 = IpAddr::V6(p.s.v6);
+    let client4 = IpAddr::V4(p.c.v4);
     assert!(p.client.tcp_connects(server4, 22), "no filter yet");
+    assert!(p.server.tcp_connects(client4, 7000), "no filter yet");
     let before = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
     assert!(!before.contains("xdp"), "{before}");
 
@@ -158,15 +161,19 @@ fn attach_persists_after_exit_and_detach_restores_the_interface() {
         );
         assert_eq!(p.client.ping(server, 2), 0, "no ICMP rule: {server}");
     }
+    assert!(
+        !p.server.tcp_connects(client4, 7000),
+        "egress = []: TC drops"
+    );
 
     let out = sg.ok(&["detach", &p.s.ifname]);
     assert!(out.contains("detached"), "{out}");
     let after = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
     assert!(!after.contains("xdp"), "detach must remove XDP: {after}");
-    let tc = p
-        .server
-        .run_ok(&["bpftool", "net", "show", "dev", &p.s.ifname]);
-    assert!(!tc.contains("sg_egress"), "detach must remove TC: {tc}");
+    assert!(
+        p.server.tcp_connects(client4, 7000),
+        "detach must remove TC egress"
+    );
     assert!(p.client.tcp_connects(server4, 22));
     assert_eq!(p.client.ping(server6, 1), 1);
     assert!(!sg.state_dir.exists(), "pinned state must go");
@@ -485,4 +492,50 @@ fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+#[test]
+fn tc_mode_enforces_ingress_without_xdp() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22, 80]);
+    let _c = p.client.tcp_listen(7000);
+    let cfg = write_config(WEB);
+    let sg = Sg::new(&p.server);
+    let out = sg.ok(&[
+        "attach",
+        &p.s.ifname,
+        "-c",
+        cfg.as_str(),
+        "--groups",
+        "web",
+        "--mode",
+        "tc",
+    ]);
+    assert!(out.contains("(TC ingress)"), "{out}");
+    let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
+    assert!(!link.contains("xdp"), "tc mode attaches no XDP: {link}");
+    // bpftool here predates tcx, so the hooks are checked by their effect.
+    for server in [IpAddr::V4(p.s.v4), IpAddr::V6(p.s.v6)] {
+        assert!(
+            p.client.tcp_connects(server, 80),
+            "http from anywhere: {server}"
+        );
+        assert!(
+            !p.client.tcp_connects(server, 22),
+            "ssh only from admins: {server}"
+        );
+    }
+    let status: serde_json::Value = serde_json::from_str(&sg.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["interfaces"][0]["xdp_mode"], "tc");
+    let client4 = IpAddr::V4(p.c.v4);
+    assert!(
+        !p.server.tcp_connects(client4, 7000),
+        "egress = []: TC drops"
+    );
+    sg.ok(&["detach", &p.s.ifname]);
+    assert!(
+        p.client.tcp_connects(IpAddr::V4(p.s.v4), 22),
+        "ingress hook gone"
+    );
+    assert!(p.server.tcp_connects(client4, 7000), "egress hook gone");
 }

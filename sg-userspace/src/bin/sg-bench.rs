@@ -104,12 +104,15 @@ fn main() -> Result<()> {
             );
         }
         let find = |n: &str| e.filters.iter().find(|f| f.name == n);
-        if let (Some(sg), Some(nft)) = (find("sg"), find("nftables")) {
-            println!(
-                "\nsg / nftables: drops/s {:.2}, TCP throughput {:.2}.",
-                sg.drops_per_sec / nft.drops_per_sec.max(1.0),
-                sg.tcp_gbps / nft.tcp_gbps.max(1e-9)
-            );
+        for sg in ["sg (XDP)", "sg (TC ingress)"] {
+            if let (Some(sg), Some(nft)) = (find(sg), find("nftables")) {
+                println!(
+                    "\n{} / nftables: drops/s {:.2}, TCP throughput {:.2}.",
+                    sg.name,
+                    sg.drops_per_sec / nft.drops_per_sec.max(1.0),
+                    sg.tcp_gbps / nft.tcp_gbps.max(1e-9)
+                );
+            }
         }
         println!(
             "\nLive update: `sg apply` replacing 10,000 rules with 10,000 others takes {} ms (mean of 4);",

@@ -354,6 +354,11 @@ pub const EVSTAT_COUNT: u32 = 2;
 /// (`BPF_F_NO_PREALLOC`), so a large bound costs nothing until used.
 pub const PEER_MAP_CAPACITY: u32 = 1 << 20;
 pub const RULE_MAP_CAPACITY: u32 = 1 << 22;
+/// The exact-match hashes in front of the tries. A hash allocates its
+/// bucket array (16 bytes a bucket) up front even without preallocated
+/// entries, so these are sized for real rule sets, not the tries' bounds.
+pub const EXACT_PEER_CAPACITY: u32 = 1 << 18;
+pub const EXACT_RULE_CAPACITY: u32 = 1 << 20;
 pub const IFACE_MAP_CAPACITY: u32 = 4096;
 pub const DEFAULT_CT_CAPACITY: u32 = 262_144;
 pub const FRAG_MAP_CAPACITY: u32 = 16_384;

@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use sg_common::{
     CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
-    EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy, PEER_MAP_CAPACITY,
-    PeerKeyV4, PeerKeyV6, RULE_HITS_CAPACITY, RULE_MAP_CAPACITY, RuleHits, RuleKey, RuleRef,
-    RuntimeConfig, TokenBucket,
+    EVSTAT_COUNT, EXACT_PEER_CAPACITY, EXACT_RULE_CAPACITY, FRAG_MAP_CAPACITY, FragKey,
+    IFACE_MAP_CAPACITY, IfacePolicy, PEER_MAP_CAPACITY, PeerKeyV4, PeerKeyV6, RULE_HITS_CAPACITY,
+    RULE_MAP_CAPACITY, RuleHits, RuleKey, RuleRef, RuntimeConfig, TokenBucket,
 };
 
 /// ifindex -> the interface's current ingress/egress policy IDs.
@@ -29,13 +29,13 @@ pub static PEERS_V6: LpmTrie<PeerKeyV6, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY
 /// only real prefixes. Allocated on demand, like the tries.
 #[map]
 pub static PEER_HOSTS_V4: HashMap<PeerKeyV4, u32> =
-    HashMap::pinned(PEER_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+    HashMap::pinned(EXACT_PEER_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
-    HashMap::pinned(PEER_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+    HashMap::pinned(EXACT_PEER_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static RULES_EXACT: HashMap<RuleKey, RuleRef> =
-    HashMap::pinned(RULE_MAP_CAPACITY, BPF_F_NO_PREALLOC);
+    HashMap::pinned(EXACT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// (class, protocol, port) -> the rule that allows it.
 #[map]

@@ -27,9 +27,30 @@ pub enum Family {
     V6,
 }
 
+/// The rule sets measured.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub enum Workload {
+    /// TCP rules from distinct host peers to distinct ports: the
+    /// exact-match fast path.
+    Hosts(Family),
+    /// v4 and v6 rules in nested CIDR blocks with port ranges, plus broad
+    /// rules from everywhere: classes overlap and ranges need the tries.
+    /// The packet measured is of `Family`.
+    Mixed(Family),
+}
+
+impl Workload {
+    pub fn label(self) -> String {
+        match self {
+            Workload::Hosts(f) => format!("{f:?} hosts"),
+            Workload::Mixed(f) => format!("{f:?} mixed"),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Row {
-    pub family: Family,
+    pub workload: Workload,
     pub rules: usize,
     pub baseline_ns: f64,
     /// Packet of an established, tracked connection.
@@ -39,6 +60,8 @@ pub struct Row {
     /// Packet no rule allows (classification, drop counter, event).
     pub new_flow_denied: f64,
     pub install_ms: u128,
+    /// Kernel memory of the policy maps (tries and their hashes).
+    pub policy_map_bytes: u64,
 }
 
 /// Host peer `i` of the generated rule set.
@@ -82,32 +105,114 @@ pub fn rule_set(family: Family, n: usize) -> String {
     text
 }
 
+/// Rules per nested block of the mixed rule set.
+const RULES_PER_BLOCK: usize = 4;
+
+/// Block `b` of the mixed rule set: a /28 (v4) or /64 (v6), alternating
+/// families while 198.18.0.0/15 has room, then v6 only.
+fn mixed_block(b: usize) -> (Family, IpAddr) {
+    if b.is_multiple_of(2) && b / 2 < 8192 {
+        let base = u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (b as u32 / 2) * 16;
+        (Family::V4, IpAddr::V4(Ipv4Addr::from(base)))
+    } else {
+        let b = b as u32;
+        (
+            Family::V6,
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                (b >> 16) as u16,
+                b as u16,
+                0,
+                0,
+                0,
+                0,
+            )),
+        )
+    }
+}
+
+fn offset(addr: IpAddr, by: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) + by as u32)),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) + by as u128)),
+    }
+}
+
+/// `n` rules in nested blocks (block CIDR, a /30 or /126 inside it, two
+/// hosts), ranges of several widths, plus three broad rules.
+pub fn mixed_rule_set(n: usize) -> String {
+    let mut text = String::from(
+        "[groups.broad]\negress = []\ningress = [\n  { type = \"http\", from = \"anywhere\" },\n  { type = \"ssh\", from = [\"198.18.0.0/15\", \"2001:db8::/32\"] },\n  { proto = \"icmp\", from = \"anywhere-ipv4\" },\n]\n",
+    );
+    let blocks = n.div_ceil(RULES_PER_BLOCK);
+    for (g, chunk) in (0..blocks).collect::<Vec<_>>().chunks(250).enumerate() {
+        text.push_str(&format!("[groups.m{g}]\negress = []\ningress = [\n"));
+        for &b in chunk {
+            let (family, base) = mixed_block(b);
+            let (block_len, sub_len) = if family == Family::V4 {
+                (28, 30)
+            } else {
+                (64, 126)
+            };
+            text.push_str(&format!(
+                "  {{ proto = \"tcp\", ports = \"1000-1999\", from = \"{base}/{block_len}\" }},\n  {{ proto = \"tcp\", ports = \"{}\", from = \"{}\" }},\n  {{ proto = \"udp\", ports = \"5000-5099\", from = \"{}\" }},\n  {{ proto = \"tcp\", ports = \"20000-20063\", from = \"{base}/{sub_len}\" }},\n",
+                2000 + b % 1000,
+                offset(base, 1),
+                offset(base, 2),
+            ));
+        }
+        text.push_str("]\n");
+    }
+    text
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-pub fn measure(family: Family, n: usize) -> Result<Row> {
-    let text = rule_set(family, n);
+pub fn measure(workload: Workload, n: usize) -> Result<Row> {
+    let text = match workload {
+        Workload::Hosts(family) => rule_set(family, n),
+        Workload::Mixed(_) => mixed_rule_set(n),
+    };
     let loaded = config::parse(&text, "bench.toml")?;
     let groups: Vec<String> = loaded.config.groups.keys().cloned().collect();
     let group_refs: Vec<&str> = groups.iter().map(String::as_str).collect();
     let started = Instant::now();
     let mut bed = TestBed::new(&loaded.config, &group_refs)?;
     let install_ms = started.elapsed().as_millis();
+    let family = match workload {
+        Workload::Hosts(f) | Workload::Mixed(f) => f,
+    };
     let local = match family {
         Family::V4 => "198.19.255.254".parse()?,
         Family::V6 => "2001:db8:ffff::1".parse()?,
     };
-    let k = n / 2;
-    let (src, port) = (peer(family, k), rule_port(k));
+    let (src, port) = match workload {
+        Workload::Hosts(_) => (peer(family, n / 2), rule_port(n / 2)),
+        Workload::Mixed(_) => {
+            // A host in the middle block of its family, to a port inside
+            // the block's 1000-1999 range (no single-port entry matches).
+            let blocks = n.div_ceil(RULES_PER_BLOCK);
+            let b = (blocks / 2..blocks)
+                .chain(0..blocks / 2)
+                .find(|&b| mixed_block(b).0 == family)
+                .unwrap_or(0);
+            (offset(mixed_block(b).1, 1), 1500)
+        }
+    };
     // Opened once by a SYN; its ACKs then hit conntrack.
     let open = packet::tcp(src, local, 40000, port, SYN);
     let hit = packet::tcp(src, local, 40000, port, ACK);
     // An ACK of another flow: allowed by the rule, never creates an entry,
     // so every run classifies it afresh.
     let allowed = packet::tcp(src, local, 40001, port, ACK);
-    let denied = packet::tcp(src, local, 40002, port.wrapping_add(1), ACK);
+    let denied = match workload {
+        Workload::Hosts(_) => packet::tcp(src, local, 40002, port.wrapping_add(1), ACK),
+        Workload::Mixed(_) => packet::tcp(src, local, 40002, 3000, ACK),
+    };
     anyhow::ensure!(
         bed.ingress(&open)? == crate::testrun::Verdict::Pass,
         "bench flow must open"
@@ -125,7 +230,8 @@ pub fn measure(family: Family, n: usize) -> Result<Row> {
     }
     let baseline_ns = median(base).max(1.0);
     Ok(Row {
-        family,
+        workload,
+        policy_map_bytes: bed.policy_map_bytes()?,
         rules: n,
         baseline_ns,
         conntrack_hit: median(h) / baseline_ns,

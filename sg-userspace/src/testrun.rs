@@ -194,6 +194,34 @@ impl TestBed {
     }
 }
 
+impl TestBed {
+    /// Kernel memory of the policy maps, from each map's `memlock` in
+    /// /proc/self/fdinfo (actual usage on this kernel).
+    pub fn policy_map_bytes(&self) -> Result<u64> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut total = 0;
+        for name in [
+            "PEERS_V4",
+            "PEERS_V6",
+            "PEER_HOSTS_V4",
+            "PEER_HOSTS_V6",
+            "RULES",
+            "RULES_EXACT",
+        ] {
+            let info = aya::maps::MapInfo::from_pin(self.dir.maps_dir().join(name))?;
+            let fd = info.fd()?;
+            let fdinfo =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))?;
+            total += fdinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .context("no memlock in fdinfo")?;
+        }
+        Ok(total)
+    }
+}
+
 impl Drop for TestBed {
     fn drop(&mut self) {
         let _ = self.dir.remove_all();

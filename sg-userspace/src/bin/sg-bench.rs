@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use sg::{
-    bench::{Family, measure},
+    bench::{Family, Workload, measure},
     bench_e2e,
 };
 
@@ -27,9 +27,15 @@ fn main() -> Result<()> {
         sizes = vec![10, 1_000, 10_000, 100_000];
     }
     let mut rows = Vec::new();
-    for family in [Family::V4, Family::V6] {
+    let workloads = [
+        Workload::Hosts(Family::V4),
+        Workload::Hosts(Family::V6),
+        Workload::Mixed(Family::V4),
+        Workload::Mixed(Family::V6),
+    ];
+    for workload in workloads {
         for &n in &sizes {
-            let row = measure(family, n)?;
+            let row = measure(workload, n)?;
             eprintln!("{row:?}");
             rows.push(row);
         }
@@ -50,32 +56,40 @@ fn main() -> Result<()> {
     println!("## Per-packet cost (BPF_PROG_TEST_RUN, XDP ingress)\n");
     println!("Each figure is the median time per packet divided by the median time of a");
     println!("do-nothing XDP program (`sg_baseline`), both measured in the same run,");
-    println!("interleaved, 200,000 runs per measurement. Rules are TCP rules from distinct");
-    println!("host peers to distinct ports, 1,000 per group, all on one interface.\n");
+    println!("interleaved, 200,000 runs per measurement, all rules on one interface.\n");
+    println!("- *hosts*: TCP rules from distinct host peers to distinct ports, 1,000 per group;");
+    println!("- *mixed*: v4 and v6 rules, four per nested block (a /28 or /64 to ports 1000-1999,");
+    println!("  a /30 or /126 inside it to 20000-20063, two hosts: one port, 5000-5099 udp), 250");
+    println!("  blocks per group, plus http from anywhere, ssh from both test ranges, icmp;");
+    println!("  the packet is to a port inside a range, so the trie is walked;");
     println!("- *conntrack hit*: an ACK of a tracked connection;");
     println!("- *new flow allowed*: an ACK a rule allows, with no entry (classified every time);");
-    println!("- *new flow denied*: an ACK no rule allows (classification, drop counter, event).\n");
+    println!("- *new flow denied*: an ACK no rule allows (classification, drop counter, event);");
+    println!("- *policy maps*: kernel memory of the peer and rule maps (fdinfo memlock).\n");
     println!(
-        "| family | rules | conntrack hit | new flow allowed | new flow denied | baseline ns | load+install ms |"
+        "| workload | rules | conntrack hit | new flow allowed | new flow denied | baseline ns | load+install ms | policy maps MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {:?} | {} | {:.2}x | {:.2}x | {:.2}x | {:.0} | {} |",
-            r.family,
+            "| {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.0} | {} | {:.1} |",
+            r.workload.label(),
             r.rules,
             r.conntrack_hit,
             r.new_flow_allowed,
             r.new_flow_denied,
             r.baseline_ns,
-            r.install_ms
+            r.install_ms,
+            r.policy_map_bytes as f64 / (1024.0 * 1024.0)
         );
     }
-    for family in [Family::V4, Family::V6] {
-        let of = |n: usize| rows.iter().find(|r| r.family == family && r.rules == n);
+    println!();
+    for workload in workloads {
+        let of = |n: usize| rows.iter().find(|r| r.workload == workload && r.rules == n);
         if let (Some(small), Some(big)) = (of(sizes[0]), of(*sizes.last().expect("sizes"))) {
             println!(
-                "\n{family:?}: new-flow cost at {} rules / at {} rules = {:.2} (allowed), {:.2} (denied).",
+                "- {}: new-flow cost at {} rules / at {} rules = {:.2} (allowed), {:.2} (denied).",
+                workload.label(),
                 big.rules,
                 small.rules,
                 big.new_flow_allowed / small.new_flow_allowed,

@@ -5,92 +5,23 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpStream},
-    path::PathBuf,
-    process::Output,
     time::{Duration, Instant},
 };
 
-use sg::lab::{Background, Host, Lab, Link, unique_name};
+mod support;
 
-/// The `sg` binary with a state dir of its own, acting inside one
-/// namespace. Drop detaches everything.
-struct Sg {
-    state_dir: PathBuf,
-    netns: String,
+use sg::lab::{Background, Host, Lab, Link};
+use support::{Sg, TempFile};
+
+fn drops(sg: &Sg, reason: &str) -> u64 {
+    sg.stats()["drops_by_reason"][reason].as_u64().unwrap()
 }
 
-impl Sg {
-    fn new(host: &Host) -> Sg {
-        Sg {
-            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgct"))),
-            netns: host.ns.clone(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sg"))
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns)
-            .args(args)
-            .output()
-            .expect("sg runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sg {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(args)).expect("JSON output")
-    }
-
-    fn drops(&self, reason: &str) -> u64 {
-        self.json(&["stats", "--json"])["drops_by_reason"][reason]
-            .as_u64()
-            .unwrap()
-    }
-
-    fn entries(&self) -> Vec<serde_json::Value> {
-        self.json(&["conntrack", "list", "--json"])
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-}
-
-impl Drop for Sg {
-    fn drop(&mut self) {
-        let _ = self.run(&["detach", "--all"]);
-    }
-}
-
-/// A config file removed on drop.
-struct Cfg(PathBuf);
-
-impl Cfg {
-    fn new(text: &str) -> Cfg {
-        let path = std::env::temp_dir().join(format!("{}.toml", unique_name("sgctcfg")));
-        std::fs::write(&path, text).unwrap();
-        Cfg(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Cfg {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn tracked(sg: &Sg) -> Vec<serde_json::Value> {
+    sg.json(&["conntrack", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
@@ -192,7 +123,8 @@ fn list_shows_states_and_timeouts_and_flush_clears_them() {
     let p = pair();
     let _echo = p.server.tcp_listen(7000);
     let _udp = p.server.udp_echo(7001);
-    let cfg = Cfg::new(
+    let cfg = TempFile::new(
+        "toml",
         r#"
 [groups.g]
 egress = []
@@ -214,7 +146,7 @@ icmp = "2s"
     assert!(held.exchange());
     assert!(p.client.udp_exchange(server, 7001));
     assert_eq!(p.client.ping(server, 1), 1);
-    let entries = sg.entries();
+    let entries = tracked(&sg);
     let find = |proto: &str| {
         entries
             .iter()
@@ -251,9 +183,9 @@ icmp = "2s"
 
     // The short timeouts run out; the established connection stays.
     assert!(
-        wait_until(|| sg.entries().len() == 1, Duration::from_secs(6)),
+        wait_until(|| tracked(&sg).len() == 1, Duration::from_secs(6)),
         "{:?}",
-        sg.entries()
+        tracked(&sg)
     );
     let gc = sg.json(&["conntrack", "gc", "--json"]);
     assert_eq!(gc["removed"], 2, "{gc}");
@@ -264,12 +196,12 @@ icmp = "2s"
 
     // Flush: the server's replies need a rule now, and egress has none.
     assert!(sg.ok(&["conntrack", "flush"]).contains("flushed 1"));
-    assert!(sg.entries().is_empty());
+    assert!(tracked(&sg).is_empty());
     assert!(
         !held.exchange(),
         "replies of a flushed connection are dropped"
     );
-    assert!(sg.drops("no_rule") >= 1);
+    assert!(drops(&sg, "no_rule") >= 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -333,7 +265,8 @@ fn pmtu_discovery_works_through_a_smaller_link_with_no_icmp_rule() {
         &format!("SYSTEM:head -c {SIZE} /dev/zero"),
     ]);
     wait_listening(&server, 8000, &mut srv);
-    let cfg = Cfg::new(
+    let cfg = TempFile::new(
+        "toml",
         r#"
 [groups.g]
 egress = []
@@ -371,7 +304,8 @@ fn a_syn_flood_into_a_small_table_never_interrupts_an_established_connection() {
     let (_c, s1) = lab.link(&client, &server, 1);
     let (_a, s2) = lab.link(&attacker, &server, 2);
     let _echo = server.tcp_listen(7000);
-    let cfg = Cfg::new(
+    let cfg = TempFile::new(
+        "toml",
         r#"
 [groups.g]
 egress = []
@@ -420,13 +354,12 @@ tcp_rst = "2s"
          longest gap in service {longest:?}; hping3 {flood_status}"
     );
     assert_eq!(failed, 0, "the established connection was interrupted");
-    let full = sg.drops("conntrack_full");
+    let full = drops(&sg, "conntrack_full");
     println!("SYN flood: conntrack_full drops {full}");
     assert!(full > 1000, "the table must have filled: {full}");
     let status = sg.json(&["status", "--json"]);
     assert_eq!(status["conntrack_capacity"], 64, "{status}");
-    let established: Vec<_> = sg
-        .entries()
+    let established: Vec<_> = tracked(&sg)
         .into_iter()
         .filter(|e| e["state"] == "established")
         .collect();
@@ -472,8 +405,8 @@ fn removing_a_rule_keeps_tracked_connections_unless_revoke_established() {
         let _l1 = p.server.tcp_listen(7001);
         let tail = format!("[conntrack]\nrevoke_established = {revoke}\n");
         let (before, after) = (
-            Cfg::new(&format!("{BEFORE}{tail}")),
-            Cfg::new(&format!("{AFTER}{tail}")),
+            TempFile::new("toml", &format!("{BEFORE}{tail}")),
+            TempFile::new("toml", &format!("{AFTER}{tail}")),
         );
         let sg = Sg::new(&p.server);
         sg.ok(&["attach", &p.s.ifname, "-c", before.path(), "--groups", "g"]);
@@ -481,7 +414,7 @@ fn removing_a_rule_keeps_tracked_connections_unless_revoke_established() {
         let gone = Held::open(&p.client, server, 7000);
         let kept = Held::open(&p.client, server, 7001);
         assert!(gone.exchange() && kept.exchange());
-        assert_eq!(sg.entries().len(), 2);
+        assert_eq!(tracked(&sg).len(), 2);
         sg.ok(&["apply", "-c", after.path()]);
         assert!(
             !p.client.tcp_connects(server, 7000),
@@ -490,12 +423,12 @@ fn removing_a_rule_keeps_tracked_connections_unless_revoke_established() {
         assert!(kept.exchange(), "revoke = {revoke}");
         if revoke {
             assert!(!gone.exchange(), "revoked at once");
-            assert!(sg.drops("revoked") >= 1);
-            assert_eq!(sg.entries().len(), 1);
+            assert!(drops(&sg, "revoked") >= 1);
+            assert_eq!(tracked(&sg).len(), 1);
         } else {
             assert!(gone.exchange(), "kept until it times out");
-            assert_eq!(sg.drops("revoked"), 0);
-            assert_eq!(sg.entries().len(), 2);
+            assert_eq!(drops(&sg, "revoked"), 0);
+            assert_eq!(tracked(&sg).len(), 2);
         }
     }
 }
@@ -506,19 +439,20 @@ fn untracked_flows_are_cut_as_soon_as_their_rule_goes() {
     // AWS untracked case. No conntrack entry, so no grace after removal.
     let p = pair();
     let _l0 = p.server.tcp_listen(7000);
-    let before = Cfg::new(
+    let before = TempFile::new(
+        "toml",
         "[groups.g]\ningress = [{ proto = \"tcp\", ports = \"7000\", from = \"anywhere\" }]\n",
     );
-    let after = Cfg::new("[groups.g]\ningress = []\n");
+    let after = TempFile::new("toml", "[groups.g]\ningress = []\n");
     let sg = Sg::new(&p.server);
     sg.ok(&["attach", &p.s.ifname, "-c", before.path(), "--groups", "g"]);
     for server in [IpAddr::V4(p.s.v4), IpAddr::V6(p.s.v6)] {
         let held = Held::open(&p.client, server, 7000);
         assert!(held.exchange());
-        assert!(sg.entries().is_empty(), "untracked: {:?}", sg.entries());
+        assert!(tracked(&sg).is_empty(), "untracked: {:?}", tracked(&sg));
         sg.ok(&["apply", "-c", after.path()]);
         assert!(!held.exchange(), "cut at once: {server}");
         sg.ok(&["apply", "-c", before.path()]);
     }
-    assert!(sg.drops("no_rule") >= 2);
+    assert!(drops(&sg, "no_rule") >= 2);
 }

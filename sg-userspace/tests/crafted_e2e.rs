@@ -7,87 +7,25 @@
 
 use std::{
     net::IpAddr,
-    path::PathBuf,
-    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use sg::lab::{Background, Host, Lab, unique_name};
+mod support;
+
+use sg::lab::{Background, Host, Lab};
+use support::{Sg, TempFile};
 
 /// scapy lives in the system Python (python3-scapy), not in a pyenv one.
 const PYTHON: &str = "/usr/bin/python3";
 
-struct Sg {
-    state_dir: PathBuf,
-    netns: String,
-}
-
-impl Sg {
-    fn new(host: &Host) -> Sg {
-        Sg {
-            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgc"))),
-            netns: host.ns.clone(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sg"))
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns)
-            .args(args)
-            .output()
-            .expect("sg runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sg {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// (malformed, fragment, no_rule) from `sg stats --json`.
-    fn drops(&self) -> [u64; 3] {
-        let out = self.ok(&["stats", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json is JSON");
-        let by = &v["drops_by_reason"];
-        ["malformed", "fragment", "no_rule"].map(|r| {
-            by[r]
-                .as_u64()
-                .unwrap_or_else(|| panic!("stats --json has no drops_by_reason.{r}: {out}"))
-        })
-    }
-}
-
-impl Drop for Sg {
-    fn drop(&mut self) {
-        let _ = self.run(&["detach", "--all"]);
-    }
-}
-
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(ext: &str, text: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!("{}.{ext}", unique_name("sgcraft")));
-        std::fs::write(&path, text).unwrap();
-        TempFile(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// (malformed, fragment, no_rule) from `sg stats --json`.
+fn drops(sg: &Sg) -> [u64; 3] {
+    let by = sg.stats()["drops_by_reason"].clone();
+    ["malformed", "fragment", "no_rule"].map(|r| {
+        by[r]
+            .as_u64()
+            .unwrap_or_else(|| panic!("stats --json has no drops_by_reason.{r}: {by}"))
+    })
 }
 
 /// ICMP and ICMPv6 are open so that background traffic (MLD reports and
@@ -225,9 +163,9 @@ impl Bench {
     /// Runs a case and returns what it printed and how the drop counters
     /// (malformed, fragment, no_rule) rose.
     fn case(&self, case: &str, dst: IpAddr, port: u16) -> (serde_json::Value, [u64; 3]) {
-        let before = self.sg.drops();
+        let before = drops(&self.sg);
         let out = self.craft(case, dst, port);
-        let after = self.sg.drops();
+        let after = drops(&self.sg);
         let rose = [0, 1, 2].map(|i| after[i] - before[i]);
         (out, rose)
     }

@@ -5,86 +5,14 @@
 use std::{
     io::{BufRead as _, BufReader},
     net::IpAddr,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use sg::lab::{Background, Host, Lab, Link, ScanKind, unique_name};
+mod support;
 
-/// The `sg` binary, pinned under a state dir of its own, acting inside one
-/// namespace. Drop detaches everything.
-struct Sg {
-    state_dir: PathBuf,
-    netns: String,
-}
-
-impl Sg {
-    fn new(host: &Host) -> Sg {
-        Sg {
-            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgt"))),
-            netns: host.ns.clone(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sg"));
-        c.arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("sg runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sg {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Sg {
-    fn drop(&mut self) {
-        let _ = self.run(&["detach", "--all"]);
-    }
-}
-
-fn write_config(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::TempPath::new(text)
-}
-
-/// A temp file removed on drop (std only).
-mod tempfile_path {
-    use std::path::PathBuf;
-
-    pub struct TempPath(pub PathBuf);
-
-    impl TempPath {
-        pub fn new(text: &str) -> TempPath {
-            let path = std::env::temp_dir().join(format!("{}.toml", sg::lab::unique_name("sgcfg")));
-            std::fs::write(&path, text).unwrap();
-            TempPath(path)
-        }
-        pub fn as_str(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
+use sg::lab::{Background, Host, Lab, Link, ScanKind};
+use support::{Sg, TempFile};
 
 /// A client and a server joined by one link; sg goes on the server's end.
 struct Pair {
@@ -144,9 +72,9 @@ fn attach_persists_after_exit_and_detach_restores_the_interface() {
     let before = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
     assert!(!before.contains("xdp"), "{before}");
 
-    let cfg = write_config(WEB);
+    let cfg = TempFile::new("toml", WEB);
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, cfg.as_str(), "web");
+    attach(&sg, &p.s.ifname, cfg.path(), "web");
     // The attach process has exited; enforcement holds.
     let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
     assert!(link.contains("xdp"), "XDP must be attached: {link}");
@@ -185,9 +113,9 @@ fn nmap_syn_and_ack_scans_see_exactly_the_allowed_ports() {
     let _l = listeners(&p.server, &[22, 80, 443, 8080]);
     // Default egress, as in most groups: the RST that answers an ACK to an
     // allowed port gets out, the ACKs to other ports never get in.
-    let cfg = write_config(&WEB.replace("egress = []", ""));
+    let cfg = TempFile::new("toml", &WEB.replace("egress = []", ""));
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, cfg.as_str(), "web");
+    attach(&sg, &p.s.ifname, cfg.path(), "web");
     let ports = "21-23,79-81,443,8080";
     for server in [IpAddr::V4(p.s.v4), IpAddr::V6(p.s.v6)] {
         let syn = p.client.nmap(server, ports, ScanKind::Syn);
@@ -216,7 +144,8 @@ fn replies_pass_without_rules_for_them_tcp_udp_icmp_v4_v6() {
     let p = pair();
     // The server may open connections out (egress rules), but accepts no
     // inbound connection at all: replies come back through conntrack.
-    let cfg = write_config(
+    let cfg = TempFile::new(
+        "toml",
         r#"
 [groups.client_only]
 egress = [
@@ -232,7 +161,7 @@ egress = [
     let _udp = p.client.udp_echo(7001);
     let _srv = p.server.tcp_listen(7000);
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, cfg.as_str(), "client_only");
+    attach(&sg, &p.s.ifname, cfg.path(), "client_only");
     for client in [IpAddr::V4(p.c.v4), IpAddr::V6(p.c.v6)] {
         assert!(
             p.server.tcp_connects(client, 7000),
@@ -266,9 +195,9 @@ egress = [
 #[test]
 fn arp_and_neighbour_discovery_pass_under_deny_all() {
     let p = pair();
-    let cfg = write_config("[groups.closed]\negress = []\n");
+    let cfg = TempFile::new("toml", "[groups.closed]\negress = []\n");
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, cfg.as_str(), "closed");
+    attach(&sg, &p.s.ifname, cfg.path(), "closed");
     p.client
         .run_ok(&["ip", "neigh", "flush", "dev", &p.c.ifname]);
     p.server
@@ -310,9 +239,9 @@ ingress = [
   { type = "https", from = "anywhere" },
 ]
 "#;
-    let (c1, c2) = (write_config(v1), write_config(v2));
+    let (c1, c2) = (TempFile::new("toml", v1), TempFile::new("toml", v2));
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, c1.as_str(), "g");
+    attach(&sg, &p.s.ifname, c1.path(), "g");
     assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
     // A steady ping runs through ten applies that all keep ICMP allowed.
     let server = p.s.v4.to_string();
@@ -323,7 +252,7 @@ ingress = [
     let started = Instant::now();
     for i in 0..10 {
         let cfg = if i % 2 == 0 { &c2 } else { &c1 };
-        sg.ok(&["apply", "-c", cfg.as_str()]);
+        sg.ok(&["apply", "-c", cfg.path()]);
     }
     let applies = started.elapsed();
     let out = pinger.wait_with_output().unwrap();
@@ -333,13 +262,13 @@ ingress = [
         "lost pings during {applies:?} of applies: {text}"
     );
     // The last apply was v1 again; now switch to v2 and check ssh is gone.
-    sg.ok(&["apply", "-c", c2.as_str()]);
+    sg.ok(&["apply", "-c", c2.path()]);
     assert!(
         !p.client.tcp_connects(IpAddr::V4(p.s.v4), 22),
         "ssh removed by apply"
     );
     assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 80));
-    let dry = sg.ok(&["apply", "-c", c1.as_str(), "--dry-run"]);
+    let dry = sg.ok(&["apply", "-c", c1.path(), "--dry-run"]);
     assert!(
         dry.contains("would change: 2 rules added, 2 removed"),
         "{dry}"
@@ -354,23 +283,24 @@ ingress = [
 fn a_broken_config_is_rejected_with_its_position_and_changes_nothing() {
     let p = pair();
     let _l = listeners(&p.server, &[22, 80]);
-    let good = write_config(WEB);
-    let bad = write_config(
+    let good = TempFile::new("toml", WEB);
+    let bad = TempFile::new(
+        "toml",
         "[groups.web]\ningress = [\n  { proto = \"tcp\", ports = \"80-70\", from = \"anywhere\" },\n]\n",
     );
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, good.as_str(), "web");
-    let out = sg.run(&["apply", "-c", bad.as_str()]);
+    attach(&sg, &p.s.ifname, good.path(), "web");
+    let out = sg.run(&["apply", "-c", bad.path()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:3:", bad.as_str())),
+        err.contains(&format!("{}:3:", bad.path())),
         "error must name file and line: {err}"
     );
     assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 80));
     assert!(!p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
     // Attaching a second interface with a broken file fails the same way.
-    let out = sg.run(&["attach", &p.s.ifname, "-c", bad.as_str(), "--groups", "web"]);
+    let out = sg.run(&["attach", &p.s.ifname, "-c", bad.path(), "--groups", "web"]);
     assert_eq!(out.status.code(), Some(1));
     // Usage errors exit 2.
     assert_eq!(sg.run(&["attach"]).status.code(), Some(2));
@@ -381,9 +311,9 @@ fn a_broken_config_is_rejected_with_its_position_and_changes_nothing() {
 fn status_and_watch_report_what_is_enforced_and_dropped() {
     let p = pair();
     let _l = listeners(&p.server, &[22, 80]);
-    let cfg = write_config(WEB);
+    let cfg = TempFile::new("toml", WEB);
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, cfg.as_str(), "web");
+    attach(&sg, &p.s.ifname, cfg.path(), "web");
     let status: serde_json::Value = serde_json::from_str(&sg.ok(&["status", "--json"])).unwrap();
     let iface = &status["interfaces"][0];
     assert_eq!(iface["iface"], p.s.ifname.as_str());
@@ -391,7 +321,7 @@ fn status_and_watch_report_what_is_enforced_and_dropped() {
     assert_eq!(iface["ingress_rules"], 2);
     assert_eq!(iface["egress_rules"], 0);
 
-    let mut watch = sg.cmd();
+    let mut watch = sg.cmd(&[]);
     watch
         .args(["watch", "--json"])
         .stdout(Stdio::piped())
@@ -447,7 +377,7 @@ fn status_and_watch_report_what_is_enforced_and_dropped() {
 
 #[test]
 fn validate_needs_no_root_and_reports_counts() {
-    let cfg = write_config(WEB);
+    let cfg = TempFile::new("toml", WEB);
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -456,7 +386,7 @@ fn validate_needs_no_root_and_reports_counts() {
             env!("CARGO_BIN_EXE_sg"),
             "validate",
             "-c",
-            cfg.as_str(),
+            cfg.path(),
         ])
         .output()
         .unwrap();
@@ -467,17 +397,18 @@ fn validate_needs_no_root_and_reports_counts() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("rules:") && text.contains('3'), "{text}");
-    let bad = write_config(
+    let bad = TempFile::new(
+        "toml",
         "[groups.x]\ningress = [{ proto = \"tcp\", ports = \"22\", from = \"sg:nope\" }]\n",
     );
     let out = Command::new(env!("CARGO_BIN_EXE_sg"))
-        .args(["validate", "-c", bad.as_str()])
+        .args(["validate", "-c", bad.path()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:2:", bad.as_str())) && err.contains("nope"),
+        err.contains(&format!("{}:2:", bad.path())) && err.contains("nope"),
         "{err}"
     );
 }
@@ -499,13 +430,13 @@ fn tc_mode_enforces_ingress_without_xdp() {
     let p = pair();
     let _l = listeners(&p.server, &[22, 80]);
     let _c = p.client.tcp_listen(7000);
-    let cfg = write_config(WEB);
+    let cfg = TempFile::new("toml", WEB);
     let sg = Sg::new(&p.server);
     let out = sg.ok(&[
         "attach",
         &p.s.ifname,
         "-c",
-        cfg.as_str(),
+        cfg.path(),
         "--groups",
         "web",
         "--mode",

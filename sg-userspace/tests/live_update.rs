@@ -4,8 +4,7 @@
 
 use std::{
     net::IpAddr,
-    path::PathBuf,
-    process::{Command, Output, Stdio},
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,48 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
 use sg::lab::{Host, Lab, Link, unique_name};
-
-struct Sg {
-    state_dir: PathBuf,
-    netns: String,
-}
-
-impl Sg {
-    fn new(host: &Host) -> Sg {
-        Sg {
-            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sglu"))),
-            netns: host.ns.clone(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sg"));
-        c.arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns)
-            .args(args);
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out: Output = self.cmd(args).output().expect("sg runs");
-        assert!(
-            out.status.success(),
-            "sg {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Sg {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["detach", "--all"]).output();
-    }
-}
+use support::Sg;
 
 /// xorshift: reproducible from the printed seed.
 struct Rng(u64);

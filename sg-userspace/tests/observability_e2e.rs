@@ -8,109 +8,60 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use regex::Regex;
 use serde_json::Value;
-use sg::lab::{Host, Lab, Link, unique_name};
+mod support;
 
-/// The `sg` binary with its own state dir, acting inside one namespace.
-struct Sg {
-    state_dir: PathBuf,
-    netns: String,
-}
+use sg::lab::{Host, Lab, Link};
+use support::{Sg, TempFile};
 
-impl Sg {
-    fn new(host: &Host) -> Sg {
-        Sg {
-            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgobs"))),
-            netns: host.ns.clone(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sg"));
-        c.arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns)
-            .env_remove("NO_COLOR");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("sg runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "sg {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn stats(&self) -> Value {
-        serde_json::from_str(&self.ok(&["stats", "--json"])).expect("stats --json is JSON")
-    }
-
-    /// Starts a long-running `sg` command (watch, metrics) with piped
-    /// output, and waits for its ready line on stderr.
-    fn start(&self, args: &[&str], ready: &str) -> Running {
-        let mut child = self
-            .cmd()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sg starts");
-        let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut all = String::new();
-            let mut signalled = false;
-            for line in BufReader::new(stderr).lines() {
-                let line = line.unwrap_or_default();
-                if !signalled {
-                    let _ = tx.send(line.clone());
-                }
-                if line.contains("watching drops") || line.contains("serving metrics") {
-                    signalled = true;
-                }
-                all.push_str(&line);
-                all.push('\n');
+/// Starts a long-running `sg` command (watch, metrics) with piped
+/// output, and waits for its ready line on stderr.
+fn start(sg: &Sg, args: &[&str], ready: &str) -> Running {
+    let mut child = sg
+        .cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sg starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut signalled = false;
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if !signalled {
+                let _ = tx.send(line.clone());
             }
-            all
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(ready) => break,
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("sg {args:?} never became ready");
-                }
+            if line.contains("watching drops") || line.contains("serving metrics") {
+                signalled = true;
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(ready) => break,
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sg {args:?} never became ready");
             }
         }
-        Running {
-            child,
-            stderr: Some(reader),
-        }
     }
-}
-
-impl Drop for Sg {
-    fn drop(&mut self) {
-        let _ = self.run(&["detach", "--all"]);
+    Running {
+        child,
+        stderr: Some(reader),
     }
 }
 
@@ -145,25 +96,6 @@ impl Drop for Running {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(text: &str) -> TempConfig {
-        let path = std::env::temp_dir().join(format!("{}.toml", unique_name("sgobs")));
-        std::fs::write(&path, text).unwrap();
-        TempConfig(path)
-    }
-    fn as_str(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -209,8 +141,8 @@ fn net() -> Net {
     }
 }
 
-fn attach(sg: &Sg, iface: &str, cfg: &TempConfig) {
-    let out = sg.ok(&["attach", iface, "-c", cfg.as_str(), "--groups", "srv"]);
+fn attach(sg: &Sg, iface: &str, cfg: &TempFile) {
+    let out = sg.ok(&["attach", iface, "-c", cfg.path(), "--groups", "srv"]);
     assert!(out.contains("attached to"), "{out}");
 }
 
@@ -379,7 +311,7 @@ fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> 
 #[test]
 fn denied_flood_counts_exactly_and_metrics_match_stats() {
     let n = net();
-    let cfg = TempConfig::new(&config(1000));
+    let cfg = TempFile::new("toml", &config(1000));
     let sg = Sg::new(&n.server);
     attach(&sg, &n.s.ifname, &cfg);
     let iface = n.s.ifname.as_str();
@@ -447,7 +379,7 @@ fn denied_flood_counts_exactly_and_metrics_match_stats() {
     // /metrics: parses as Prometheus text and matches `sg stats --json`.
     let port = 20000 + (std::process::id() % 20000) as u16;
     let listen = format!("127.0.0.1:{port}");
-    let metrics = sg.start(&["metrics", "--listen", &listen], "serving metrics");
+    let metrics = start(&sg, &["metrics", "--listen", &listen], "serving metrics");
     let (head, body) = scrape(&n.server, port);
     let json = sg.stats();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -531,13 +463,13 @@ fn check_drop_object(v: &Value, iface: &str, src: Ipv4Addr, dst: Ipv4Addr) {
 fn watch_json_stays_within_the_rate_limit_and_reports_suppressed() {
     let n = net();
     const RATE: u64 = 50;
-    let cfg = TempConfig::new(&config(RATE as u32));
+    let cfg = TempFile::new("toml", &config(RATE as u32));
     let sg = Sg::new(&n.server);
     attach(&sg, &n.s.ifname, &cfg);
     let iface = n.s.ifname.clone();
     let before = sg.stats();
 
-    let watch = sg.start(&["watch", "--json"], "watching drops");
+    let watch = start(&sg, &["watch", "--json"], "watching drops");
     let watch_started = Instant::now();
     const N: u64 = 5_000;
     syn_flood(&n.client, n.s.v4, 9, N as u32, 200);
@@ -602,16 +534,17 @@ fn watch_flow_log_text_and_iface_filter() {
     let server = lab.host("server");
     let (c, s) = lab.link(&client, &server, 1);
     let (_o, s2) = lab.link(&other, &server, 2);
-    let cfg = TempConfig::new(&config(1000));
+    let cfg = TempFile::new("toml", &config(1000));
     let sg = Sg::new(&server);
     attach(&sg, &s.ifname, &cfg);
     attach(&sg, &s2.ifname, &cfg);
 
-    let flow = sg.start(
+    let flow = start(
+        &sg,
         &["watch", "--flow-log", "--iface", &s.ifname],
         "watching drops",
     );
-    let text = sg.start(&["watch"], "watching drops");
+    let text = start(&sg, &["watch"], "watching drops");
     syn_flood(&client, s.v4, 9, 5, 1000);
     // Denied on the other interface: the flow log (filtered) leaves it out.
     syn_flood(&other, s2.v4, 9, 3, 1000);

@@ -243,6 +243,9 @@ pub struct FlowState {
     pub opener: (IpAddr, u16),
     /// TCP only.
     pub tcp: Option<TcpState>,
+    /// Packets seen from the responder; a UDP flow with more than one is a
+    /// stream (its own timeout, SPEC 1.7).
+    pub replies: u32,
     /// When the entry dies.
     pub expires: Duration,
 }
@@ -279,9 +282,10 @@ impl ConntrackModel {
         self.fragments.clear();
     }
 
-    fn timeout(&self, proto: u8, tcp: Option<TcpState>) -> Duration {
+    fn timeout(&self, proto: u8, tcp: Option<TcpState>, udp_stream: bool) -> Duration {
         let t = &self.timeouts;
         match (proto, tcp) {
+            (UDP, _) if udp_stream => t.udp_stream,
             (_, Some(TcpState::SynSent | TcpState::SynRecv)) => t.tcp_syn,
             (_, Some(TcpState::Established)) => t.tcp_established,
             (_, Some(TcpState::Fin)) => t.tcp_fin,
@@ -530,19 +534,28 @@ fn judge_whole(
                 flow.tcp = Some(if flags & RST != 0 {
                     TcpState::Rst
                 } else if flags & FIN != 0 {
-                    TcpState::Fin
+                    // Once reset, a late FIN does not reopen the wait.
+                    if tcp == TcpState::Rst {
+                        TcpState::Rst
+                    } else {
+                        TcpState::Fin
+                    }
                 } else if tcp == TcpState::SynSent
                     && !from_opener
                     && flags & (SYN | ACK) == SYN | ACK
                 {
                     TcpState::SynRecv
-                } else if tcp == TcpState::SynRecv && from_opener && flags & ACK != 0 {
+                } else if tcp == TcpState::SynRecv && from_opener && flags & (SYN | ACK) == ACK {
                     TcpState::Established
                 } else {
                     tcp
                 });
             }
-            flow.expires = now + state.timeout(proto, flow.tcp);
+            if !from_opener {
+                flow.replies += 1;
+            }
+            let stream = proto == UDP && flow.replies > 1;
+            flow.expires = now + state.timeout(proto, flow.tcp, stream);
             state.flows.insert(key, flow);
             return Outcome::PASS;
         }
@@ -559,12 +572,13 @@ fn judge_whole(
     } && !untracked(config, groups, local_addrs, pkt, direction);
     if opens {
         let tcp = matches!(pkt.l4, L4::Tcp { .. }).then_some(TcpState::SynSent);
-        let expires = now + state.timeout(proto, tcp);
+        let expires = now + state.timeout(proto, tcp, false);
         state.flows.insert(
             key,
             FlowState {
                 opener: this,
                 tcp,
+                replies: 0,
                 expires,
             },
         );

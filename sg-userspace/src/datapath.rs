@@ -259,6 +259,21 @@ impl Datapath {
         runtime: &RuntimeConfig,
         ifindex_of: impl Fn(&str) -> Result<u32>,
     ) -> Result<()> {
+        self.write_and_switch(compiled, runtime, ifindex_of)?;
+        let live = ids_of(compiled);
+        self.remove_entries(|id| !live.contains(&id))?;
+        Ok(())
+    }
+
+    /// The first two steps of [`Datapath::install`]: write the entries of
+    /// `compiled`, then switch its interfaces. Removing what is no longer
+    /// in force is left to the caller.
+    pub fn write_and_switch(
+        &mut self,
+        compiled: &Compiled,
+        runtime: &RuntimeConfig,
+        ifindex_of: impl Fn(&str) -> Result<u32>,
+    ) -> Result<()> {
         self.write_policies(compiled)?;
         self.set_runtime_config(runtime)?;
         for (name, binding) in &compiled.ifaces {
@@ -269,8 +284,6 @@ impl Datapath {
                 binding.flags,
             )?;
         }
-        let live = ids_of(compiled);
-        self.remove_entries(|id| !live.contains(&id))?;
         Ok(())
     }
 

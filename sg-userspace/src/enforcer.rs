@@ -131,18 +131,27 @@ fn install(
         .iter()
         .map(|(n, i)| (n.clone(), i.ifindex))
         .collect();
-    dp.install(compiled, &runtime_config(config), |name| {
+    let plan = crate::reuse::plan(compiled, &state.installed);
+    dp.write_and_switch(&plan.write, &runtime_config(config), |name| {
         ifindexes
             .get(name)
             .copied()
             .with_context(|| format!("compiled an interface that is not attached: {name}"))
     })?;
+    // Record what is in force before removing anything: an apply killed
+    // after the removal must not leave a state naming deleted classes.
+    let mut on_disk = dir.load()?.unwrap_or_else(|| state.clone());
+    on_disk.installed = plan.installed.clone();
+    dir.save(&on_disk)?;
+    dp.remove_entries(|id| !plan.live.contains(&id))?;
+    state.installed = plan.installed.clone();
+    state.last_written = plan.entries_written();
     // Opportunistic garbage collection: nothing of sg runs in the
     // background, so every attach and apply collects expired entries.
     if let Err(e) = crate::conntrack::sweep_expired(dp) {
         eprintln!("warning: conntrack garbage collection failed: {e:#}");
     }
-    for (name, binding) in &compiled.ifaces {
+    for (name, binding) in &plan.write.ifaces {
         if let Some(iface) = state.interfaces.get_mut(name) {
             iface.ingress_policy = binding.ingress_policy;
             iface.egress_policy = binding.egress_policy;
@@ -290,6 +299,8 @@ pub struct ApplyReport {
     pub rules_added: Vec<String>,
     pub rules_removed: Vec<String>,
     pub rule_count: usize,
+    /// Map entries written (not with `--dry-run`): only what changed.
+    pub entries_written: Option<usize>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -330,7 +341,10 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     install(dir, &mut dp, &mut state, &compiled, &config)?;
     state.config_path = Some(absolute(config_path));
     dir.save(&state)?;
-    Ok(report)
+    Ok(ApplyReport {
+        entries_written: Some(state.last_written),
+        ..report
+    })
 }
 
 fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
@@ -354,6 +368,7 @@ fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
         rules_added: new.difference(&old).map(|s| s.to_string()).collect(),
         rules_removed: old.difference(&new).map(|s| s.to_string()).collect(),
         rule_count: compiled.rules.len(),
+        entries_written: None,
     }
 }
 

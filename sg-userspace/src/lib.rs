@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod netns;
 pub mod packet;
 pub mod reference;
+pub mod reuse;
 pub mod state;
 pub mod status;
 pub mod testrun;

@@ -97,6 +97,9 @@ fn run(cli: Cli) -> Result<()> {
                     report.rule_count,
                     report.interfaces.len()
                 );
+                if let Some(n) = report.entries_written {
+                    println!("{n} map entries written (only what changed)");
+                }
             }
         }
         Command::Detach { iface, all } => {

@@ -30,6 +30,13 @@ pub struct State {
     /// The config file last applied.
     pub config_path: Option<PathBuf>,
     pub interfaces: BTreeMap<String, AttachedIface>,
+    /// Content digests of the installed classes and policies, so the next
+    /// apply rewrites only what changed.
+    #[serde(default)]
+    pub installed: crate::reuse::Installed,
+    /// Map entries the last attach or apply wrote.
+    #[serde(default)]
+    pub last_written: usize,
     /// Every rule in force; `RuleRecord::slot` is the `RuleRef` value the
     /// rule trie holds for it.
     pub rules: Vec<RuleRecord>,

@@ -268,6 +268,11 @@ ingress = [
         "ssh removed by apply"
     );
     assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 80));
+    // Applying what is in force rewrites nothing.
+    let same: serde_json::Value =
+        serde_json::from_str(&sg.ok(&["apply", "-c", c2.path(), "--json"])).unwrap();
+    assert_eq!(same["entries_written"], 0, "{same}");
+    assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 80));
     let dry = sg.ok(&["apply", "-c", c1.path(), "--dry-run"]);
     assert!(
         dry.contains("would change: 2 rules added, 2 removed"),

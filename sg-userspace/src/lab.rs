@@ -27,7 +27,6 @@
 //!
 //! Not covered: a test process killed with SIGKILL (or Ctrl-C) cannot run its
 //! destructors; [`sweep_stale_namespaces`] removes what such runs left behind.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

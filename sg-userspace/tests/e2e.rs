@@ -418,18 +418,6 @@ fn validate_needs_no_root_and_reports_counts() {
     );
 }
 
-#[allow(dead_code)]
-fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn tc_mode_enforces_ingress_without_xdp() {
     let p = pair();

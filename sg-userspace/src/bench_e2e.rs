@@ -4,17 +4,15 @@
 
 use std::{
     net::IpAddr,
-    path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
     bench::{Family, rule_set},
-    lab::{Host, Lab, Link, unique_name},
+    lab::{Host, Lab, Link, SgCli, unique_name},
 };
 
 const FLOOD_SECS: u64 = 4;
@@ -80,25 +78,6 @@ fn nft_ruleset(rules: usize) -> String {
     )
 }
 
-fn sg(state_dir: &Path, netns: &str, args: &[&str]) -> Result<String> {
-    let exe = std::env::current_exe()?
-        .parent()
-        .context("bench binary has a directory")?
-        .join("sg");
-    let out = Command::new(&exe)
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--netns")
-        .arg(netns)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
-    if !out.status.success() {
-        bail!("sg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn iperf(client: &Host, server: &Host, dst: IpAddr) -> Result<f64> {
     let _srv = server.spawn(&["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()]);
     std::thread::sleep(Duration::from_millis(300));
@@ -149,9 +128,8 @@ fn flood(client: &Host, dst: IpAddr) -> Result<u64> {
     sent.with_context(|| format!("cannot parse {line}"))
 }
 
-fn sg_drops(state_dir: &Path, netns: &str) -> Result<u64> {
-    let stats: serde_json::Value =
-        serde_json::from_str(&sg(state_dir, netns, &["stats", "--json"])?)?;
+fn sg_drops(sg: &SgCli) -> Result<u64> {
+    let stats: serde_json::Value = serde_json::from_str(&sg.run(&["stats", "--json"])?)?;
     Ok(stats["drops_by_reason"]["no_rule"].as_u64().unwrap_or(0))
 }
 
@@ -197,7 +175,12 @@ pub fn run(rules: usize) -> Result<E2eReport> {
     let _ = std::fs::remove_file(&nft_file);
 
     // sg
-    let state_dir = PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgbench")));
+    // The bench binary sits beside `sg` in target/release.
+    let exe = std::env::current_exe()?
+        .parent()
+        .context("bench binary has a directory")?
+        .join("sg");
+    let sg = SgCli::new(exe, &server, "sgbench");
     let cfg = std::env::temp_dir().join(format!("{}.toml", unique_name("sgbench")));
     std::fs::write(&cfg, sg_config(rules))?;
     let cfg_s = cfg.to_str().context("utf-8 path")?.to_string();
@@ -208,31 +191,27 @@ pub fn run(rules: usize) -> Result<E2eReport> {
     let result = (|| -> Result<E2eReport> {
         // Ingress on XDP (native on veth), then on TC.
         for (name, mode) in [("sg (XDP)", "native"), ("sg (TC ingress)", "tc")] {
-            sg(
-                &state_dir,
-                &server.ns,
-                &[
-                    "attach",
-                    &s.ifname,
-                    "-c",
-                    &cfg_s,
-                    "--groups",
-                    &groups.join(","),
-                    "--mode",
-                    mode,
-                ],
-            )?;
+            sg.run(&[
+                "attach",
+                &s.ifname,
+                "-c",
+                &cfg_s,
+                "--groups",
+                &groups.join(","),
+                "--mode",
+                mode,
+            ])?;
             let tcp = iperf(&client, &server, dst)?;
-            let before = sg_drops(&state_dir, &server.ns)?;
+            let before = sg_drops(&sg)?;
             let sent = flood(&client, dst)?;
-            let dropped = sg_drops(&state_dir, &server.ns)? - before;
+            let dropped = sg_drops(&sg)? - before;
             filters.push(Filter {
                 name,
                 tcp_gbps: tcp,
                 drops_per_sec: dropped as f64 / FLOOD_SECS as f64,
                 offered_pps: sent as f64 / FLOOD_SECS as f64,
             });
-            sg(&state_dir, &server.ns, &["detach", "--all"])?;
+            sg.run(&["detach", "--all"])?;
         }
         // Live update of 10,000 rules while a ping runs through.
         let big_a = sg_config(10_000);
@@ -242,18 +221,14 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             .map(|g| format!("g{g}"))
             .chain(["bench".to_string()])
             .collect();
-        sg(
-            &state_dir,
-            &server.ns,
-            &[
-                "attach",
-                &s.ifname,
-                "-c",
-                &cfg_s,
-                "--groups",
-                &big_groups.join(","),
-            ],
-        )?;
+        sg.run(&[
+            "attach",
+            &s.ifname,
+            "-c",
+            &cfg_s,
+            "--groups",
+            &big_groups.join(","),
+        ])?;
         let pinger = client
             .cmd("ping")
             .args(["-n", "-q", "-i", "0.002", "-w", "60", &s.v4.to_string()])
@@ -264,7 +239,7 @@ pub fn run(rules: usize) -> Result<E2eReport> {
         for i in 0..4 {
             std::fs::write(&cfg, if i % 2 == 0 { &big_b } else { &big_a })?;
             let started = Instant::now();
-            sg(&state_dir, &server.ns, &["apply", "-c", &cfg_s])?;
+            sg.run(&["apply", "-c", &cfg_s])?;
             total += started.elapsed();
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -290,7 +265,7 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             pings_received: nums[1],
         })
     })();
-    let _ = sg(&state_dir, &server.ns, &["detach", "--all"]);
+    // `sg` detaches when dropped.
     let _ = std::fs::remove_file(&cfg);
     result
 }

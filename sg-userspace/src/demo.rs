@@ -7,14 +7,14 @@ use std::{
     io::{BufRead as _, BufReader},
     net::IpAddr,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::lab::{Host, Lab, unique_name};
+use crate::lab::{Host, Lab, SgCli, unique_name};
 
 fn config(admin: &[IpAddr], ifaces: &[&str], ssh_from_outsiders: bool) -> String {
     let members: Vec<String> = admin.iter().map(|a| format!("\"{a}\"")).collect();
@@ -43,37 +43,6 @@ members = [{}]
         text.push_str(&format!("\n[interfaces.{iface}]\ngroups = [\"web\"]\n"));
     }
     text
-}
-
-/// Runs this same binary against the demo's state dir, inside `netns`.
-struct SgRunner {
-    exe: PathBuf,
-    state_dir: PathBuf,
-    netns: String,
-}
-
-impl SgRunner {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.exe);
-        c.arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns)
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let out = self.cmd(args).output().context("cannot run sg")?;
-        if !out.status.success() {
-            bail!(
-                "sg {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
 }
 
 struct Check {
@@ -145,12 +114,7 @@ pub fn run() -> Result<()> {
     );
 
     let _listeners = [server.tcp_listen(22), server.tcp_listen(80)];
-    let sg = SgRunner {
-        exe,
-        state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sg-demo"))),
-        netns: server.ns.clone(),
-    };
-    let _detach = DetachOnDrop(&sg);
+    let sg = SgCli::new(exe, &server, "sg-demo");
     let cfg = cfg_path.to_str().context("temp path is not UTF-8")?;
     for iface in ifaces {
         print!(
@@ -209,7 +173,7 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn spawn_watch(sg: &SgRunner, drops: Arc<Mutex<Vec<String>>>) -> Result<Child> {
+fn spawn_watch(sg: &SgCli, drops: Arc<Mutex<Vec<String>>>) -> Result<Child> {
     let mut child = sg
         .cmd(&["watch"])
         .stdout(Stdio::piped())
@@ -235,13 +199,5 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-struct DetachOnDrop<'a>(&'a SgRunner);
-
-impl Drop for DetachOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.run(&["detach", "--all"]);
     }
 }

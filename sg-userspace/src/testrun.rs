@@ -10,7 +10,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::programs::{TestRun as _, TestRunOptions};
+use aya::{
+    TestRunResult,
+    programs::{TestRun, TestRunOptions},
+};
 use sg_common::{CtKey, CtValue, DropKey, FragKey, Reason};
 
 use crate::{
@@ -109,15 +112,7 @@ impl TestBed {
     /// Runs XDP `repeat` times on `frame`; returns the action and the mean
     /// time per run as the kernel measured it.
     pub fn run_xdp(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = self.dp.xdp()?.test_run(opts).context("XDP test run")?;
-        Ok((result.return_value, result.duration))
+        run_program(self.dp.xdp()?, frame, repeat).context("XDP test run")
     }
 
     /// Runs the do-nothing XDP program: the yardstick for benchmarks.
@@ -126,27 +121,12 @@ impl TestBed {
         if prog.fd().is_err() {
             prog.load().context("loading the baseline program")?;
         }
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = prog.test_run(opts).context("baseline test run")?;
-        Ok((result.return_value, result.duration))
+        run_program(prog, frame, repeat).context("baseline test run")
     }
 
     pub fn run_tc(&mut self, frame: &[u8], repeat: u32) -> Result<(i32, Duration)> {
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        };
-        let result = self.dp.tc()?.test_run(opts).context("TC test run")?;
-        Ok((result.return_value as i32, result.duration))
+        let (ret, took) = run_program(self.dp.tc()?, frame, repeat).context("TC test run")?;
+        Ok((ret as i32, took))
     }
 
     pub fn conntrack_entries(&mut self) -> Result<Vec<(CtKey, CtValue)>> {
@@ -220,6 +200,23 @@ impl TestBed {
         }
         Ok(total)
     }
+}
+
+/// BPF_PROG_TEST_RUN of `prog` on `frame`, `repeat` times: the return
+/// value and the kernel's mean time per run.
+fn run_program<P>(prog: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, Duration)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let result = prog.test_run(opts)?;
+    Ok((result.return_value, result.duration))
 }
 
 impl Drop for TestBed {

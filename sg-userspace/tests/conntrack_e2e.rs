@@ -10,8 +10,8 @@ use std::{
 
 mod support;
 
-use sg::lab::{Background, Host, Lab, Link};
-use support::{Sg, TempFile};
+use sg::lab::{Background, Host, Lab};
+use support::{Sg, TempFile, pair};
 
 fn drops(sg: &Sg, reason: &str) -> u64 {
     sg.stats()["drops_by_reason"][reason].as_u64().unwrap()
@@ -89,29 +89,6 @@ fn echo_once(s: &mut TcpStream) -> bool {
     }
     let mut got = [0u8; 64];
     s.read_exact(&mut got).is_ok() && got == msg
-}
-
-/// Server and client on one link; sg on the server's end.
-struct Pair {
-    _lab: Lab,
-    client: Host,
-    server: Host,
-    c: Link,
-    s: Link,
-}
-
-fn pair() -> Pair {
-    let mut lab = Lab::new();
-    let client = lab.host("client");
-    let server = lab.host("server");
-    let (c, s) = lab.link(&client, &server, 1);
-    Pair {
-        _lab: lab,
-        client,
-        server,
-        c,
-        s,
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -14,8 +14,8 @@ use std::{
 
 mod support;
 
-use sg::lab::{Host, Lab, Link, unique_name};
-use support::Sg;
+use sg::lab::{Host, unique_name};
+use support::{Sg, pair};
 
 /// xorshift: reproducible from the printed seed.
 struct Rng(u64);
@@ -76,14 +76,6 @@ fn config(rng: &mut Rng, extra: usize, ssh: bool) -> String {
     format!("[groups.g]\ningress = [\n  {}\n]\n", rules.join(",\n  "))
 }
 
-fn pair() -> (Lab, Host, Host, Link, Link) {
-    let mut lab = Lab::new();
-    let client = lab.host("client");
-    let server = lab.host("server");
-    let (c, s) = lab.link(&client, &server, 1);
-    (lab, client, server, c, s)
-}
-
 /// New TCP connections to `dst:port` in a loop until stopped: each SYN is a
 /// new flow judged by the rules in force at that instant.
 fn connect_loop(
@@ -114,14 +106,15 @@ fn two_hundred_live_changes_lose_no_packet_of_allowed_flows() {
     let seed = seed();
     println!("seed {seed} (set SG_SEED to replay)");
     let mut rng = Rng(seed);
-    let (_lab, client, server, _c, s) = pair();
+    let p = pair();
+    let (client, server, s) = (&p.client, &p.server, &p.s);
     let _http = server.tcp_listen(80);
     let _ssh = server.tcp_listen(22);
     let server4 = IpAddr::V4(s.v4);
     let path = std::env::temp_dir().join(format!("{}.toml", unique_name("sglu")));
     std::fs::write(&path, config(&mut rng, 20, true)).unwrap();
     let cfg = path.to_str().unwrap();
-    let sg = Sg::new(&server);
+    let sg = Sg::new(server);
     sg.ok(&["attach", &s.ifname, "-c", cfg, "--groups", "g"]);
     assert!(client.tcp_connects(server4, 22));
 
@@ -134,7 +127,7 @@ fn two_hundred_live_changes_lose_no_packet_of_allowed_flows() {
         .spawn()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let (handle, ok, failed) = connect_loop(&client, server4, 80, Arc::clone(&stop));
+    let (handle, ok, failed) = connect_loop(client, server4, 80, Arc::clone(&stop));
 
     let started = Instant::now();
     for _ in 0..200 {
@@ -193,7 +186,8 @@ fn a_killed_apply_leaves_the_old_or_the_new_policy_never_a_mix() {
     let seed = seed();
     println!("seed {seed} (set SG_SEED to replay)");
     let mut rng = Rng(seed);
-    let (_lab, client, server, _c, s) = pair();
+    let p = pair();
+    let (client, server, s) = (&p.client, &p.server, &p.s);
     let _l = [server.tcp_listen(80), server.tcp_listen(443)];
     let server4 = IpAddr::V4(s.v4);
     let a = "[groups.g]\ningress = [{ type = \"http\", from = \"anywhere\" }]\n";
@@ -204,7 +198,7 @@ fn a_killed_apply_leaves_the_old_or_the_new_policy_never_a_mix() {
     );
     std::fs::write(&pa, a).unwrap();
     std::fs::write(&pb, b).unwrap();
-    let sg = Sg::new(&server);
+    let sg = Sg::new(server);
     sg.ok(&[
         "attach",
         &s.ifname,

@@ -8,31 +8,31 @@ use std::{
     process::{Command, Output},
 };
 
-use sg::lab::{Host, unique_name};
+use sg::lab::{Host, Lab, Link, SgCli, unique_name};
 
-/// The `sg` binary with its own `--state-dir`, acting inside one namespace
-/// (`--netns`). Drop detaches everything it attached.
-pub struct Sg {
-    pub state_dir: PathBuf,
-    pub netns: String,
+/// The `sg` binary built for these tests, as [`SgCli`], with answers a
+/// test can assert on.
+pub struct Sg(SgCli);
+
+impl std::ops::Deref for Sg {
+    type Target = SgCli;
+    fn deref(&self) -> &SgCli {
+        &self.0
+    }
 }
 
 impl Sg {
     pub fn new(host: &Host) -> Sg {
-        Sg {
-            state_dir: PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("sgt"))),
-            netns: host.ns.clone(),
-        }
+        Sg(SgCli::new(
+            PathBuf::from(env!("CARGO_BIN_EXE_sg")),
+            host,
+            "sgt",
+        ))
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sg"));
-        c.arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--netns")
-            .arg(&self.netns)
-            .args(args)
-            .env_remove("NO_COLOR");
+        let mut c = self.0.cmd(args);
+        c.env_remove("NO_COLOR");
         c
     }
 
@@ -61,12 +61,6 @@ impl Sg {
     }
 }
 
-impl Drop for Sg {
-    fn drop(&mut self) {
-        let _ = self.run(&["detach", "--all"]);
-    }
-}
-
 /// A file under the temp dir, removed on drop.
 pub struct TempFile(PathBuf);
 
@@ -85,5 +79,28 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A client and a server joined by one link; sg goes on the server's end.
+pub struct Pair {
+    _lab: Lab,
+    pub client: Host,
+    pub server: Host,
+    pub c: Link,
+    pub s: Link,
+}
+
+pub fn pair() -> Pair {
+    let mut lab = Lab::new();
+    let client = lab.host("client");
+    let server = lab.host("server");
+    let (c, s) = lab.link(&client, &server, 1);
+    Pair {
+        _lab: lab,
+        client,
+        server,
+        c,
+        s,
     }
 }

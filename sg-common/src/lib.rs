@@ -114,29 +114,46 @@ pub struct PeerKeyV6 {
     pub addr: [u8; 16],
 }
 
-/// Rule LPM trie key data: class ID (big endian), protocol, destination port
-/// (big endian). For ICMP the port slot holds `type << 8 | code`.
-///
-/// Prefix lengths: 32 = any protocol, 40 = one protocol and any port,
-/// 40 + n = the first n bits of the port.
+/// Key of `RULE_SETS`: a class and a protocol, or the class's fallback
+/// for every protocol without a set of its own (`any = 1`, `proto = 0`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct RuleKey {
-    pub class: [u8; 4],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleSetKey {
+    pub class: u32,
     pub proto: u8,
-    pub port: [u8; 2],
-    pub _pad: u8,
+    pub any: u8,
+    pub _pad: [u8; 2],
 }
+
+/// Value of `RULE_SETS`: where the set's intervals sit in `RULE_INTERVALS`.
+/// `len` is at least 1 and at most 65,536 (the intervals are disjoint).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleSpan {
+    pub first: u32,
+    pub len: u32,
+}
+
+/// One entry of `RULE_INTERVALS`: the ports (for ICMP `type << 8 | code`)
+/// `lo..=hi` are allowed by `rule`. The intervals of a set are sorted and
+/// disjoint, so a binary search finds a port's rule in at most
+/// [`RULE_SEARCH_STEPS`] probes, whatever the number of rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleInterval {
+    pub lo: u16,
+    pub hi: u16,
+    pub rule: RuleRef,
+}
+
+/// Halvings that take a set of up to 65,536 intervals down to one.
+pub const RULE_SEARCH_STEPS: u32 = 16;
 
 /// Rule slot of a packet that passed without a rule of its own (a related
 /// ICMP error): it counts toward no rule.
 pub const NO_RULE: u32 = u32::MAX;
 
-pub const RULE_PREFIX_ANY_PROTO: u32 = ID_PREFIX_BITS;
-pub const RULE_PREFIX_PROTO: u32 = ID_PREFIX_BITS + 8;
-pub const RULE_PREFIX_FULL: u32 = RULE_PREFIX_PROTO + 16;
-
-/// Value of the rule trie: the index of the rule that allows the packet, for
+/// The rule that allows a packet: its index of the rule that allows the packet, for
 /// hit counters and for naming the rule in userspace.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -350,15 +367,17 @@ pub const EVSTAT_SUPPRESSED: u32 = 0;
 pub const EVSTAT_RING_FULL: u32 = 1;
 pub const EVSTAT_COUNT: u32 = 2;
 
-/// Capacity of the policy tries. Entries are allocated on demand
+/// Capacity of the peer tries. Entries are allocated on demand
 /// (`BPF_F_NO_PREALLOC`), so a large bound costs nothing until used.
 pub const PEER_MAP_CAPACITY: u32 = 1 << 20;
-pub const RULE_MAP_CAPACITY: u32 = 1 << 22;
-/// The exact-match hashes in front of the tries. A hash allocates its
-/// bucket array (16 bytes a bucket) up front even without preallocated
-/// entries, so these are sized for real rule sets, not the tries' bounds.
+/// The exact-match peer hashes in front of the tries, and `RULE_SETS`. A
+/// hash allocates its bucket array (16 bytes a bucket) up front even
+/// without preallocated entries, so these are sized for real rule sets.
 pub const EXACT_PEER_CAPACITY: u32 = 1 << 18;
-pub const EXACT_RULE_CAPACITY: u32 = 1 << 20;
+pub const RULE_SET_CAPACITY: u32 = 1 << 20;
+/// `RULE_INTERVALS`, an array (12 bytes an entry, allocated up front):
+/// room for the live rule sets and a whole new generation beside them.
+pub const RULE_INTERVAL_CAPACITY: u32 = 1 << 21;
 pub const IFACE_MAP_CAPACITY: u32 = 4096;
 pub const DEFAULT_CT_CAPACITY: u32 = 262_144;
 pub const FRAG_MAP_CAPACITY: u32 = 16_384;
@@ -375,7 +394,9 @@ mod pod {
     unsafe impl aya::Pod for IfacePolicy {}
     unsafe impl aya::Pod for PeerKeyV4 {}
     unsafe impl aya::Pod for PeerKeyV6 {}
-    unsafe impl aya::Pod for RuleKey {}
+    unsafe impl aya::Pod for RuleSetKey {}
+    unsafe impl aya::Pod for RuleSpan {}
+    unsafe impl aya::Pod for RuleInterval {}
     unsafe impl aya::Pod for RuleRef {}
     unsafe impl aya::Pod for RuntimeConfig {}
     unsafe impl aya::Pod for CtKey {}
@@ -397,7 +418,9 @@ mod tests {
         assert_eq!(size_of::<IfacePolicy>(), 16);
         assert_eq!(size_of::<PeerKeyV4>(), 8);
         assert_eq!(size_of::<PeerKeyV6>(), 20);
-        assert_eq!(size_of::<RuleKey>(), 8);
+        assert_eq!(size_of::<RuleSetKey>(), 8);
+        assert_eq!(size_of::<RuleSpan>(), 8);
+        assert_eq!(size_of::<RuleInterval>(), 12);
         assert_eq!(size_of::<RuleRef>(), 8);
         assert_eq!(size_of::<CtKey>(), 44);
         assert_eq!(size_of::<CtValue>(), 24);

@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use sg_common::{
     CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
-    EVSTAT_COUNT, EXACT_PEER_CAPACITY, EXACT_RULE_CAPACITY, FRAG_MAP_CAPACITY, FragKey,
-    IFACE_MAP_CAPACITY, IfacePolicy, PEER_MAP_CAPACITY, PeerKeyV4, PeerKeyV6, RULE_HITS_CAPACITY,
-    RULE_MAP_CAPACITY, RuleHits, RuleKey, RuleRef, RuntimeConfig, TokenBucket,
+    EVSTAT_COUNT, EXACT_PEER_CAPACITY, FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy,
+    PEER_MAP_CAPACITY, PeerKeyV4, PeerKeyV6, RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY,
+    RULE_SET_CAPACITY, RuleHits, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig, TokenBucket,
 };
 
 /// ifindex -> the interface's current ingress/egress policy IDs.
@@ -23,23 +23,27 @@ pub static PEERS_V4: LpmTrie<PeerKeyV4, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY
 #[map]
 pub static PEERS_V6: LpmTrie<PeerKeyV6, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
 
-/// Exact-match fast paths in front of the tries: host peers (/32, /128)
-/// and single ports or ICMP type+code. A full-length key is the longest
-/// match there can be, so a hit here is the trie's answer; the tries hold
-/// only real prefixes. Allocated on demand, like the tries.
+/// Exact-match fast paths in front of the tries: host peers (/32, /128).
+/// A full-length key is the longest match there can be, so a hit here is
+/// the trie's answer; the tries hold only real prefixes. Allocated on
+/// demand, like the tries.
 #[map]
 pub static PEER_HOSTS_V4: HashMap<PeerKeyV4, u32> =
     HashMap::pinned(EXACT_PEER_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
     HashMap::pinned(EXACT_PEER_CAPACITY, BPF_F_NO_PREALLOC);
-#[map]
-pub static RULES_EXACT: HashMap<RuleKey, RuleRef> =
-    HashMap::pinned(EXACT_RULE_CAPACITY, BPF_F_NO_PREALLOC);
 
-/// (class, protocol, port) -> the rule that allows it.
+/// (class, protocol) -> its sorted, disjoint port intervals in
+/// `RULE_INTERVALS`. A hash and a bounded binary search: the cost depends
+/// on the rules of one class, not on the rules of every class (an LPM trie
+/// over all classes grows deeper with every rule).
 #[map]
-pub static RULES: LpmTrie<RuleKey, RuleRef> = LpmTrie::pinned(RULE_MAP_CAPACITY, 0);
+pub static RULE_SETS: HashMap<RuleSetKey, RuleSpan> =
+    HashMap::pinned(RULE_SET_CAPACITY, BPF_F_NO_PREALLOC);
+/// An array, so the verifier inlines each probe of the search.
+#[map]
+pub static RULE_INTERVALS: Array<RuleInterval> = Array::pinned(RULE_INTERVAL_CAPACITY, 0);
 
 /// Timeouts and switches; index 0 only.
 #[map]

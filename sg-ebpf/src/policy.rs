@@ -1,15 +1,18 @@
-//! Classification: two lookups whatever the number of rules, each an
-//! exact-match hash, then the LPM trie when the hash misses.
-//! 1. (policy, peer address) -> class: the set of rules whose peer covers it.
-//! 2. (class, protocol, port) -> the rule that allows it.
+//! Classification: two steps whatever the number of rules.
+//! 1. (policy, peer address) -> class, the set of rules whose peer covers
+//!    it: an exact-match hash, then the LPM trie when the hash misses.
+//! 2. (class, protocol, port) -> the rule that allows it: a hash names the
+//!    class's port intervals for the protocol, and a binary search over
+//!    them (at most 16 probes of an array) finds the port's.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use sg_common::{
-    FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleKey, RuleRef,
+    FAMILY_V4, ID_PREFIX_BITS, PeerKeyV4, PeerKeyV6, RULE_SEARCH_STEPS, RuleRef, RuleSetKey,
+    RuleSpan,
 };
 
 use crate::{
-    maps::{PEER_HOSTS_V4, PEER_HOSTS_V6, PEERS_V4, PEERS_V6, RULES, RULES_EXACT},
+    maps::{PEER_HOSTS_V4, PEER_HOSTS_V6, PEERS_V4, PEERS_V6, RULE_INTERVALS, RULE_SETS},
     parse::Packet,
 };
 
@@ -17,7 +20,6 @@ use crate::{
 pub struct LookupKeys {
     pub peer_v4: Key<PeerKeyV4>,
     pub peer_v6: Key<PeerKeyV6>,
-    pub rule: Key<RuleKey>,
 }
 
 /// Returns the rule of `policy` that allows `pkt`, whose remote
@@ -57,17 +59,51 @@ pub fn allowing_rule(
     } else {
         pkt.dst_port
     };
-    keys.rule = Key::new(
-        RULE_PREFIX_FULL,
-        RuleKey {
-            class: class.to_be_bytes(),
-            proto: pkt.proto,
-            port: port.to_be_bytes(),
-            _pad: 0,
-        },
-    );
-    match unsafe { RULES_EXACT.get(&keys.rule.data) } {
-        Some(r) => Some(*r),
-        None => RULES.get(&keys.rule).copied(),
+    let mut key = RuleSetKey {
+        class,
+        proto: pkt.proto,
+        any: 0,
+        _pad: [0; 2],
+    };
+    let span = match unsafe { RULE_SETS.get(&key) } {
+        Some(span) => *span,
+        None => {
+            // No rule names this protocol: only rules of protocol `all`.
+            key.proto = 0;
+            key.any = 1;
+            *unsafe { RULE_SETS.get(&key) }?
+        }
+    };
+    search(span, port)
+}
+
+/// The interval of `span` that holds `port`, by binary search. Each step
+/// adds `half` or nothing through a mask rather than a branch, so the
+/// verifier sees one path per step, and the step count is bounded.
+#[inline(always)]
+fn search(span: RuleSpan, port: u16) -> Option<RuleRef> {
+    if span.len == 0 {
+        return None;
+    }
+    let port = port as u32;
+    let mut base = span.first;
+    let mut n = span.len;
+    for _ in 0..RULE_SEARCH_STEPS {
+        if n <= 1 {
+            break;
+        }
+        let half = n / 2;
+        let probe = RULE_INTERVALS.get(base.wrapping_add(half))?;
+        // All ones when the probe starts after `port` (both are 16-bit, so
+        // the subtraction borrows exactly then).
+        let after = ((port.wrapping_sub(probe.lo as u32)) as i32 >> 31) as u32;
+        base = base.wrapping_add(half & !after);
+        n -= half;
+    }
+    let found = RULE_INTERVALS.get(base)?;
+    if found.lo as u32 <= port && port <= found.hi as u32 {
+        Some(found.rule)
+    } else {
+        None
     }
 }

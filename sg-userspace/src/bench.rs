@@ -18,8 +18,9 @@ use crate::{
 
 /// Runs per measurement; the kernel reports the mean time per run.
 const REPEAT: u32 = 200_000;
-/// Measurements per case, interleaved with the baseline; the median counts.
-const ROUNDS: usize = 7;
+/// Rounds of measurements; each case is bracketed by two baseline runs,
+/// and the median over rounds counts.
+const ROUNDS: usize = 11;
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 pub enum Family {
@@ -35,8 +36,11 @@ pub enum Workload {
     Hosts(Family),
     /// v4 and v6 rules in nested CIDR blocks with port ranges, plus broad
     /// rules from everywhere: classes overlap and ranges need the tries.
-    /// The packet measured is of `Family`.
+    /// The packet measured is of `Family`, from a host that a rule names.
     Mixed(Family),
+    /// The mixed rule set, with the packet from an address inside a /30
+    /// (/126) that no host rule names: the peer trie is walked too.
+    MixedCidr(Family),
 }
 
 impl Workload {
@@ -44,6 +48,7 @@ impl Workload {
         match self {
             Workload::Hosts(f) => format!("{f:?} hosts"),
             Workload::Mixed(f) => format!("{f:?} mixed"),
+            Workload::MixedCidr(f) => format!("{f:?} mixed, CIDR peer"),
         }
     }
 }
@@ -59,6 +64,10 @@ pub struct Row {
     pub new_flow_allowed: f64,
     /// Packet no rule allows (classification, drop counter, event).
     pub new_flow_denied: f64,
+    /// `new_flow_allowed` / the same at the smallest rule count measured,
+    /// taken round by round (SPEC 6's target: at most 1.3 at 100k / 10).
+    pub allowed_growth: f64,
+    pub denied_growth: f64,
     pub install_ms: u128,
     /// Kernel memory of the policy maps (tries and their hashes).
     pub policy_map_bytes: u64,
@@ -172,10 +181,74 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn measure(workload: Workload, n: usize) -> Result<Row> {
+/// One rule count of a workload, installed and ready to measure.
+struct Case {
+    rules: usize,
+    bed: TestBed,
+    install_ms: u128,
+    hit: Vec<u8>,
+    allowed: Vec<u8>,
+    denied: Vec<u8>,
+}
+
+/// Measures `workload` at every rule count of `sizes`, all installed at
+/// once and measured round by round, so that the costs at different rule
+/// counts are compared side by side rather than minutes apart.
+pub fn measure(workload: Workload, sizes: &[usize]) -> Result<Vec<Row>> {
+    let mut cases = sizes
+        .iter()
+        .map(|&n| prepare(workload, n))
+        .collect::<Result<Vec<_>>>()?;
+    // Per case and round: (baseline ns, hit, allowed, denied as ratios).
+    let mut samples: Vec<Vec<[f64; 4]>> = vec![Vec::new(); cases.len()];
+    for _ in 0..ROUNDS {
+        for (case, out) in cases.iter_mut().zip(&mut samples) {
+            let ns = |d: std::time::Duration| d.as_nanos() as f64;
+            let before = ns(case.bed.run_baseline(&case.hit, REPEAT)?.1);
+            let h = ns(case.bed.run_xdp(&case.hit, REPEAT)?.1);
+            let a = ns(case.bed.run_xdp(&case.allowed, REPEAT)?.1);
+            let d = ns(case.bed.run_xdp(&case.denied, REPEAT)?.1);
+            let after = ns(case.bed.run_baseline(&case.hit, REPEAT)?.1);
+            // The yardstick measured on both sides of the case.
+            let base = ((before + after) / 2.0).max(1.0);
+            out.push([base, h / base, a / base, d / base]);
+        }
+    }
+    let column = |i: usize, c: usize| median(samples[i].iter().map(|s| s[c]).collect());
+    // Growth against the smallest rule count, round by round.
+    let growth = |i: usize, c: usize| {
+        median(
+            samples[i]
+                .iter()
+                .zip(&samples[0])
+                .map(|(s, first)| s[c] / first[c])
+                .collect(),
+        )
+    };
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            Ok(Row {
+                workload,
+                rules: case.rules,
+                baseline_ns: column(i, 0),
+                conntrack_hit: column(i, 1),
+                new_flow_allowed: column(i, 2),
+                new_flow_denied: column(i, 3),
+                allowed_growth: growth(i, 2),
+                denied_growth: growth(i, 3),
+                install_ms: case.install_ms,
+                policy_map_bytes: case.bed.policy_map_bytes()?,
+            })
+        })
+        .collect()
+}
+
+fn prepare(workload: Workload, n: usize) -> Result<Case> {
     let text = match workload {
         Workload::Hosts(family) => rule_set(family, n),
-        Workload::Mixed(_) => mixed_rule_set(n),
+        Workload::Mixed(_) | Workload::MixedCidr(_) => mixed_rule_set(n),
     };
     let loaded = config::parse(&text, "bench.toml")?;
     let groups: Vec<String> = loaded.config.groups.keys().cloned().collect();
@@ -184,7 +257,7 @@ pub fn measure(workload: Workload, n: usize) -> Result<Row> {
     let mut bed = TestBed::new(&loaded.config, &group_refs)?;
     let install_ms = started.elapsed().as_millis();
     let family = match workload {
-        Workload::Hosts(f) | Workload::Mixed(f) => f,
+        Workload::Hosts(f) | Workload::Mixed(f) | Workload::MixedCidr(f) => f,
     };
     let local = match family {
         Family::V4 => "198.19.255.254".parse()?,
@@ -192,15 +265,21 @@ pub fn measure(workload: Workload, n: usize) -> Result<Row> {
     };
     let (src, port) = match workload {
         Workload::Hosts(_) => (peer(family, n / 2), rule_port(n / 2)),
-        Workload::Mixed(_) => {
-            // A host in the middle block of its family, to a port inside
-            // the block's 1000-1999 range (no single-port entry matches).
+        Workload::Mixed(_) | Workload::MixedCidr(_) => {
+            // In the middle block of its family, to a port inside the
+            // block's 1000-1999 range (no single-port rule matches): from
+            // a host a rule names, or from another address of the /30.
             let blocks = n.div_ceil(RULES_PER_BLOCK);
             let b = (blocks / 2..blocks)
                 .chain(0..blocks / 2)
                 .find(|&b| mixed_block(b).0 == family)
                 .unwrap_or(0);
-            (offset(mixed_block(b).1, 1), 1500)
+            let host = if matches!(workload, Workload::MixedCidr(_)) {
+                3
+            } else {
+                1
+            };
+            (offset(mixed_block(b).1, host), 1500)
         }
     };
     // Opened once by a SYN; its ACKs then hit conntrack.
@@ -211,7 +290,7 @@ pub fn measure(workload: Workload, n: usize) -> Result<Row> {
     let allowed = packet::tcp(src, local, 40001, port, ACK);
     let denied = match workload {
         Workload::Hosts(_) => packet::tcp(src, local, 40002, port.wrapping_add(1), ACK),
-        Workload::Mixed(_) => packet::tcp(src, local, 40002, 3000, ACK),
+        Workload::Mixed(_) | Workload::MixedCidr(_) => packet::tcp(src, local, 40002, 3000, ACK),
     };
     anyhow::ensure!(
         bed.ingress(&open)? == crate::testrun::Verdict::Pass,
@@ -221,22 +300,12 @@ pub fn measure(workload: Workload, n: usize) -> Result<Row> {
         bed.ingress(&denied)? == crate::testrun::Verdict::Drop,
         "denied must drop"
     );
-    let (mut base, mut h, mut a, mut d) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..ROUNDS {
-        base.push(bed.run_baseline(&hit, REPEAT)?.1.as_nanos() as f64);
-        h.push(bed.run_xdp(&hit, REPEAT)?.1.as_nanos() as f64);
-        a.push(bed.run_xdp(&allowed, REPEAT)?.1.as_nanos() as f64);
-        d.push(bed.run_xdp(&denied, REPEAT)?.1.as_nanos() as f64);
-    }
-    let baseline_ns = median(base).max(1.0);
-    Ok(Row {
-        workload,
-        policy_map_bytes: bed.policy_map_bytes()?,
+    Ok(Case {
         rules: n,
-        baseline_ns,
-        conntrack_hit: median(h) / baseline_ns,
-        new_flow_allowed: median(a) / baseline_ns,
-        new_flow_denied: median(d) / baseline_ns,
+        bed,
         install_ms,
+        hit,
+        allowed,
+        denied,
     })
 }

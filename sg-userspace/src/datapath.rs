@@ -16,10 +16,14 @@ use aya::{
 };
 use sg_common::{
     CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey, ID_PREFIX_BITS,
-    IfacePolicy, PeerKeyV4, PeerKeyV6, RULE_PREFIX_FULL, RuleHits, RuleKey, RuleRef, RuntimeConfig,
+    IfacePolicy, PeerKeyV4, PeerKeyV6, RULE_INTERVAL_CAPACITY, RuleHits, RuleInterval, RuleSetKey,
+    RuleSpan, RuntimeConfig,
 };
 
-use crate::{compile::Compiled, state::StateDir};
+use crate::{
+    compile::{Compiled, RuleSet},
+    state::StateDir,
+};
 
 pub const XDP_PROGRAM: &str = "sg_ingress";
 pub const TC_PROGRAM: &str = "sg_egress";
@@ -60,10 +64,13 @@ const PEERS_V6: SplitMaps = SplitMaps {
     exact: "PEER_HOSTS_V6",
     trie: "PEERS_V6",
 };
-const RULES: SplitMaps = SplitMaps {
-    exact: "RULES_EXACT",
-    trie: "RULES",
-};
+const RULE_SETS: &str = "RULE_SETS";
+const RULE_INTERVALS: &str = "RULE_INTERVALS";
+
+type RuleMapHandles<'a> = (
+    HashMap<&'a mut MapData, RuleSetKey, RuleSpan>,
+    Array<&'a mut MapData, RuleInterval>,
+);
 
 pub struct Datapath {
     ebpf: Ebpf,
@@ -189,7 +196,60 @@ impl Datapath {
     fn try_write_policies(&mut self, compiled: &Compiled) -> Result<()> {
         self.write_split(PEERS_V4, &compiled.peers_v4, ID_PREFIX_BITS + 32)?;
         self.write_split(PEERS_V6, &compiled.peers_v6, ID_PREFIX_BITS + 128)?;
-        self.write_split(RULES, &compiled.rule_entries, RULE_PREFIX_FULL)
+        self.write_rule_sets(&crate::compile::rule_sets(&compiled.rule_entries))
+    }
+
+    /// Writes rule sets: their intervals into free room of the array, then
+    /// the hash entries that point at them. Their classes are fresh, so no
+    /// packet reaches them before the switch.
+    fn write_rule_sets(&mut self, sets: &[RuleSet]) -> Result<()> {
+        let (mut spans, mut intervals) = self.rule_maps()?;
+        let in_use: Vec<RuleSpan> = spans
+            .iter()
+            .map(|item| item.map(|(_, span)| span))
+            .collect::<Result<_, _>>()
+            .context("reading RULE_SETS")?;
+        let sizes: Vec<u32> = sets.iter().map(|s| s.intervals.len() as u32).collect();
+        let firsts = crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY)?;
+        for (set, &first) in sets.iter().zip(&firsts) {
+            for (index, interval) in (first..).zip(&set.intervals) {
+                intervals
+                    .set(index, interval, 0)
+                    .context("writing RULE_INTERVALS")?;
+            }
+        }
+        for (set, &first) in sets.iter().zip(&firsts) {
+            let span = RuleSpan {
+                first,
+                len: set.intervals.len() as u32,
+            };
+            spans
+                .insert(&set.key, &span, 0)
+                .context("writing RULE_SETS (map full?)")?;
+        }
+        Ok(())
+    }
+
+    fn rule_maps(&mut self) -> Result<RuleMapHandles<'_>> {
+        let [spans, intervals] = self.ebpf.maps_disjoint_mut([RULE_SETS, RULE_INTERVALS]);
+        let spans = spans.ok_or_else(|| anyhow!("map {RULE_SETS} missing"))?;
+        let intervals = intervals.ok_or_else(|| anyhow!("map {RULE_INTERVALS} missing"))?;
+        Ok((HashMap::try_from(spans)?, Array::try_from(intervals)?))
+    }
+
+    /// Removes the rule sets of the classes `doomed` picks. Their
+    /// intervals stay in the array, unreachable, until room is needed.
+    fn remove_rule_sets(&mut self, doomed: &impl Fn(u32) -> bool) -> Result<usize> {
+        let (mut spans, _) = self.rule_maps()?;
+        let stale: Vec<RuleSetKey> = spans
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(k.class))
+            .collect();
+        for key in &stale {
+            spans.remove(key)?;
+        }
+        Ok(stale.len())
     }
 
     /// Writes LPM entries, sending those of full length to the exact-match
@@ -356,13 +416,13 @@ impl Datapath {
         }
     }
 
-    /// Deletes every policy (peer trie) and class (rule trie) entry whose
+    /// Deletes every policy (peer maps) and class (rule sets) entry whose
     /// ID `doomed` picks. Returns how many entries went.
     pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
         Ok(
             self.remove_split::<PeerKeyV4, u32>(PEERS_V4, |k| k.policy, &doomed)?
                 + self.remove_split::<PeerKeyV6, u32>(PEERS_V6, |k| k.policy, &doomed)?
-                + self.remove_split::<RuleKey, RuleRef>(RULES, |k| k.class, &doomed)?,
+                + self.remove_rule_sets(&doomed)?,
         )
     }
 

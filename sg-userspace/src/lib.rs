@@ -21,6 +21,7 @@ pub mod netns;
 pub mod packet;
 pub mod reference;
 pub mod reuse;
+pub mod rule_store;
 pub mod state;
 pub mod status;
 pub mod testrun;

@@ -141,6 +141,7 @@ fn run(cli: Cli) -> Result<()> {
                     "peer_entries_v4": s.peer_entries_v4,
                     "peer_entries_v6": s.peer_entries_v6,
                     "rule_entries": s.rule_entries,
+                    "rule_intervals": s.rule_intervals,
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {

@@ -185,8 +185,8 @@ impl TestBed {
             "PEERS_V6",
             "PEER_HOSTS_V4",
             "PEER_HOSTS_V6",
-            "RULES",
-            "RULES_EXACT",
+            "RULE_SETS",
+            "RULE_INTERVALS",
         ] {
             let info = aya::maps::MapInfo::from_pin(self.dir.maps_dir().join(name))?;
             let fd = info.fd()?;

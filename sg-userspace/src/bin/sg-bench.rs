@@ -2,7 +2,8 @@
 //! (BPF_PROG_TEST_RUN) and end-to-end figures against nftables. Writes
 //! target/bench/report.json, and Markdown on stdout.
 //!
-//! Usage: sg-bench [--no-e2e] [RULE_COUNT...]
+//! Usage: sg-bench [--no-e2e] [--only TEXT] [RULE_COUNT...]
+//! (`--only` keeps the workloads whose label contains TEXT, e.g. "V4 mixed")
 
 use anyhow::Result;
 use sg::{
@@ -15,12 +16,18 @@ const E2E_RULES: usize = 1_000;
 
 fn main() -> Result<()> {
     let mut e2e = true;
+    let mut only: Option<String> = None;
     let mut sizes = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         if arg == "--no-e2e" {
             e2e = false;
+        } else if arg == "--only" {
+            only = Some(anyhow::Context::context(args.next(), "--only needs TEXT")?);
         } else {
-            sizes.push(arg.parse::<usize>()?);
+            sizes.push(anyhow::Context::with_context(arg.parse::<usize>(), || {
+                format!("not a rule count: {arg}")
+            })?);
         }
     }
     if sizes.is_empty() {
@@ -32,10 +39,14 @@ fn main() -> Result<()> {
         Workload::Hosts(Family::V6),
         Workload::Mixed(Family::V4),
         Workload::Mixed(Family::V6),
+        Workload::MixedCidr(Family::V4),
+        Workload::MixedCidr(Family::V6),
     ];
-    for workload in workloads {
-        for &n in &sizes {
-            let row = measure(workload, n)?;
+    let selected = workloads
+        .into_iter()
+        .filter(|w| only.as_ref().is_none_or(|t| w.label().contains(t.as_str())));
+    for workload in selected {
+        for row in measure(workload, &sizes)? {
             eprintln!("{row:?}");
             rows.push(row);
         }
@@ -92,8 +103,8 @@ fn main() -> Result<()> {
                 workload.label(),
                 big.rules,
                 small.rules,
-                big.new_flow_allowed / small.new_flow_allowed,
-                big.new_flow_denied / small.new_flow_denied
+                big.allowed_growth,
+                big.denied_growth
             );
         }
     }

@@ -1,7 +1,7 @@
 //! Rule compiler: configuration → the exact BPF map entries.
 //!
 //! A pure function with no kernel and no root. The shape follows Cilium's
-//! policy path (DESIGN-NOTES "Classification"): two LPM lookups per packet,
+//! policy path (DESIGN-NOTES "Classification"): two lookups per packet,
 //! whatever the number of rules.
 //!
 //! 1. **Peer → class.** For each policy and address family, the distinct
@@ -11,8 +11,8 @@
 //!    address (prefixes that contain one address are nested, so the longest
 //!    one is inside every other). Identical rule sets share one class ID.
 //!    Key: `{prefix_len = 32 + cidr_len, policy (BE), addr (masked)}`.
-//! 2. **(class, proto, port) → rule.** Key: `{prefix_len, class (BE), proto,
-//!    port (BE)}`:
+//! 2. **(class, proto, port) → rule.** Each rule of a class becomes match
+//!    blocks, prefixes over `{class (BE), proto, port (BE)}` ([`RuleKey`]):
 //!    - all protocols: prefix 32, proto and port zero;
 //!    - one protocol, every port (or a protocol without ports, or ICMP with
 //!      no type): prefix 40, port zero;
@@ -20,11 +20,14 @@
 //!    - ICMP/ICMPv6: the port slot holds `type << 8 | code`; type only is
 //!      prefix 48, type and code 56.
 //!
-//!    The value is the index of the allowing rule in [`Compiled::rules`].
+//!    The longest block that covers a packet names its rule, an index into
+//!    [`Compiled::rules`]. The kernel does not walk blocks: [`rule_sets`]
+//!    flattens each class's blocks, per protocol, into sorted disjoint
+//!    port intervals that give the same answer.
 //!
-//! **What the kernel must put in the rule key for a packet:** the
-//! destination port for TCP (6) and UDP (17); `type << 8 | code` for ICMP
-//! (1) and ICMPv6 (58); zero for every other protocol. Prefix length 56.
+//! **What the kernel must use as the port for a packet:** the destination
+//! port for TCP (6) and UDP (17); `type << 8 | code` for ICMP (1) and
+//! ICMPv6 (58); zero for every other protocol.
 //!
 //! Policy and class IDs come from one counter that starts at `first_id`, so
 //! a later compile can use fresh IDs: the loader writes the new entries,
@@ -38,14 +41,35 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sg_common::{
     ID_PREFIX_BITS, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4,
-    IFACE_F_INGRESS_ALL_V6, PeerKeyV4, PeerKeyV6, RULE_F_ANYWHERE, RULE_PREFIX_ANY_PROTO,
-    RULE_PREFIX_PROTO, RuleKey, RuleRef,
+    IFACE_F_INGRESS_ALL_V6, PeerKeyV4, PeerKeyV6, RULE_F_ANYWHERE, RuleRef,
 };
 
 use crate::config::{Config, Direction, Peer, PortMatch, Proto, Rule};
 
+mod rule_sets;
 #[cfg(test)]
 mod tests;
+
+pub use rule_sets::{RuleSet, rule_sets};
+
+/// A rule's match block, as a prefix over (class, protocol, port): class ID
+/// (big endian), protocol, destination port (big endian; for ICMP
+/// `type << 8 | code`). The kernel gets the blocks of each class flattened
+/// into port intervals ([`rule_sets`]), with the longest block winning.
+///
+/// Prefix lengths: 32 = any protocol, 40 = one protocol and any port,
+/// 40 + n = the first n bits of the port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    pub class: [u8; 4],
+    pub proto: u8,
+    pub port: [u8; 2],
+    pub _pad: u8,
+}
+
+pub const RULE_PREFIX_ANY_PROTO: u32 = ID_PREFIX_BITS;
+pub const RULE_PREFIX_PROTO: u32 = ID_PREFIX_BITS + 8;
+pub const RULE_PREFIX_FULL: u32 = RULE_PREFIX_PROTO + 16;
 
 /// A local interface to enforce: its groups and its addresses. The
 /// addresses make the interface a member of each of its groups (SPEC 1.5).
@@ -182,7 +206,8 @@ pub struct Compiled {
     /// `(prefix_len, key, class id)`, sorted, each `(prefix_len, key)` once.
     pub peers_v4: Vec<(u32, PeerKeyV4, u32)>,
     pub peers_v6: Vec<(u32, PeerKeyV6, u32)>,
-    /// `(prefix_len, key, rule)`, sorted, each `(prefix_len, key)` once.
+    /// Match blocks: `(prefix_len, key, rule)`, sorted, each
+    /// `(prefix_len, key)` once.
     pub rule_entries: Vec<(u32, RuleKey, RuleRef)>,
     /// The first ID not used: pass it as `first_id` to the next compile.
     pub next_id: u32,
@@ -201,6 +226,8 @@ pub struct Summary {
     pub peer_entries_v4: usize,
     pub peer_entries_v6: usize,
     pub rule_entries: usize,
+    /// What the kernel holds: port intervals over all rule sets.
+    pub rule_intervals: usize,
 }
 
 impl Compiled {
@@ -214,6 +241,10 @@ impl Compiled {
             peer_entries_v4: self.peers_v4.len(),
             peer_entries_v6: self.peers_v6.len(),
             rule_entries: self.rule_entries.len(),
+            rule_intervals: rule_sets(&self.rule_entries)
+                .iter()
+                .map(|s| s.intervals.len())
+                .sum(),
         }
     }
 
@@ -241,7 +272,8 @@ impl fmt::Display for Summary {
         writeln!(f, "peer classes:      {}", self.classes)?;
         writeln!(f, "peer entries v4:   {}", self.peer_entries_v4)?;
         writeln!(f, "peer entries v6:   {}", self.peer_entries_v6)?;
-        write!(f, "rule entries:      {}", self.rule_entries)
+        writeln!(f, "rule entries:      {}", self.rule_entries)?;
+        write!(f, "rule intervals:    {}", self.rule_intervals)
     }
 }
 

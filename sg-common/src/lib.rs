@@ -94,11 +94,10 @@ pub const IFACE_F_EGRESS_ALL_V4: u32 = 4;
 /// The interface's egress policy allows all traffic to `::/0`.
 pub const IFACE_F_EGRESS_ALL_V6: u32 = 8;
 
-/// Bits of the LPM key that hold the policy or class ID.
+/// Bits of a prefix key that hold the policy or class ID.
 pub const ID_PREFIX_BITS: u32 = 32;
 
-/// Peer LPM trie key data for IPv4: policy ID (big endian), then the address.
-/// The prefix length counts the 32 ID bits plus the CIDR's length.
+/// Key of `PEER_HOSTS_V4`: policy ID (big endian), then a host address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKeyV4 {
@@ -106,13 +105,82 @@ pub struct PeerKeyV4 {
     pub addr: [u8; 4],
 }
 
-/// Peer LPM trie key data for IPv6; see [`PeerKeyV4`].
+/// Key of `PEER_HOSTS_V6`; see [`PeerKeyV4`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKeyV6 {
     pub policy: [u8; 4],
     pub addr: [u8; 16],
 }
+
+/// Key of `PEER_NETS_V4`: a peer prefix of a policy shorter than a host,
+/// or a marker on the way to one. `addr` is masked to `len` bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerNetKeyV4 {
+    pub policy: [u8; 4],
+    pub len: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 4],
+}
+
+/// Key of `PEER_NETS_V6`; see [`PeerNetKeyV4`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerNetKeyV6 {
+    pub policy: [u8; 4],
+    pub len: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+/// Value of `PEER_NETS_*`: the class of the longest peer prefix that holds
+/// the key's addresses (0: none), and whether a longer one may hold the
+/// packet's address ([`PEER_F_LONGER`]: search on among longer lengths).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerNet {
+    pub class: u32,
+    pub flags: u32,
+}
+
+pub const PEER_F_LONGER: u32 = 1;
+
+/// Key of `PEER_LENGTHS`: a policy and an address family (`FAMILY_*`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerLengthsKey {
+    pub policy: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Most prefix lengths a family can have below a host (IPv6: 0-127).
+pub const PEER_MAX_LENGTHS: usize = 128;
+
+/// Value of `PEER_LENGTHS`: the distinct prefix lengths of a policy's
+/// peers (hosts excluded), as a binary search tree in an array: node `i`
+/// (1-based) is `lens[i - 1]`, its children `2i` (shorter) and `2i + 1`
+/// (longer). A search probes one length per level (binary search on
+/// prefix lengths, Waldvogel et al.), at most [`PEER_SEARCH_STEPS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerLengths {
+    pub count: u32,
+    pub lens: [u8; PEER_MAX_LENGTHS],
+}
+
+impl Default for PeerLengths {
+    fn default() -> Self {
+        PeerLengths {
+            count: 0,
+            lens: [0; PEER_MAX_LENGTHS],
+        }
+    }
+}
+
+/// Levels of a tree of up to 255 nodes.
+pub const PEER_SEARCH_STEPS: u32 = 8;
 
 /// Key of `RULE_SETS`: a class and a protocol, or the class's fallback
 /// for every protocol without a set of its own (`any = 1`, `proto = 0`).
@@ -367,13 +435,12 @@ pub const EVSTAT_SUPPRESSED: u32 = 0;
 pub const EVSTAT_RING_FULL: u32 = 1;
 pub const EVSTAT_COUNT: u32 = 2;
 
-/// Capacity of the peer tries. Entries are allocated on demand
-/// (`BPF_F_NO_PREALLOC`), so a large bound costs nothing until used.
-pub const PEER_MAP_CAPACITY: u32 = 1 << 20;
-/// The exact-match peer hashes in front of the tries, and `RULE_SETS`. A
-/// hash allocates its bucket array (16 bytes a bucket) up front even
-/// without preallocated entries, so these are sized for real rule sets.
-pub const EXACT_PEER_CAPACITY: u32 = 1 << 18;
+/// The policy hashes. Entries are allocated on demand
+/// (`BPF_F_NO_PREALLOC`), but a hash allocates its bucket array (16 bytes
+/// a bucket) up front, so these are sized for real rule sets.
+pub const PEER_HOST_CAPACITY: u32 = 1 << 18;
+pub const PEER_NET_CAPACITY: u32 = 1 << 19;
+pub const PEER_LENGTHS_CAPACITY: u32 = 8192;
 pub const RULE_SET_CAPACITY: u32 = 1 << 20;
 /// `RULE_INTERVALS`, an array (12 bytes an entry, allocated up front):
 /// room for the live rule sets and a whole new generation beside them.
@@ -394,6 +461,11 @@ mod pod {
     unsafe impl aya::Pod for IfacePolicy {}
     unsafe impl aya::Pod for PeerKeyV4 {}
     unsafe impl aya::Pod for PeerKeyV6 {}
+    unsafe impl aya::Pod for PeerNetKeyV4 {}
+    unsafe impl aya::Pod for PeerNetKeyV6 {}
+    unsafe impl aya::Pod for PeerNet {}
+    unsafe impl aya::Pod for PeerLengthsKey {}
+    unsafe impl aya::Pod for PeerLengths {}
     unsafe impl aya::Pod for RuleSetKey {}
     unsafe impl aya::Pod for RuleSpan {}
     unsafe impl aya::Pod for RuleInterval {}
@@ -418,6 +490,11 @@ mod tests {
         assert_eq!(size_of::<IfacePolicy>(), 16);
         assert_eq!(size_of::<PeerKeyV4>(), 8);
         assert_eq!(size_of::<PeerKeyV6>(), 20);
+        assert_eq!(size_of::<PeerNetKeyV4>(), 12);
+        assert_eq!(size_of::<PeerNetKeyV6>(), 24);
+        assert_eq!(size_of::<PeerNet>(), 8);
+        assert_eq!(size_of::<PeerLengthsKey>(), 8);
+        assert_eq!(size_of::<PeerLengths>(), 132);
         assert_eq!(size_of::<RuleSetKey>(), 8);
         assert_eq!(size_of::<RuleSpan>(), 8);
         assert_eq!(size_of::<RuleInterval>(), 12);

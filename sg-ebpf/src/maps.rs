@@ -4,12 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sg_common::{
     CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
-    EVSTAT_COUNT, EXACT_PEER_CAPACITY, FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy,
-    PEER_MAP_CAPACITY, PeerKeyV4, PeerKeyV6, RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY,
+    EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy, PEER_HOST_CAPACITY,
+    PEER_LENGTHS_CAPACITY, PEER_NET_CAPACITY, PeerKeyV4, PeerKeyV6, PeerLengths, PeerLengthsKey,
+    PeerNet, PeerNetKeyV4, PeerNetKeyV6, RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY,
     RULE_SET_CAPACITY, RuleHits, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig, TokenBucket,
 };
 
@@ -17,22 +18,30 @@ use sg_common::{
 #[map]
 pub static IFACE_POLICY: HashMap<u32, IfacePolicy> = HashMap::pinned(IFACE_MAP_CAPACITY, 0);
 
-/// (policy, source or destination address) -> peer class.
-#[map]
-pub static PEERS_V4: LpmTrie<PeerKeyV4, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
-#[map]
-pub static PEERS_V6: LpmTrie<PeerKeyV6, u32> = LpmTrie::pinned(PEER_MAP_CAPACITY, 0);
-
-/// Exact-match fast paths in front of the tries: host peers (/32, /128).
-/// A full-length key is the longest match there can be, so a hit here is
-/// the trie's answer; the tries hold only real prefixes. Allocated on
-/// demand, like the tries.
+/// (policy, host address) -> peer class: hosts cost one lookup.
 #[map]
 pub static PEER_HOSTS_V4: HashMap<PeerKeyV4, u32> =
-    HashMap::pinned(EXACT_PEER_CAPACITY, BPF_F_NO_PREALLOC);
+    HashMap::pinned(PEER_HOST_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 pub static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
-    HashMap::pinned(EXACT_PEER_CAPACITY, BPF_F_NO_PREALLOC);
+    HashMap::pinned(PEER_HOST_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// (policy, prefix length, masked address) -> peer class, for prefixes
+/// shorter than a host, plus markers that steer a binary search over the
+/// policy's prefix lengths (`PEER_LENGTHS`). A longest-prefix match in at
+/// most 8 hash lookups, however many prefixes there are (an LPM trie
+/// grows deeper with every prefix).
+#[map]
+pub static PEER_NETS_V4: HashMap<PeerNetKeyV4, PeerNet> =
+    HashMap::pinned(PEER_NET_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static PEER_NETS_V6: HashMap<PeerNetKeyV6, PeerNet> =
+    HashMap::pinned(PEER_NET_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// (policy, family) -> the prefix lengths to search, as a tree.
+#[map]
+pub static PEER_LENGTHS: HashMap<PeerLengthsKey, PeerLengths> =
+    HashMap::pinned(PEER_LENGTHS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// (class, protocol) -> its sorted, disjoint port intervals in
 /// `RULE_INTERVALS`. A hash and a bounded binary search: the cost depends

@@ -31,15 +31,15 @@ pub enum Family {
 /// The rule sets measured.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 pub enum Workload {
-    /// TCP rules from distinct host peers to distinct ports: the
-    /// exact-match fast path.
+    /// TCP rules from distinct host peers to distinct ports: the host
+    /// hash, one interval per class.
     Hosts(Family),
     /// v4 and v6 rules in nested CIDR blocks with port ranges, plus broad
-    /// rules from everywhere: classes overlap and ranges need the tries.
+    /// rules from everywhere: classes overlap and ports fall in ranges.
     /// The packet measured is of `Family`, from a host that a rule names.
     Mixed(Family),
     /// The mixed rule set, with the packet from an address inside a /30
-    /// (/126) that no host rule names: the peer trie is walked too.
+    /// (/126) that no host rule names: the prefix search runs too.
     MixedCidr(Family),
 }
 
@@ -69,7 +69,8 @@ pub struct Row {
     pub allowed_growth: f64,
     pub denied_growth: f64,
     pub install_ms: u128,
-    /// Kernel memory of the policy maps (tries and their hashes).
+    /// Kernel memory of the policy maps (peer and rule hashes, interval
+    /// array).
     pub policy_map_bytes: u64,
 }
 

@@ -5,19 +5,16 @@ use std::collections::HashSet;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{
-        Array, HashMap, MapData, PerCpuArray, PerCpuHashMap,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
     },
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey, ID_PREFIX_BITS,
-    IfacePolicy, PeerKeyV4, PeerKeyV6, RULE_INTERVAL_CAPACITY, RuleHits, RuleInterval, RuleSetKey,
-    RuleSpan, RuntimeConfig,
+    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey, IfacePolicy, PeerKeyV4,
+    PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
+    RULE_INTERVAL_CAPACITY, RuleHits, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig,
 };
 
 use crate::{
@@ -44,26 +41,6 @@ pub enum AttachMode {
     Tc,
 }
 
-/// A trie and the exact-match hash in front of it.
-#[derive(Clone, Copy)]
-struct SplitMaps {
-    exact: &'static str,
-    trie: &'static str,
-}
-
-type SplitMapHandles<'a, K, V> = (
-    HashMap<&'a mut MapData, K, V>,
-    LpmTrie<&'a mut MapData, K, V>,
-);
-
-const PEERS_V4: SplitMaps = SplitMaps {
-    exact: "PEER_HOSTS_V4",
-    trie: "PEERS_V4",
-};
-const PEERS_V6: SplitMaps = SplitMaps {
-    exact: "PEER_HOSTS_V6",
-    trie: "PEERS_V6",
-};
 const RULE_SETS: &str = "RULE_SETS";
 const RULE_INTERVALS: &str = "RULE_INTERVALS";
 
@@ -194,9 +171,42 @@ impl Datapath {
     }
 
     fn try_write_policies(&mut self, compiled: &Compiled) -> Result<()> {
-        self.write_split(PEERS_V4, &compiled.peers_v4, ID_PREFIX_BITS + 32)?;
-        self.write_split(PEERS_V6, &compiled.peers_v6, ID_PREFIX_BITS + 128)?;
+        let peers = crate::compile::peer_tables(&compiled.peers_v4, &compiled.peers_v6);
+        self.write_hash("PEER_HOSTS_V4", &peers.hosts_v4)?;
+        self.write_hash("PEER_HOSTS_V6", &peers.hosts_v6)?;
+        self.write_hash("PEER_NETS_V4", &peers.nets_v4)?;
+        self.write_hash("PEER_NETS_V6", &peers.nets_v6)?;
+        // Last: a policy's lengths make its prefixes reachable.
+        self.write_hash("PEER_LENGTHS", &peers.lengths)?;
         self.write_rule_sets(&crate::compile::rule_sets(&compiled.rule_entries))
+    }
+
+    fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
+        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
+        for (key, value) in entries {
+            map.insert(key, value, 0)
+                .with_context(|| format!("writing {name} (map full?)"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of hash `name` whose ID `doomed` picks.
+    fn remove_hash<K: Pod, V: Pod>(
+        &mut self,
+        name: &str,
+        id_of: impl Fn(&K) -> u32,
+        doomed: &impl Fn(u32) -> bool,
+    ) -> Result<usize> {
+        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
+        let stale: Vec<K> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(id_of(k)))
+            .collect();
+        for key in &stale {
+            map.remove(key)?;
+        }
+        Ok(stale.len())
     }
 
     /// Writes rule sets: their intervals into free room of the array, then
@@ -235,78 +245,6 @@ impl Datapath {
         let spans = spans.ok_or_else(|| anyhow!("map {RULE_SETS} missing"))?;
         let intervals = intervals.ok_or_else(|| anyhow!("map {RULE_INTERVALS} missing"))?;
         Ok((HashMap::try_from(spans)?, Array::try_from(intervals)?))
-    }
-
-    /// Removes the rule sets of the classes `doomed` picks. Their
-    /// intervals stay in the array, unreachable, until room is needed.
-    fn remove_rule_sets(&mut self, doomed: &impl Fn(u32) -> bool) -> Result<usize> {
-        let (mut spans, _) = self.rule_maps()?;
-        let stale: Vec<RuleSetKey> = spans
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| doomed(k.class))
-            .collect();
-        for key in &stale {
-            spans.remove(key)?;
-        }
-        Ok(stale.len())
-    }
-
-    /// Writes LPM entries, sending those of full length to the exact-match
-    /// hash in front of the trie: the datapath tries the hash first, so
-    /// host peers and single ports cost one hash lookup however many rules
-    /// there are, and the trie only holds real prefixes.
-    fn write_split<K: Pod, V: Pod>(
-        &mut self,
-        maps: SplitMaps,
-        entries: &[(u32, K, V)],
-        full_len: u32,
-    ) -> Result<()> {
-        let (mut exact, mut trie) = self.split_maps::<K, V>(maps)?;
-        for (prefix, key, value) in entries {
-            if *prefix == full_len {
-                exact.insert(key, value, 0)
-            } else {
-                trie.insert(&Key::new(*prefix, *key), value, 0)
-            }
-            .with_context(|| format!("writing {} (map full?)", maps.trie))?;
-        }
-        Ok(())
-    }
-
-    fn split_maps<K: Pod, V: Pod>(&mut self, maps: SplitMaps) -> Result<SplitMapHandles<'_, K, V>> {
-        let [exact, trie] = self.ebpf.maps_disjoint_mut([maps.exact, maps.trie]);
-        let exact = exact.ok_or_else(|| anyhow!("map {} missing", maps.exact))?;
-        let trie = trie.ok_or_else(|| anyhow!("map {} missing", maps.trie))?;
-        Ok((HashMap::try_from(exact)?, LpmTrie::try_from(trie)?))
-    }
-
-    /// Removes the entries of both maps of `maps` whose ID `doomed` picks.
-    fn remove_split<K: Pod, V: Pod>(
-        &mut self,
-        maps: SplitMaps,
-        id_of: impl Fn(&K) -> [u8; 4],
-        doomed: &impl Fn(u32) -> bool,
-    ) -> Result<usize> {
-        let doomed = |key: &K| doomed(u32::from_be_bytes(id_of(key)));
-        let (mut exact, mut trie) = self.split_maps::<K, V>(maps)?;
-        let stale_exact: Vec<K> = exact
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| doomed(k))
-            .collect();
-        let stale_trie: Vec<Key<K>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| doomed(&k.data()))
-            .collect();
-        for key in &stale_exact {
-            exact.remove(key)?;
-        }
-        for key in &stale_trie {
-            trie.remove(key)?;
-        }
-        Ok(stale_exact.len() + stale_trie.len())
     }
 
     /// Installs a compiled policy set: writes its entries, switches every
@@ -418,11 +356,26 @@ impl Datapath {
 
     /// Deletes every policy (peer maps) and class (rule sets) entry whose
     /// ID `doomed` picks. Returns how many entries went.
+    /// Their intervals stay in the array, unreachable, until the room is
+    /// needed again.
     pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        let id = u32::from_be_bytes;
         Ok(
-            self.remove_split::<PeerKeyV4, u32>(PEERS_V4, |k| k.policy, &doomed)?
-                + self.remove_split::<PeerKeyV6, u32>(PEERS_V6, |k| k.policy, &doomed)?
-                + self.remove_rule_sets(&doomed)?,
+            // Lengths first: a policy's prefixes become unreachable at once.
+            self.remove_hash::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS", |k| k.policy, &doomed)?
+                + self.remove_hash::<PeerKeyV4, u32>("PEER_HOSTS_V4", |k| id(k.policy), &doomed)?
+                + self.remove_hash::<PeerKeyV6, u32>("PEER_HOSTS_V6", |k| id(k.policy), &doomed)?
+                + self.remove_hash::<PeerNetKeyV4, PeerNet>(
+                    "PEER_NETS_V4",
+                    |k| id(k.policy),
+                    &doomed,
+                )?
+                + self.remove_hash::<PeerNetKeyV6, PeerNet>(
+                    "PEER_NETS_V6",
+                    |k| id(k.policy),
+                    &doomed,
+                )?
+                + self.remove_hash::<RuleSetKey, RuleSpan>(RULE_SETS, |k| k.class, &doomed)?,
         )
     }
 

@@ -83,7 +83,7 @@ fn reserve_ids(dir: &StateDir, state: &State, next_id: u32, slots: &[u32]) -> Re
 }
 
 /// Gives every rule of `compiled` its slot: the slot it had before if its
-/// ID was in force, else a fresh one. Rewrites the rule trie's values from
+/// ID was in force, else a fresh one. Rewrites the match blocks' values from
 /// compile positions to slots, so hit counters and the rules recorded in
 /// tracked connections keep naming the same rule across applies.
 fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {

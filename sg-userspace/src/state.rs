@@ -38,7 +38,7 @@ pub struct State {
     #[serde(default)]
     pub last_written: usize,
     /// Every rule in force; `RuleRecord::slot` is the `RuleRef` value the
-    /// rule trie holds for it.
+    /// rule intervals hold for it.
     pub rules: Vec<RuleRecord>,
     /// First rule slot never handed out. Slots are never reused, so a hit
     /// counter (or a tracked connection's rule) always names one rule.

@@ -181,10 +181,11 @@ impl TestBed {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let mut total = 0;
         for name in [
-            "PEERS_V4",
-            "PEERS_V6",
             "PEER_HOSTS_V4",
             "PEER_HOSTS_V6",
+            "PEER_NETS_V4",
+            "PEER_NETS_V6",
+            "PEER_LENGTHS",
             "RULE_SETS",
             "RULE_INTERVALS",
         ] {

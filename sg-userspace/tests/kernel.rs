@@ -525,3 +525,80 @@ fn live_apply_switches_rules() {
     // The connection opened before the change goes on (SPEC 1.8).
     assert_eq!(b.ingress(&packet::tcp(p, l, 1000, 80, ACK)).unwrap(), Pass);
 }
+
+/// One rule per prefix length, all nested around one address: the binary
+/// search on prefix lengths must find the longest prefix (and so every
+/// rule of the shorter ones) at each depth, for IPv4's 32 lengths and a
+/// tree of 97 IPv6 lengths.
+#[test]
+fn every_prefix_length_nests_v4_and_v6() {
+    use ipnet::IpNet;
+    let a4: std::net::Ipv4Addr = "198.18.85.170".parse().unwrap();
+    let a6: std::net::Ipv6Addr = "2001:db8:5555:aaaa:5555:aaaa:5555:aaaa".parse().unwrap();
+    let mut toml = String::from("[groups.deep]\negress = []\ningress = [\n");
+    let v4_lens: Vec<u8> = (0..=32).collect();
+    let v6_lens: Vec<u8> = std::iter::once(0).chain(32..=128).collect();
+    for &len in &v4_lens {
+        let net = IpNet::new(a4.into(), len).unwrap().trunc();
+        toml += &format!(
+            "  {{ proto = \"tcp\", ports = \"{}\", from = \"{net}\" }},\n",
+            1000 + u16::from(len)
+        );
+    }
+    for &len in &v6_lens {
+        let net = IpNet::new(a6.into(), len).unwrap().trunc();
+        toml += &format!(
+            "  {{ proto = \"tcp\", ports = \"{}\", from = \"{net}\" }},\n",
+            2000 + u16::from(len)
+        );
+    }
+    toml += "]\n";
+    let mut b = bed(&toml, &["deep"]);
+
+    // An address that shares exactly `depth` leading bits with the centre.
+    let v4_at = |depth: u8| -> IpAddr {
+        let bits = u32::from(a4);
+        let flipped = if depth == 32 {
+            bits
+        } else {
+            bits ^ (1 << (31 - depth))
+        };
+        IpAddr::V4(flipped.into())
+    };
+    let v6_at = |depth: u8| -> IpAddr {
+        let bits = u128::from(a6);
+        let flipped = if depth == 128 {
+            bits
+        } else {
+            bits ^ (1 << (127 - depth))
+        };
+        IpAddr::V6(flipped.into())
+    };
+    let mut checked = 0;
+    // Inside 198.18.0.0/15 only: depths 15 to 32.
+    for depth in 15..=32u8 {
+        let src = v4_at(depth);
+        for &len in &v4_lens {
+            let want = if len <= depth { Pass } else { Drop };
+            let port = 1000 + u16::from(len);
+            let got = b
+                .ingress(&packet::tcp(src, ip(LOCAL4), 40000, port, ACK))
+                .unwrap();
+            assert_eq!(got, want, "{src} to port {port} (a /{len} rule)");
+            checked += 1;
+        }
+    }
+    for depth in [32u8, 33, 47, 63, 64, 65, 96, 100, 126, 127, 128] {
+        let src = v6_at(depth);
+        for &len in &v6_lens {
+            let want = if len <= depth { Pass } else { Drop };
+            let port = 2000 + u16::from(len);
+            let got = b
+                .ingress(&packet::tcp(src, ip(LOCAL6), 40000, port, ACK))
+                .unwrap();
+            assert_eq!(got, want, "{src} to port {port} (a /{len} rule)");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18 * 33 + 11 * 98);
+}

@@ -65,14 +65,17 @@ fn main() -> Result<()> {
     )?;
 
     println!("## Per-packet cost (BPF_PROG_TEST_RUN, XDP ingress)\n");
-    println!("Each figure is the median time per packet divided by the median time of a");
-    println!("do-nothing XDP program (`sg_baseline`), both measured in the same run,");
-    println!("interleaved, 200,000 runs per measurement, all rules on one interface.\n");
+    println!("Each figure is the time per packet divided by the time of a do-nothing XDP");
+    println!("program (`sg_baseline`) run just before and after it, 200,000 runs per");
+    println!("measurement, median of 11 rounds, all rules on one interface. Every rule count");
+    println!("of a workload is installed at once and measured in the same rounds, so the");
+    println!("growth figures below compare costs side by side.\n");
     println!("- *hosts*: TCP rules from distinct host peers to distinct ports, 1,000 per group;");
     println!("- *mixed*: v4 and v6 rules, four per nested block (a /28 or /64 to ports 1000-1999,");
     println!("  a /30 or /126 inside it to 20000-20063, two hosts: one port, 5000-5099 udp), 250");
     println!("  blocks per group, plus http from anywhere, ssh from both test ranges, icmp;");
-    println!("  the packet is to a port inside a range, so the trie is walked;");
+    println!("  the packet is to a port inside a range, from a host a rule names (*mixed*)");
+    println!("  or from another address of a /30 or /126 (*mixed, CIDR peer*);");
     println!("- *conntrack hit*: an ACK of a tracked connection;");
     println!("- *new flow allowed*: an ACK a rule allows, with no entry (classified every time);");
     println!("- *new flow denied*: an ACK no rule allows (classification, drop counter, event);");

@@ -10,7 +10,9 @@
 //!    match for an address then carries every rule whose peer covers the
 //!    address (prefixes that contain one address are nested, so the longest
 //!    one is inside every other). Identical rule sets share one class ID.
-//!    Key: `{prefix_len = 32 + cidr_len, policy (BE), addr (masked)}`.
+//!    Entry: `{prefix_len = 32 + cidr_len, policy (BE), addr (masked)}`;
+//!    [`peer_tables`] turns them into the kernel's host hash and binary
+//!    search on prefix lengths.
 //! 2. **(class, proto, port) → rule.** Each rule of a class becomes match
 //!    blocks, prefixes over `{class (BE), proto, port (BE)}` ([`RuleKey`]):
 //!    - all protocols: prefix 32, proto and port zero;
@@ -46,10 +48,12 @@ use sg_common::{
 
 use crate::config::{Config, Direction, Peer, PortMatch, Proto, Rule};
 
+mod peer_search;
 mod rule_sets;
 #[cfg(test)]
 mod tests;
 
+pub use peer_search::{PeerTables, peer_tables};
 pub use rule_sets::{RuleSet, rule_sets};
 
 /// A rule's match block, as a prefix over (class, protocol, port): class ID
@@ -302,7 +306,7 @@ pub fn port_prefixes(from: u16, to: u16) -> Vec<(u16, u32)> {
     out
 }
 
-/// Rule-trie entries of one rule's protocol and ports, as
+/// Match blocks of one rule's protocol and ports, as
 /// `(prefix_len, proto, port slot)`.
 pub fn match_entries(proto: Proto, ports: &PortMatch) -> Vec<(u32, u8, u16)> {
     let p = match proto {
@@ -391,7 +395,7 @@ fn anywhere(nets: &[Net], family: Family) -> bool {
     nets.iter().any(|n| n.family == family && n.len == 0)
 }
 
-/// Is the rule-trie block `inner` (`(prefix_len, proto, port)`) inside the
+/// Is the match block `inner` (`(prefix_len, proto, port)`) inside the
 /// block `outer`?
 fn block_contains(outer: (u32, u8, u16), inner: (u32, u8, u16)) -> bool {
     let (po, proto_o, port_o) = outer;

@@ -1,0 +1,300 @@
+//! Peer prefixes → the kernel's peer search tables.
+//!
+//! Hosts go to an exact-match hash. Shorter prefixes are found by a binary
+//! search on prefix lengths (Waldvogel, Varghese, Turner, Plattner:
+//! "Scalable High Speed IP Routing Lookups", 1997): per policy and family,
+//! the distinct lengths form a balanced tree; each prefix is a hash entry
+//! keyed by (policy, length, masked address), and leaves a *marker* at
+//! every tree node where the search for it turns to longer lengths. A
+//! marker carries the class of the longest real prefix that holds it, so
+//! a search that follows a marker and then misses still has its answer.
+//! A lookup costs at most one probe per tree level (8 for IPv6), whatever
+//! the number of prefixes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sg_common::{
+    FAMILY_V4, FAMILY_V6, PEER_F_LONGER, PEER_MAX_LENGTHS, PeerKeyV4, PeerKeyV6, PeerLengths,
+    PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
+};
+
+use super::ID_PREFIX_BITS;
+
+/// Everything the kernel's peer lookup reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerTables {
+    pub hosts_v4: Vec<(PeerKeyV4, u32)>,
+    pub hosts_v6: Vec<(PeerKeyV6, u32)>,
+    pub nets_v4: Vec<(PeerNetKeyV4, PeerNet)>,
+    pub nets_v6: Vec<(PeerNetKeyV6, PeerNet)>,
+    pub lengths: Vec<(PeerLengthsKey, PeerLengths)>,
+}
+
+/// A family's prefixes of one policy: `(length, address in the low bits)`
+/// -> class.
+type Prefixes = HashMap<(u8, u128), u32>;
+
+/// Builds the tables from the compiler's peer entries (`(32 + length,
+/// key, class)`, as in [`super::Compiled::peers_v4`]).
+pub fn peer_tables(
+    peers_v4: &[(u32, PeerKeyV4, u32)],
+    peers_v6: &[(u32, PeerKeyV6, u32)],
+) -> PeerTables {
+    let mut out = PeerTables::default();
+    let mut v4: BTreeMap<u32, Prefixes> = BTreeMap::new();
+    for (prefix, key, class) in peers_v4 {
+        let len = (prefix - ID_PREFIX_BITS) as u8;
+        if len == 32 {
+            out.hosts_v4.push((*key, *class));
+        } else {
+            let addr = u128::from(u32::from_be_bytes(key.addr));
+            v4.entry(u32::from_be_bytes(key.policy))
+                .or_default()
+                .insert((len, addr), *class);
+        }
+    }
+    let mut v6: BTreeMap<u32, Prefixes> = BTreeMap::new();
+    for (prefix, key, class) in peers_v6 {
+        let len = (prefix - ID_PREFIX_BITS) as u8;
+        if len == 128 {
+            out.hosts_v6.push((*key, *class));
+        } else {
+            v6.entry(u32::from_be_bytes(key.policy))
+                .or_default()
+                .insert((len, u128::from_be_bytes(key.addr)), *class);
+        }
+    }
+    for (policy, prefixes) in v4 {
+        let (lengths, nets) = search_tables(&prefixes, 32);
+        out.lengths.push((lengths_key(policy, FAMILY_V4), lengths));
+        out.nets_v4
+            .extend(nets.into_iter().map(|((len, addr), net)| {
+                let key = PeerNetKeyV4 {
+                    policy: policy.to_be_bytes(),
+                    len,
+                    _pad: [0; 3],
+                    addr: (addr as u32).to_be_bytes(),
+                };
+                (key, net)
+            }));
+    }
+    for (policy, prefixes) in v6 {
+        let (lengths, nets) = search_tables(&prefixes, 128);
+        out.lengths.push((lengths_key(policy, FAMILY_V6), lengths));
+        out.nets_v6
+            .extend(nets.into_iter().map(|((len, addr), net)| {
+                let key = PeerNetKeyV6 {
+                    policy: policy.to_be_bytes(),
+                    len,
+                    _pad: [0; 3],
+                    addr: addr.to_be_bytes(),
+                };
+                (key, net)
+            }));
+    }
+    out.nets_v4.sort_unstable_by_key(|(k, _)| *k);
+    out.nets_v6.sort_unstable_by_key(|(k, _)| *k);
+    out
+}
+
+fn lengths_key(policy: u32, family: u8) -> PeerLengthsKey {
+    PeerLengthsKey {
+        policy,
+        family,
+        _pad: [0; 3],
+    }
+}
+
+/// `addr` with only its first `len` of `bits` bits.
+fn masked(addr: u128, len: u8, bits: u8) -> u128 {
+    let all = u128::MAX >> (128 - u32::from(bits));
+    addr & all & !(all.checked_shr(u32::from(len)).unwrap_or(0))
+}
+
+/// The lengths of `sorted` as a tree in an array (node `i` at `i - 1`,
+/// children `2i` and `2i + 1`), filled in order so it is a search tree.
+fn tree(sorted: &[u8]) -> Vec<u8> {
+    fn fill(sorted: &[u8], out: &mut [u8], next: &mut usize, node: usize) {
+        if node > out.len() {
+            return;
+        }
+        fill(sorted, out, next, 2 * node);
+        out[node - 1] = sorted[*next];
+        *next += 1;
+        fill(sorted, out, next, 2 * node + 1);
+    }
+    let mut out = vec![0; sorted.len()];
+    fill(sorted, &mut out, &mut 0, 1);
+    out
+}
+
+/// The length tree and the hash entries (prefixes and markers) of one
+/// policy's prefixes of one family.
+fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, BTreeMap<(u8, u128), PeerNet>) {
+    let sorted: Vec<u8> = prefixes
+        .keys()
+        .map(|&(len, _)| len)
+        .collect::<BTreeSet<u8>>()
+        .into_iter()
+        .collect();
+    debug_assert!(sorted.len() <= PEER_MAX_LENGTHS);
+    let order = tree(&sorted);
+    // The class of the longest prefix that holds all of `(len, addr)`.
+    let best = |len: u8, addr: u128| -> u32 {
+        sorted
+            .iter()
+            .rev()
+            .filter(|&&l| l <= len)
+            .find_map(|&l| prefixes.get(&(l, masked(addr, l, bits))).copied())
+            .unwrap_or(0)
+    };
+    let mut nets: BTreeMap<(u8, u128), PeerNet> = prefixes
+        .iter()
+        .map(|(&key, &class)| (key, PeerNet { class, flags: 0 }))
+        .collect();
+    for &(len, addr) in prefixes.keys() {
+        // Walk from the root to this prefix's length; where the walk turns
+        // to longer lengths, the search must find something to follow.
+        let mut node = 1;
+        while order[node - 1] != len {
+            let here = order[node - 1];
+            if len > here {
+                let at = (here, masked(addr, here, bits));
+                nets.entry(at)
+                    .or_insert_with(|| PeerNet {
+                        class: best(at.0, at.1),
+                        flags: 0,
+                    })
+                    .flags |= PEER_F_LONGER;
+                node = 2 * node + 1;
+            } else {
+                node *= 2;
+            }
+        }
+    }
+    let mut lengths = PeerLengths {
+        count: order.len() as u32,
+        ..PeerLengths::default()
+    };
+    lengths.lens[..order.len()].copy_from_slice(&order);
+    (lengths, nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sg_common::PEER_SEARCH_STEPS;
+
+    /// The kernel's search (sg-ebpf policy.rs), over the tables.
+    fn search(lengths: &PeerLengths, nets: &BTreeMap<(u8, u128), PeerNet>, addr: u128) -> u32 {
+        let mut best = 0;
+        let mut node = 1u32;
+        for _ in 0..PEER_SEARCH_STEPS {
+            if node > lengths.count {
+                break;
+            }
+            let len = lengths.lens[(node - 1) as usize];
+            match nets.get(&(len, masked(addr, len, 32))) {
+                Some(net) => {
+                    if net.class != 0 {
+                        best = net.class;
+                    }
+                    if net.flags & PEER_F_LONGER == 0 {
+                        break;
+                    }
+                    node = 2 * node + 1;
+                }
+                None => node *= 2,
+            }
+        }
+        best
+    }
+
+    /// The longest prefix that holds `addr`, by brute force.
+    fn longest(prefixes: &Prefixes, addr: u128) -> u32 {
+        prefixes
+            .iter()
+            .filter(|&(&(len, a), _)| masked(addr, len, 32) == a)
+            .max_by_key(|&(&(len, _), _)| len)
+            .map(|(_, &class)| class)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn tree_is_a_search_tree_of_every_length() {
+        let sorted: Vec<u8> = (0..32).collect();
+        let order = tree(&sorted);
+        let mut seen = order.clone();
+        seen.sort();
+        assert_eq!(seen, sorted);
+        for node in 1..=order.len() {
+            if 2 * node <= order.len() {
+                assert!(order[2 * node - 1] < order[node - 1]);
+            }
+            if 2 * node < order.len() {
+                assert!(order[2 * node] > order[node - 1]);
+            }
+        }
+        // 128 lengths fit in the kernel's 8 steps.
+        let deep = tree(&(0..128).collect::<Vec<u8>>());
+        assert_eq!(deep.len(), 128);
+        assert!(128usize.ilog2() < PEER_SEARCH_STEPS);
+    }
+
+    /// Random nested and disjoint IPv4 prefixes of many lengths: the search
+    /// finds the longest match for addresses in, around and between them.
+    #[test]
+    fn search_finds_the_longest_prefix() {
+        let mut seed = 0x1234_5678_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..400 {
+            let mut prefixes = Prefixes::new();
+            let base = next(1 << 32) as u128;
+            for class in 1..=next(40) as u32 + 1 {
+                let len = next(32) as u8;
+                // Near one base address, so prefixes nest and collide.
+                let addr = base ^ (next(1 << 12) as u128) << next(20);
+                prefixes.insert((len, masked(addr, len, 32)), class);
+            }
+            let (lengths, nets) = search_tables(&prefixes, 32);
+            let mut probes: Vec<u128> = (0..200).map(|_| base ^ next(1 << 16) as u128).collect();
+            for &(len, a) in prefixes.keys() {
+                let size = 1u128 << (32 - len);
+                probes.extend([a, a + size - 1, a.wrapping_sub(1), a + size]);
+            }
+            for addr in probes.into_iter().map(|a| a & 0xffff_ffff) {
+                assert_eq!(
+                    search(&lengths, &nets, addr),
+                    longest(&prefixes, addr),
+                    "round {round}, address {addr:#x}, prefixes {prefixes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hosts_go_to_the_exact_hash_and_policies_stay_apart() {
+        let key = |policy: u32, addr: [u8; 4]| PeerKeyV4 {
+            policy: policy.to_be_bytes(),
+            addr,
+        };
+        let peers = vec![
+            (ID_PREFIX_BITS + 32, key(1, [198, 18, 0, 1]), 10),
+            (ID_PREFIX_BITS + 24, key(1, [198, 18, 0, 0]), 11),
+            (ID_PREFIX_BITS + 16, key(2, [198, 18, 0, 0]), 12),
+        ];
+        let t = peer_tables(&peers, &[]);
+        assert_eq!(t.hosts_v4, vec![(key(1, [198, 18, 0, 1]), 10)]);
+        assert_eq!(t.nets_v4.len(), 2);
+        assert_eq!(t.lengths.len(), 2);
+        assert!(t.lengths.iter().all(|(_, l)| l.count == 1));
+        assert_eq!(t.lengths[0].0.policy, 1);
+        assert_eq!(t.lengths[0].1.lens[0], 24);
+        assert_eq!(t.lengths[1].1.lens[0], 16);
+    }
+}

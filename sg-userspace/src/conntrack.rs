@@ -19,7 +19,7 @@ use sg_common::{
 };
 
 use crate::{
-    datapath::Datapath,
+    datapath::{Datapath, deleted},
     state::{State, StateDir},
 };
 
@@ -194,10 +194,8 @@ pub fn flush(dir: &StateDir) -> Result<usize> {
     let keys: Vec<CtKey> = ct.keys().filter_map(Result::ok).collect();
     let mut removed = 0;
     for key in keys {
-        match ct.remove(&key) {
-            Ok(()) => removed += 1,
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).context("deleting from CONNTRACK"),
+        if deleted(ct.remove(&key)).context("deleting from CONNTRACK")? {
+            removed += 1;
         }
     }
     Ok(removed)
@@ -227,10 +225,8 @@ pub fn sweep_expired(dp: &mut Datapath) -> Result<Sweep> {
             Ok(v) if v.expires_ns < now => {}
             _ => continue,
         }
-        match ct.remove(&key) {
-            Ok(()) => sweep.removed += 1,
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).context("deleting from CONNTRACK"),
+        if deleted(ct.remove(&key)).context("deleting from CONNTRACK")? {
+            sweep.removed += 1;
         }
     }
     Ok(sweep)

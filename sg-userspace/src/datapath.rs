@@ -123,10 +123,7 @@ impl Datapath {
             .filter(|s| doomed(*s))
             .collect();
         for slot in &stale {
-            match hits.remove(slot) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            deleted(hits.remove(slot))?;
         }
         Ok(stale.len())
     }
@@ -204,7 +201,7 @@ impl Datapath {
             .filter(|k| doomed(id_of(k)))
             .collect();
         for key in &stale {
-            map.remove(key)?;
+            deleted(map.remove(key))?;
         }
         Ok(stale.len())
     }
@@ -348,10 +345,8 @@ impl Datapath {
     }
 
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
-        match self.iface_policy()?.remove(&ifindex) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        deleted(self.iface_policy()?.remove(&ifindex))?;
+        Ok(())
     }
 
     /// Deletes every policy (peer maps) and class (rule sets) entry whose
@@ -437,6 +432,23 @@ impl Datapath {
 fn attach_tc(prog: &mut SchedClassifier, ifindex: u32, hook: TcAttachType) -> Result<FdLink> {
     let id = prog.attach(ifindex, hook)?;
     Ok(prog.take_link(id)?.try_into()?)
+}
+
+/// The result of deleting a map entry: `Ok(true)` if it was deleted,
+/// `Ok(false)` if it was already gone (the datapath, another `sg`, or a
+/// lost bpffs got there first), which is never an error for a delete.
+/// (aya reports a missing key on delete as ENOENT, not `KeyNotFound`.)
+pub fn deleted(result: Result<(), aya::maps::MapError>) -> Result<bool, aya::maps::MapError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Detaches a pinned link by unpinning it; a missing pin is not an error.

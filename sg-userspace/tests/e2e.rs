@@ -447,3 +447,24 @@ fn tc_mode_enforces_ingress_without_xdp() {
     );
     assert!(p.server.tcp_connects(client4, 7000), "egress hook gone");
 }
+
+/// Pins lost under `sg` (bpffs unmounted, or mounted in a private mount
+/// namespace that went away) leave a state file naming maps that are now
+/// empty: `detach --all` must still clean up, not fail on entries that are
+/// already gone.
+#[test]
+fn detach_cleans_up_after_the_pins_were_lost() {
+    let p = pair();
+    let cfg = TempFile::new("toml", WEB);
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.path(), "web");
+    // Unpinning maps and links is what losing the bpffs instance does.
+    let removed = std::fs::remove_dir_all(&sg.state_dir);
+    assert!(removed.is_ok(), "{removed:?}");
+    let out = sg.ok(&["detach", "--all"]);
+    assert!(out.contains("detached"), "{out}");
+    let status = sg.ok(&["status"]);
+    assert!(!status.contains(&p.s.ifname), "{status}");
+    let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
+    assert!(!link.contains("xdp"), "{link}");
+}

@@ -177,6 +177,13 @@ pub fn mixed_rule_set(n: usize) -> String {
     text
 }
 
+/// Sizes of the loaded programs, as the kernel reports them.
+pub fn program_sizes() -> Result<Vec<crate::testrun::ProgramSize>> {
+    let loaded = config::parse(&mixed_rule_set(10), "bench.toml")?;
+    let groups: Vec<&str> = loaded.config.groups.keys().map(String::as_str).collect();
+    TestBed::new(&loaded.config, &groups)?.program_sizes()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -174,7 +174,30 @@ impl TestBed {
     }
 }
 
+/// What the kernel reports of a loaded program, for the hot-path profile.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramSize {
+    pub name: &'static str,
+    /// Instructions after verification and rewriting (xlated).
+    pub instructions: u32,
+    /// Instructions the verifier walked to prove the program safe.
+    pub verified: u32,
+}
+
 impl TestBed {
+    /// Sizes of the XDP ingress and TC egress programs.
+    pub fn program_sizes(&mut self) -> Result<Vec<ProgramSize>> {
+        let size = |name: &'static str, info: aya::programs::ProgramInfo| ProgramSize {
+            name,
+            instructions: info.size_translated().unwrap_or(0) / 8,
+            verified: info.verified_instruction_count().unwrap_or(0),
+        };
+        Ok(vec![
+            size(crate::datapath::XDP_PROGRAM, self.dp.xdp()?.info()?),
+            size(crate::datapath::TC_PROGRAM, self.dp.tc()?.info()?),
+        ])
+    }
+
     /// Kernel memory of the policy maps, from each map's `memlock` in
     /// /proc/self/fdinfo (actual usage on this kernel).
     pub fn policy_map_bytes(&self) -> Result<u64> {

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use sg::{
-    bench::{Family, Workload, measure},
+    bench::{Family, Workload, measure, program_sizes},
     bench_e2e,
 };
 
@@ -58,7 +58,8 @@ fn main() -> Result<()> {
     };
     eprintln!("{e2e:?}");
     std::fs::create_dir_all("target/bench")?;
-    let report = serde_json::json!({ "test_run": rows, "e2e": e2e });
+    let programs = program_sizes()?;
+    let report = serde_json::json!({ "test_run": rows, "e2e": e2e, "programs": programs });
     std::fs::write(
         "target/bench/report.json",
         serde_json::to_string_pretty(&report)?,
@@ -111,6 +112,22 @@ fn main() -> Result<()> {
             );
         }
     }
+    println!("\n## Hot path\n");
+    println!("| program | instructions (xlated) | instructions the verifier walked |");
+    println!("|---|---:|---:|");
+    for p in &programs {
+        println!("| {} | {} | {} |", p.name, p.instructions, p.verified);
+    }
+    println!();
+    println!("Map operations per packet (keys in bytes):");
+    println!("- every packet: `IFACE_POLICY` (hash, 4), `SCRATCH` and `CONFIG` (arrays, inlined);");
+    println!("- conntrack hit: `CONNTRACK` (hash, 44) and the rule-hit counter `RULE_HITS`");
+    println!("  (per-CPU hash, 4); no classification at all;");
+    println!("- new flow: `PEER_HOSTS_V4/V6` (hash, 8/20); for a peer that is not a host,");
+    println!("  `PEER_LENGTHS` (hash, 8) and one `PEER_NETS_V4/V6` probe (hash, 12/24) per level");
+    println!("  of the length tree, at most 6 (v4) or 8 (v6); `RULE_SETS` (hash, 8; a second one");
+    println!("  for a protocol only `all` rules name); at most 16 `RULE_INTERVALS` probes (array,");
+    println!("  inlined); the conntrack insert.");
     if let Some(e) = &e2e {
         println!(
             "\n## End to end over veth (namespaces), {} rules\n",

@@ -6,6 +6,8 @@
 //! 16-byte field and the rest stays zero.
 #![no_std]
 
+pub mod search;
+
 /// Packet direction relative to the enforced interface.
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;

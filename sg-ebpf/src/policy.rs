@@ -7,8 +7,9 @@
 //!    them (at most 16 probes of an array) finds the port's.
 
 use sg_common::{
-    FAMILY_V4, PEER_F_LONGER, PEER_SEARCH_STEPS, PeerKeyV4, PeerKeyV6, PeerLengthsKey,
-    PeerNetKeyV4, PeerNetKeyV6, RULE_SEARCH_STEPS, RuleRef, RuleSetKey, RuleSpan,
+    FAMILY_V4, PeerKeyV4, PeerKeyV6, PeerLengthsKey, PeerNetKeyV4, PeerNetKeyV6, RuleRef,
+    RuleSetKey,
+    search::{interval_rule, longest_prefix_class},
 };
 
 use crate::{
@@ -57,45 +58,11 @@ pub fn allowing_rule(
             *unsafe { RULE_SETS.get(&key) }?
         }
     };
-    search(span, port)
-}
-
-/// The interval of `span` that holds `port`, by binary search. Each step
-/// adds `half` or nothing through a mask rather than a branch, so the
-/// verifier sees one path per step, and the step count is bounded.
-#[inline(always)]
-fn search(span: RuleSpan, port: u16) -> Option<RuleRef> {
-    if span.len == 0 {
-        return None;
-    }
-    let port = port as u32;
-    let mut base = span.first;
-    let mut n = span.len;
-    for _ in 0..RULE_SEARCH_STEPS {
-        if n <= 1 {
-            break;
-        }
-        let half = n / 2;
-        let probe = RULE_INTERVALS.get(base.wrapping_add(half))?;
-        // All ones when the probe starts after `port` (both are 16-bit, so
-        // the subtraction borrows exactly then).
-        let after = ((port.wrapping_sub(probe.lo as u32)) as i32 >> 31) as u32;
-        base = base.wrapping_add(half & !after);
-        n -= half;
-    }
-    let found = RULE_INTERVALS.get(base)?;
-    if found.lo as u32 <= port && port <= found.hi as u32 {
-        Some(found.rule)
-    } else {
-        None
-    }
+    interval_rule(span, port, |i| RULE_INTERVALS.get(i))
 }
 
 /// The class of the longest peer prefix of `policy` that holds `peer`: a
-/// host first, then a binary search on the policy's prefix lengths. A hit
-/// on a marker (or a prefix with longer ones inside) goes on to longer
-/// lengths, a miss to shorter ones; each hit carries the class of the
-/// longest real prefix that holds it, so the last one seen is the answer.
+/// host first, then a binary search on the policy's prefix lengths.
 #[inline(always)]
 fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -> Option<u32> {
     let policy_be = policy.to_be_bytes();
@@ -125,20 +92,14 @@ fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -
             _pad: [0; 3],
         })
     }?;
-    let count = lens.count;
     let v4_addr = u32::from_be_bytes(addr4);
     let mut half = [0u8; 8];
     half.copy_from_slice(&peer[..8]);
     let hi = u64::from_be_bytes(half);
     half.copy_from_slice(&peer[8..]);
     let lo = u64::from_be_bytes(half);
-    let mut best = 0u32;
-    let mut node = 1u32;
-    for _ in 0..PEER_SEARCH_STEPS {
-        if node > count {
-            break;
-        }
-        let len = *lens.lens.get((node - 1) as usize)? as u32;
+    let best = longest_prefix_class(lens, |len| {
+        let len = len as u32;
         let found = if v4 {
             let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
             keys.net_v4 = PeerNetKeyV4 {
@@ -165,18 +126,7 @@ fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -
             };
             unsafe { PEER_NETS_V6.get(&keys.net_v6) }
         };
-        match found {
-            Some(net) => {
-                if net.class != 0 {
-                    best = net.class;
-                }
-                if net.flags & PEER_F_LONGER == 0 {
-                    break;
-                }
-                node = 2 * node + 1;
-            }
-            None => node *= 2,
-        }
-    }
+        found
+    });
     if best == 0 { None } else { Some(best) }
 }

@@ -183,31 +183,12 @@ fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, BTreeMap<(u8, u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sg_common::PEER_SEARCH_STEPS;
+    use crate::compile::tests::Rng;
+    use sg_common::{PEER_SEARCH_STEPS, search::longest_prefix_class};
 
-    /// The kernel's search (sg-ebpf policy.rs), over the tables.
+    /// The kernel's search, over the tables.
     fn search(lengths: &PeerLengths, nets: &BTreeMap<(u8, u128), PeerNet>, addr: u128) -> u32 {
-        let mut best = 0;
-        let mut node = 1u32;
-        for _ in 0..PEER_SEARCH_STEPS {
-            if node > lengths.count {
-                break;
-            }
-            let len = lengths.lens[(node - 1) as usize];
-            match nets.get(&(len, masked(addr, len, 32))) {
-                Some(net) => {
-                    if net.class != 0 {
-                        best = net.class;
-                    }
-                    if net.flags & PEER_F_LONGER == 0 {
-                        break;
-                    }
-                    node = 2 * node + 1;
-                }
-                None => node *= 2,
-            }
-        }
-        best
+        longest_prefix_class(lengths, |len| nets.get(&(len, masked(addr, len, 32))))
     }
 
     /// The longest prefix that holds `addr`, by brute force.
@@ -245,13 +226,8 @@ mod tests {
     /// finds the longest match for addresses in, around and between them.
     #[test]
     fn search_finds_the_longest_prefix() {
-        let mut seed = 0x1234_5678_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = Rng::new(0x1234_5678);
+        let mut next = move |n: u64| rng.below(n);
         for round in 0..400 {
             let mut prefixes = Prefixes::new();
             let base = next(1 << 32) as u128;

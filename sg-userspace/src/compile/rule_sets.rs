@@ -135,7 +135,8 @@ fn flatten(mut blocks: Vec<Block>) -> Vec<RuleInterval> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{RULE_PREFIX_FULL, port_prefixes};
+    use crate::compile::{RULE_PREFIX_FULL, port_prefixes, tests::Rng};
+    use sg_common::{RuleSpan, search::interval_rule};
 
     fn key(class: u32, proto: u8, port: u16) -> RuleKey {
         RuleKey {
@@ -165,17 +166,27 @@ mod tests {
     }
 
     /// What the kernel answers: the protocol's set, else the `any` set,
-    /// then the interval holding the port.
+    /// then its binary search over the set's intervals, placed in an array
+    /// between other entries.
     fn kernel(sets: &[RuleSet], class: u32, proto: u8, port: u16) -> Option<u32> {
         let find = |proto, any| {
             sets.iter()
                 .find(|s| s.key.class == class && s.key.proto == proto && s.key.any == any)
         };
         let set = find(proto, 0).or_else(|| find(0, 1))?;
-        set.intervals
-            .iter()
-            .find(|i| i.lo <= port && port <= i.hi)
-            .map(|i| i.rule.rule)
+        let fence = RuleInterval {
+            lo: 0,
+            hi: 65535,
+            rule: rule(u32::MAX),
+        };
+        let mut array = vec![fence; 3];
+        array.extend(&set.intervals);
+        array.extend([fence; 3]);
+        let span = RuleSpan {
+            first: 3,
+            len: set.intervals.len() as u32,
+        };
+        interval_rule(span, port, |i| array.get(i as usize)).map(|r| r.rule)
     }
 
     fn well_formed(sets: &[RuleSet]) {
@@ -235,13 +246,8 @@ mod tests {
     /// the LPM answer for every port.
     #[test]
     fn intervals_answer_like_longest_prefix_match() {
-        let mut seed = 0x5eed_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = Rng::new(0x5eed);
+        let mut next = move |n: u64| rng.below(n);
         for round in 0..300 {
             let mut entries: Vec<(u32, RuleKey, RuleRef)> = Vec::new();
             let mut taken = std::collections::HashSet::new();

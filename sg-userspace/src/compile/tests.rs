@@ -7,10 +7,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 // ---------------------------------------------------------------------------
 
 /// xorshift64*: deterministic randomness without a dependency.
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(super) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     fn next(&mut self) -> u64 {
@@ -19,7 +19,7 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {

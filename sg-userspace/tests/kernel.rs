@@ -533,71 +533,61 @@ fn live_apply_switches_rules() {
 #[test]
 fn every_prefix_length_nests_v4_and_v6() {
     use ipnet::IpNet;
-    let a4: std::net::Ipv4Addr = "198.18.85.170".parse().unwrap();
-    let a6: std::net::Ipv6Addr = "2001:db8:5555:aaaa:5555:aaaa:5555:aaaa".parse().unwrap();
-    let mut toml = String::from("[groups.deep]\negress = []\ningress = [\n");
-    let v4_lens: Vec<u8> = (0..=32).collect();
-    let v6_lens: Vec<u8> = std::iter::once(0).chain(32..=128).collect();
-    for &len in &v4_lens {
-        let net = IpNet::new(a4.into(), len).unwrap().trunc();
-        toml += &format!(
-            "  {{ proto = \"tcp\", ports = \"{}\", from = \"{net}\" }},\n",
-            1000 + u16::from(len)
-        );
+    /// An address that shares exactly `depth` leading bits with `centre`.
+    fn at(centre: IpAddr, depth: u8) -> IpAddr {
+        let flip = |bits: u32| 1u128.checked_shl(bits - u32::from(depth)).unwrap_or(0) >> 1;
+        match centre {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) ^ flip(32) as u32).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) ^ flip(128)).into()),
+        }
     }
-    for &len in &v6_lens {
-        let net = IpNet::new(a6.into(), len).unwrap().trunc();
-        toml += &format!(
-            "  {{ proto = \"tcp\", ports = \"{}\", from = \"{net}\" }},\n",
-            2000 + u16::from(len)
-        );
+    struct Family {
+        centre: IpAddr,
+        lens: Vec<u8>,
+        first_port: u16,
+        local: &'static str,
+        /// Addresses at these depths stay inside the test ranges.
+        depths: Vec<u8>,
+    }
+    let families = [
+        Family {
+            centre: ip("198.18.85.170"),
+            lens: (0..=32).collect(),
+            first_port: 1000,
+            local: LOCAL4,
+            depths: (15..=32).collect(),
+        },
+        Family {
+            centre: ip("2001:db8:5555:aaaa:5555:aaaa:5555:aaaa"),
+            lens: std::iter::once(0).chain(32..=128).collect(),
+            first_port: 2000,
+            local: LOCAL6,
+            depths: vec![32, 33, 47, 63, 64, 65, 96, 100, 126, 127, 128],
+        },
+    ];
+    let mut toml = String::from("[groups.deep]\negress = []\ningress = [\n");
+    for f in &families {
+        for &len in &f.lens {
+            let net = IpNet::new(f.centre, len).unwrap().trunc();
+            let port = f.first_port + u16::from(len);
+            toml += &format!("  {{ proto = \"tcp\", ports = \"{port}\", from = \"{net}\" }},\n");
+        }
     }
     toml += "]\n";
     let mut b = bed(&toml, &["deep"]);
-
-    // An address that shares exactly `depth` leading bits with the centre.
-    let v4_at = |depth: u8| -> IpAddr {
-        let bits = u32::from(a4);
-        let flipped = if depth == 32 {
-            bits
-        } else {
-            bits ^ (1 << (31 - depth))
-        };
-        IpAddr::V4(flipped.into())
-    };
-    let v6_at = |depth: u8| -> IpAddr {
-        let bits = u128::from(a6);
-        let flipped = if depth == 128 {
-            bits
-        } else {
-            bits ^ (1 << (127 - depth))
-        };
-        IpAddr::V6(flipped.into())
-    };
     let mut checked = 0;
-    // Inside 198.18.0.0/15 only: depths 15 to 32.
-    for depth in 15..=32u8 {
-        let src = v4_at(depth);
-        for &len in &v4_lens {
-            let want = if len <= depth { Pass } else { Drop };
-            let port = 1000 + u16::from(len);
-            let got = b
-                .ingress(&packet::tcp(src, ip(LOCAL4), 40000, port, ACK))
-                .unwrap();
-            assert_eq!(got, want, "{src} to port {port} (a /{len} rule)");
-            checked += 1;
-        }
-    }
-    for depth in [32u8, 33, 47, 63, 64, 65, 96, 100, 126, 127, 128] {
-        let src = v6_at(depth);
-        for &len in &v6_lens {
-            let want = if len <= depth { Pass } else { Drop };
-            let port = 2000 + u16::from(len);
-            let got = b
-                .ingress(&packet::tcp(src, ip(LOCAL6), 40000, port, ACK))
-                .unwrap();
-            assert_eq!(got, want, "{src} to port {port} (a /{len} rule)");
-            checked += 1;
+    for f in &families {
+        for &depth in &f.depths {
+            let src = at(f.centre, depth);
+            for &len in &f.lens {
+                let want = if len <= depth { Pass } else { Drop };
+                let port = f.first_port + u16::from(len);
+                let got = b
+                    .ingress(&packet::tcp(src, ip(f.local), 40000, port, ACK))
+                    .unwrap();
+                assert_eq!(got, want, "{src} to port {port} (a /{len} rule)");
+                checked += 1;
+            }
         }
     }
     assert_eq!(checked, 18 * 33 + 11 * 98);

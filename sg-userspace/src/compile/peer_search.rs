@@ -34,6 +34,10 @@ pub struct PeerTables {
 /// -> class.
 type Prefixes = HashMap<(u8, u128), u32>;
 
+/// Prefixes and markers of one policy and family: `(length, address)` ->
+/// their `PEER_NETS` value.
+type Nets = BTreeMap<(u8, u128), PeerNet>;
+
 /// Builds the tables from the compiler's peer entries (`(32 + length,
 /// key, class)`, as in [`super::Compiled::peers_v4`]).
 pub fn peer_tables(
@@ -41,53 +45,51 @@ pub fn peer_tables(
     peers_v6: &[(u32, PeerKeyV6, u32)],
 ) -> PeerTables {
     let mut out = PeerTables::default();
-    let mut v4: BTreeMap<u32, Prefixes> = BTreeMap::new();
-    for (prefix, key, class) in peers_v4 {
-        let len = (prefix - ID_PREFIX_BITS) as u8;
-        if len == 32 {
-            out.hosts_v4.push((*key, *class));
-        } else {
-            let addr = u128::from(u32::from_be_bytes(key.addr));
-            v4.entry(u32::from_be_bytes(key.policy))
-                .or_default()
-                .insert((len, addr), *class);
-        }
-    }
-    let mut v6: BTreeMap<u32, Prefixes> = BTreeMap::new();
-    for (prefix, key, class) in peers_v6 {
-        let len = (prefix - ID_PREFIX_BITS) as u8;
-        if len == 128 {
-            out.hosts_v6.push((*key, *class));
-        } else {
-            v6.entry(u32::from_be_bytes(key.policy))
-                .or_default()
-                .insert((len, u128::from_be_bytes(key.addr)), *class);
-        }
-    }
-    for (policy, prefixes) in v4 {
-        let (lengths, nets) = search_tables(&prefixes, 32);
+    // (policy, length, address in the low bits, class) of both families.
+    let v4 = peers_v4.iter().map(|(prefix, key, class)| {
+        let addr = u128::from(u32::from_be_bytes(key.addr));
+        (key.policy, prefix - ID_PREFIX_BITS, addr, *class)
+    });
+    let v6 = peers_v6.iter().map(|(prefix, key, class)| {
+        let addr = u128::from_be_bytes(key.addr);
+        (key.policy, prefix - ID_PREFIX_BITS, addr, *class)
+    });
+    out.hosts_v4 = peers_v4
+        .iter()
+        .filter(|(prefix, _, _)| *prefix == ID_PREFIX_BITS + 32)
+        .map(|(_, key, class)| (*key, *class))
+        .collect();
+    out.hosts_v6 = peers_v6
+        .iter()
+        .filter(|(prefix, _, _)| *prefix == ID_PREFIX_BITS + 128)
+        .map(|(_, key, class)| (*key, *class))
+        .collect();
+    for (policy, lengths, nets) in nets_by_policy(v4, 32) {
         out.lengths.push((lengths_key(policy, FAMILY_V4), lengths));
+        let policy = policy.to_be_bytes();
         out.nets_v4
             .extend(nets.into_iter().map(|((len, addr), net)| {
+                let addr = (addr as u32).to_be_bytes();
                 let key = PeerNetKeyV4 {
-                    policy: policy.to_be_bytes(),
+                    policy,
                     len,
                     _pad: [0; 3],
-                    addr: (addr as u32).to_be_bytes(),
+                    addr,
                 };
                 (key, net)
             }));
     }
-    for (policy, prefixes) in v6 {
-        let (lengths, nets) = search_tables(&prefixes, 128);
+    for (policy, lengths, nets) in nets_by_policy(v6, 128) {
         out.lengths.push((lengths_key(policy, FAMILY_V6), lengths));
+        let policy = policy.to_be_bytes();
         out.nets_v6
             .extend(nets.into_iter().map(|((len, addr), net)| {
+                let addr = addr.to_be_bytes();
                 let key = PeerNetKeyV6 {
-                    policy: policy.to_be_bytes(),
+                    policy,
                     len,
                     _pad: [0; 3],
-                    addr: addr.to_be_bytes(),
+                    addr,
                 };
                 (key, net)
             }));
@@ -95,6 +97,30 @@ pub fn peer_tables(
     out.nets_v4.sort_unstable_by_key(|(k, _)| *k);
     out.nets_v6.sort_unstable_by_key(|(k, _)| *k);
     out
+}
+
+/// The search tables of each policy, from `(policy, length, address,
+/// class)` entries of one family (`bits` long); hosts are left out.
+fn nets_by_policy(
+    entries: impl Iterator<Item = ([u8; 4], u32, u128, u32)>,
+    bits: u8,
+) -> Vec<(u32, PeerLengths, Nets)> {
+    let mut by_policy: BTreeMap<u32, Prefixes> = BTreeMap::new();
+    for (policy, len, addr, class) in entries {
+        if len < u32::from(bits) {
+            by_policy
+                .entry(u32::from_be_bytes(policy))
+                .or_default()
+                .insert((len as u8, addr), class);
+        }
+    }
+    by_policy
+        .into_iter()
+        .map(|(policy, prefixes)| {
+            let (lengths, nets) = search_tables(&prefixes, bits);
+            (policy, lengths, nets)
+        })
+        .collect()
 }
 
 fn lengths_key(policy: u32, family: u8) -> PeerLengthsKey {
@@ -130,7 +156,7 @@ fn tree(sorted: &[u8]) -> Vec<u8> {
 
 /// The length tree and the hash entries (prefixes and markers) of one
 /// policy's prefixes of one family.
-fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, BTreeMap<(u8, u128), PeerNet>) {
+fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, Nets) {
     let sorted: Vec<u8> = prefixes
         .keys()
         .map(|&(len, _)| len)
@@ -148,7 +174,7 @@ fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, BTreeMap<(u8, u
             .find_map(|&l| prefixes.get(&(l, masked(addr, l, bits))).copied())
             .unwrap_or(0)
     };
-    let mut nets: BTreeMap<(u8, u128), PeerNet> = prefixes
+    let mut nets: Nets = prefixes
         .iter()
         .map(|(&key, &class)| (key, PeerNet { class, flags: 0 }))
         .collect();
@@ -187,7 +213,7 @@ mod tests {
     use sg_common::{PEER_SEARCH_STEPS, search::longest_prefix_class};
 
     /// The kernel's search, over the tables.
-    fn search(lengths: &PeerLengths, nets: &BTreeMap<(u8, u128), PeerNet>, addr: u128) -> u32 {
+    fn search(lengths: &PeerLengths, nets: &Nets, addr: u128) -> u32 {
         longest_prefix_class(lengths, |len| nets.get(&(len, masked(addr, len, 32))))
     }
 

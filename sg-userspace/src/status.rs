@@ -7,7 +7,7 @@ use serde::Serialize;
 use sg_common::{DIR_INGRESS, Reason};
 
 use crate::{
-    datapath::Datapath,
+    datapath::{Datapath, MapUsage},
     state::{State, StateDir},
 };
 
@@ -17,6 +17,8 @@ pub struct Status {
     pub interfaces: Vec<IfaceStatus>,
     pub conntrack_entries: usize,
     pub conntrack_capacity: u32,
+    /// Entries in use and capacity of each policy map.
+    pub policy_maps: Vec<MapUsage>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +46,7 @@ pub fn status(dir: &StateDir) -> Result<Status> {
             interfaces: Vec::new(),
             conntrack_entries: 0,
             conntrack_capacity: 0,
+            policy_maps: Vec::new(),
         });
     };
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
@@ -64,6 +67,7 @@ pub fn status(dir: &StateDir) -> Result<Status> {
             .collect(),
         conntrack_entries,
         conntrack_capacity: state.ct_max_entries,
+        policy_maps: dp.policy_usage()?,
     })
 }
 
@@ -90,6 +94,10 @@ pub fn print_status(s: &Status) {
         "conntrack: {} of {} entries",
         s.conntrack_entries, s.conntrack_capacity
     );
+    println!("policy maps (an apply needs room for the old policy and the new one):");
+    for m in &s.policy_maps {
+        println!("  {:<16} {:>9} of {:>9}", m.map, m.entries, m.capacity);
+    }
 }
 
 /// `sg stats`: every counter, exact (summed over CPUs).

@@ -302,6 +302,38 @@ fn status_and_watch_report_what_is_enforced_and_dropped() {
     assert_eq!(iface["groups"][0], "web");
     assert_eq!(iface["ingress_rules"], 2);
     assert_eq!(iface["egress_rules"], 0);
+    // What the policy takes in the kernel. Ingress peers: anywhere (a
+    // prefix per family) and the admins (a host per family). Classes:
+    // anywhere (http: one interval) and admins (http + ssh: two); the v4
+    // and v6 classes hold the same rules, so they share one rule set.
+    let usage: std::collections::BTreeMap<String, (u64, u64)> = status["policy_maps"]
+        .as_array()
+        .expect("policy_maps")
+        .iter()
+        .map(|m| {
+            let n = |k: &str| m[k].as_u64().expect("a count");
+            (
+                m["map"].as_str().unwrap().to_string(),
+                (n("entries"), n("capacity")),
+            )
+        })
+        .collect();
+    let entries = |map: &str| usage[map].0;
+    assert_eq!(entries("PEER_HOSTS_V4"), 1, "{usage:?}");
+    assert_eq!(entries("PEER_HOSTS_V6"), 1, "{usage:?}");
+    assert_eq!(entries("PEER_NETS_V4"), 1, "{usage:?}");
+    assert_eq!(entries("PEER_NETS_V6"), 1, "{usage:?}");
+    assert_eq!(entries("PEER_LENGTHS"), 2, "{usage:?}");
+    assert_eq!(entries("RULE_SETS"), 2, "{usage:?}");
+    assert_eq!(entries("RULE_INTERVALS"), 3, "{usage:?}");
+    assert_eq!(usage["RULE_INTERVALS"].1, 1 << 21, "{usage:?}");
+    let text = sg.ok(&["status"]);
+    assert!(
+        text.lines().any(|l| l
+            .split_whitespace()
+            .eq(["RULE_INTERVALS", "3", "of", "2097152"])),
+        "{text}"
+    );
 
     let mut watch = sg.cmd(&[]);
     watch

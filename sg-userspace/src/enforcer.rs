@@ -375,7 +375,20 @@ fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
 /// `sg detach`: stop enforcing on `iface`, or on every interface.
 pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
     let _lock = dir.lock()?;
-    let Some(mut state) = dir.load()? else {
+    let loaded = match dir.load() {
+        Err(e) if iface.is_none() => match e.downcast_ref::<crate::state::ForeignNetns>() {
+            // Its namespace is gone, and its interfaces with it (their
+            // links went when they did): only pins and state are left.
+            Some(foreign) if !crate::netns::exists(foreign.netns) => {
+                let state = dir.load_any_netns()?.unwrap_or_default();
+                dir.remove_all()?;
+                return Ok(state.interfaces.into_keys().collect());
+            }
+            _ => return Err(e),
+        },
+        other => other?,
+    };
+    let Some(mut state) = loaded else {
         if iface.is_none() {
             // Nothing recorded; still clear stray pins of a crashed attach.
             dir.remove_all()?;

@@ -24,3 +24,23 @@ pub fn current_id() -> Result<u64> {
     let meta = std::fs::metadata("/proc/self/ns/net").context("cannot read /proc/self/ns/net")?;
     Ok(meta.ino())
 }
+
+/// Does the network namespace with inode `id` still exist? Looks at the
+/// named namespaces and at every process's. A namespace held only by a
+/// bind mount elsewhere or an open file is not seen.
+pub fn exists(id: u64) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let processes = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("ns/net"));
+    named
+        .chain(processes)
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == id))
+}

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +83,16 @@ impl State {
     }
 }
 
+/// The state dir records another network namespace than the caller's.
+#[derive(Debug, thiserror::Error)]
+#[error("state dir {dir} belongs to another network namespace; {hint}")]
+pub struct ForeignNetns {
+    pub dir: String,
+    /// The recorded namespace (inode number of its `ns/net`).
+    pub netns: u64,
+    pub hint: &'static str,
+}
+
 /// The state dir (pins) and its metadata dir (JSON, lock).
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -131,22 +141,35 @@ impl StateDir {
             .context("cannot lock the state dir")
     }
 
-    /// The saved state, or `None` if nothing is attached.
+    /// The saved state, or `None` if nothing is attached. A state of
+    /// another network namespace is an error ([`ForeignNetns`]).
     pub fn load(&self) -> Result<Option<State>> {
+        let Some(state) = self.load_any_netns()? else {
+            return Ok(None);
+        };
+        if state.netns != crate::netns::current_id()? {
+            let hint = if crate::netns::exists(state.netns) {
+                "use --netns or a separate --state-dir"
+            } else {
+                "that namespace is gone: `sg detach --all` removes what it left"
+            };
+            return Err(ForeignNetns {
+                dir: self.pins.display().to_string(),
+                netns: state.netns,
+                hint,
+            }
+            .into());
+        }
+        Ok(Some(state))
+    }
+
+    /// The saved state, whichever network namespace it belongs to.
+    pub fn load_any_netns(&self) -> Result<Option<State>> {
         let path = self.state_file();
         match fs::read(&path) {
-            Ok(bytes) => {
-                let state: State = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("corrupt state file {}", path.display()))?;
-                let here = crate::netns::current_id()?;
-                if state.netns != here {
-                    bail!(
-                        "state dir {} belongs to another network namespace; use --netns or a separate --state-dir",
-                        self.pins.display()
-                    );
-                }
-                Ok(Some(state))
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("corrupt state file {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }

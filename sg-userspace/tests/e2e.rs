@@ -500,3 +500,58 @@ fn detach_cleans_up_after_the_pins_were_lost() {
     let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
     assert!(!link.contains("xdp"), "{link}");
 }
+
+/// A namespace deleted before `sg detach` (a container removed, say)
+/// takes its interfaces and their links with it; `detach --all` from
+/// outside must then clear the pins and state left behind. While the
+/// namespace exists, the state dir stays refused elsewhere.
+#[test]
+fn detach_all_cleans_up_after_the_namespace_is_gone() {
+    let p = pair();
+    let cfg = TempFile::new("toml", WEB);
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, cfg.path(), "web");
+    let from_host = |args: &[&str]| {
+        Command::new(&sg.exe)
+            .arg("--state-dir")
+            .arg(&sg.state_dir)
+            .args(args)
+            .output()
+            .expect("sg runs")
+    };
+    let refused = from_host(&["detach", "--all"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("another network namespace"), "{err}");
+    assert!(
+        sg.state_dir.join("maps").exists(),
+        "a refusal changes nothing"
+    );
+
+    let deleted = Command::new("ip")
+        .args(["netns", "delete", &p.server.ns])
+        .status()
+        .expect("ip runs");
+    assert!(deleted.success());
+    let status = from_host(&["status"]);
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        err.contains("that namespace is gone: `sg detach --all`"),
+        "{err}"
+    );
+    let out = from_host(&["detach", "--all"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("detached {}", p.s.ifname)),
+        "{stdout}"
+    );
+    assert!(!sg.state_dir.join("maps").exists(), "pins removed");
+    let status = from_host(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("nothing attached"), "{text}");
+}

@@ -1,8 +1,9 @@
 //! Rule compiler: configuration → the exact BPF map entries.
 //!
 //! A pure function with no kernel and no root. The shape follows Cilium's
-//! policy path (DESIGN-NOTES "Classification"): two lookups per packet,
-//! whatever the number of rules.
+//! policy path (DESIGN-NOTES "Classification"): two steps per packet,
+//! whatever the number of rules, each a hash and a bounded search rather
+//! than an LPM trie (a trie gets deeper with every entry).
 //!
 //! 1. **Peer → class.** For each policy and address family, the distinct
 //!    peer CIDRs of its rules are split into classes: the class of CIDR `c`

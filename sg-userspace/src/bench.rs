@@ -180,8 +180,7 @@ pub fn mixed_rule_set(n: usize) -> String {
 /// Sizes of the loaded programs, as the kernel reports them.
 pub fn program_sizes() -> Result<Vec<crate::testrun::ProgramSize>> {
     let loaded = config::parse(&mixed_rule_set(10), "bench.toml")?;
-    let groups: Vec<&str> = loaded.config.groups.keys().map(String::as_str).collect();
-    TestBed::new(&loaded.config, &groups)?.program_sizes()
+    TestBed::with_every_group(&loaded.config)?.program_sizes()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -259,10 +258,8 @@ fn prepare(workload: Workload, n: usize) -> Result<Case> {
         Workload::Mixed(_) | Workload::MixedCidr(_) => mixed_rule_set(n),
     };
     let loaded = config::parse(&text, "bench.toml")?;
-    let groups: Vec<String> = loaded.config.groups.keys().cloned().collect();
-    let group_refs: Vec<&str> = groups.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let mut bed = TestBed::new(&loaded.config, &group_refs)?;
+    let mut bed = TestBed::with_every_group(&loaded.config)?;
     let install_ms = started.elapsed().as_millis();
     let family = match workload {
         Workload::Hosts(f) | Workload::Mixed(f) | Workload::MixedCidr(f) => f,

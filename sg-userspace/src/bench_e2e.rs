@@ -52,6 +52,14 @@ fn sg_config(rules: usize) -> String {
     text
 }
 
+/// `--groups` for [`sg_config`]: `rule_set`'s groups of 1000 rules, then
+/// the benchmark's own.
+fn sg_groups(rules: usize) -> String {
+    let mut groups: Vec<String> = (0..rules.div_ceil(1000)).map(|g| format!("g{g}")).collect();
+    groups.push("bench".to_string());
+    groups.join(",")
+}
+
 /// The same rules as nftables writes them: established/related first, then
 /// one set element per security-group rule, then drop.
 fn nft_ruleset(rules: usize) -> String {
@@ -194,10 +202,6 @@ pub fn run(rules: usize) -> Result<E2eReport> {
     let cfg = std::env::temp_dir().join(format!("{}.toml", unique_name("sgbench")));
     std::fs::write(&cfg, sg_config(rules))?;
     let cfg_s = cfg.to_str().context("utf-8 path")?.to_string();
-    let groups: Vec<String> = (0..rules.div_ceil(1000))
-        .map(|g| format!("g{g}"))
-        .chain(["bench".to_string()])
-        .collect();
     let result = (|| -> Result<E2eReport> {
         // Ingress on XDP (native on veth), then on TC.
         for (name, mode) in [("sg (XDP)", "native"), ("sg (TC ingress)", "tc")] {
@@ -207,7 +211,7 @@ pub fn run(rules: usize) -> Result<E2eReport> {
                 "-c",
                 &cfg_s,
                 "--groups",
-                &groups.join(","),
+                &sg_groups(rules),
                 "--mode",
                 mode,
             ])?;
@@ -227,17 +231,13 @@ pub fn run(rules: usize) -> Result<E2eReport> {
         let big_a = sg_config(10_000);
         let big_b = big_a.replace("ports = \"1", "ports = \"2");
         std::fs::write(&cfg, &big_a)?;
-        let big_groups: Vec<String> = (0..10)
-            .map(|g| format!("g{g}"))
-            .chain(["bench".to_string()])
-            .collect();
         sg.run(&[
             "attach",
             &s.ifname,
             "-c",
             &cfg_s,
             "--groups",
-            &big_groups.join(","),
+            &sg_groups(10_000),
         ])?;
         let pinger = client
             .cmd("ping")

@@ -18,7 +18,7 @@ use sg_common::{
 };
 
 use crate::{
-    compile::{Compiled, RuleSet},
+    compile::{Compiled, KernelTables, RuleSet},
     state::StateDir,
 };
 
@@ -158,8 +158,8 @@ impl Datapath {
     /// Writes every entry of `compiled`. Its IDs are fresh, so nothing a
     /// packet can reach changes until the interfaces are switched to them.
     /// On failure the entries written so far are removed again.
-    pub fn write_policies(&mut self, compiled: &Compiled) -> Result<()> {
-        let result = self.try_write_policies(compiled);
+    pub fn write_policies(&mut self, compiled: &Compiled, tables: &KernelTables) -> Result<()> {
+        let result = self.try_write_policies(tables);
         if result.is_err() {
             let fresh = ids_of(compiled);
             let _ = self.remove_entries(|id| fresh.contains(&id));
@@ -167,15 +167,15 @@ impl Datapath {
         result
     }
 
-    fn try_write_policies(&mut self, compiled: &Compiled) -> Result<()> {
-        let peers = crate::compile::peer_tables(&compiled.peers_v4, &compiled.peers_v6);
+    fn try_write_policies(&mut self, tables: &KernelTables) -> Result<()> {
+        let peers = &tables.peers;
         self.write_hash("PEER_HOSTS_V4", &peers.hosts_v4)?;
         self.write_hash("PEER_HOSTS_V6", &peers.hosts_v6)?;
         self.write_hash("PEER_NETS_V4", &peers.nets_v4)?;
         self.write_hash("PEER_NETS_V6", &peers.nets_v6)?;
         // Last: a policy's lengths make its prefixes reachable.
         self.write_hash("PEER_LENGTHS", &peers.lengths)?;
-        self.write_rule_sets(&crate::compile::rule_sets(&compiled.rule_entries))
+        self.write_rule_sets(&tables.rule_sets)
     }
 
     fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
@@ -295,22 +295,23 @@ impl Datapath {
         runtime: &RuntimeConfig,
         ifindex_of: impl Fn(&str) -> Result<u32>,
     ) -> Result<()> {
-        self.write_and_switch(compiled, runtime, ifindex_of)?;
+        self.write_and_switch(compiled, &KernelTables::of(compiled), runtime, ifindex_of)?;
         let live = ids_of(compiled);
         self.remove_entries(|id| !live.contains(&id))?;
         Ok(())
     }
 
-    /// The first two steps of [`Datapath::install`]: write the entries of
-    /// `compiled`, then switch its interfaces. Removing what is no longer
-    /// in force is left to the caller.
+    /// The first two steps of [`Datapath::install`]: write `tables`, the
+    /// kernel's entries of `compiled`, then switch its interfaces. Removing
+    /// what is no longer in force is left to the caller.
     pub fn write_and_switch(
         &mut self,
         compiled: &Compiled,
+        tables: &KernelTables,
         runtime: &RuntimeConfig,
         ifindex_of: impl Fn(&str) -> Result<u32>,
     ) -> Result<()> {
-        self.write_policies(compiled)?;
+        self.write_policies(compiled, tables)?;
         self.set_runtime_config(runtime)?;
         for (name, binding) in &compiled.ifaces {
             self.switch_iface(

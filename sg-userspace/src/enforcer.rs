@@ -132,7 +132,7 @@ fn install(
         .map(|(n, i)| (n.clone(), i.ifindex))
         .collect();
     let plan = crate::reuse::plan(compiled, &state.installed);
-    dp.write_and_switch(&plan.write, &runtime_config(config), |name| {
+    dp.write_and_switch(&plan.write, &plan.tables, &runtime_config(config), |name| {
         ifindexes
             .get(name)
             .copied()

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::compile::Compiled;
+use crate::compile::{Compiled, KernelTables};
 
 /// Content digests of what is installed, each naming its ID. Kept in the
 /// state file.
@@ -29,6 +29,8 @@ pub struct Plan {
     /// `compiled` with IDs mapped to installed ones, holding only the
     /// entries that are not installed yet.
     pub write: Compiled,
+    /// The kernel's entries for `write`.
+    pub tables: KernelTables,
     /// Every policy and class ID in force after the switch.
     pub live: HashSet<u32>,
     /// The digests to record once the switch is done.
@@ -38,8 +40,9 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Map entries the plan writes (interfaces' switches aside).
     pub fn entries_written(&self) -> usize {
-        self.write.peers_v4.len() + self.write.peers_v6.len() + self.write.rule_entries.len()
+        self.tables.entries()
     }
 }
 
@@ -188,6 +191,7 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
             .collect(),
     };
     Plan {
+        tables: KernelTables::of(&write),
         write,
         live,
         installed,

@@ -77,6 +77,12 @@ impl TestBed {
         Ok(bed)
     }
 
+    /// [`TestBed::new`] enforcing every group of `config`.
+    pub fn with_every_group(config: &Config) -> Result<TestBed> {
+        let groups: Vec<&str> = config.groups.keys().map(String::as_str).collect();
+        TestBed::new(config, &groups)
+    }
+
     /// Replaces the policy, as `sg apply` does.
     pub fn apply(&mut self, config: &Config, groups: &[&str]) -> Result<()> {
         let attachment = Attachment {

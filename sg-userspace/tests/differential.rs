@@ -455,9 +455,17 @@ impl SeqGen<'_> {
         self.steps.push(Step::Packet(dir, pkt));
     }
 
-    fn new_flow(&mut self, rng: &mut Rng) {
-        let v6 = rng.chance(45);
-        let dir = if rng.chance(55) {
+    /// A random direction and the packet's source and destination: a
+    /// remote address and this interface's, v6 `v6_percent` of the time,
+    /// inbound `ingress_percent` of the time.
+    fn endpoints(
+        &self,
+        rng: &mut Rng,
+        v6_percent: usize,
+        ingress_percent: usize,
+    ) -> (bool, Direction, IpAddr, IpAddr) {
+        let v6 = rng.chance(v6_percent);
+        let dir = if rng.chance(ingress_percent) {
             Direction::Ingress
         } else {
             Direction::Egress
@@ -468,6 +476,11 @@ impl SeqGen<'_> {
             Direction::Ingress => (remote, local),
             Direction::Egress => (local, remote),
         };
+        (v6, dir, src, dst)
+    }
+
+    fn new_flow(&mut self, rng: &mut Rng) {
+        let (_, dir, src, dst) = self.endpoints(rng, 45, 55);
         let kind = match rng.below(10) {
             0..=3 => FlowKind::Tcp,
             4..=6 => FlowKind::Udp,
@@ -561,18 +574,7 @@ impl SeqGen<'_> {
             }
             85..=92 => {
                 // ICMP other than echo: errors, ND, anything; rules only.
-                let v6 = rng.chance(50);
-                let dir = if rng.chance(50) {
-                    Direction::Ingress
-                } else {
-                    Direction::Egress
-                };
-                let remote = self.u.remote(rng, v6);
-                let local = Self::local(v6);
-                let (src, dst) = match dir {
-                    Direction::Ingress => (remote, local),
-                    Direction::Egress => (local, remote),
-                };
+                let (v6, dir, src, dst) = self.endpoints(rng, 50, 50);
                 let icmp_type = rng.pick(if v6 { ICMP6_TYPES } else { ICMP4_TYPES });
                 let l4 = L4::Icmp {
                     icmp_type,

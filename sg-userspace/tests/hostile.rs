@@ -45,10 +45,10 @@ const OPEN: &str = r#"
 ingress = [{ proto = "all", from = "anywhere" }]
 "#;
 
+/// Every config here has one group.
 fn bed(toml: &str) -> TestBed {
     let loaded = config::parse(toml, "hostile.toml").expect("valid config");
-    let group = loaded.config.groups.keys().next().unwrap().clone();
-    TestBed::new(&loaded.config, &[group.as_str()]).expect("programs load")
+    TestBed::with_every_group(&loaded.config).expect("programs load")
 }
 
 /// Drop counters of one direction: (malformed, fragment, no_rule).

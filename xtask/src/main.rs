@@ -133,30 +133,28 @@ fn fuzz(args: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-fn demo() -> Result<()> {
-    require_root("the demo")?;
+/// Builds one binary of sg-userspace into target/release.
+fn build_release(bin: &str) -> Result<()> {
     run(cargo().args([
         "build",
         "--release",
         "--package",
         "sg-userspace",
         "--bin",
-        "sg",
-    ]))?;
+        bin,
+    ]))
+}
+
+fn demo() -> Result<()> {
+    require_root("the demo")?;
+    build_release("sg")?;
     run(Command::new("target/release/sg").args(["demo"]))?;
     leftover_namespaces()
 }
 
 fn bench(sizes: &[String]) -> Result<()> {
     require_root("the benchmark")?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "sg-userspace",
-        "--bin",
-        "sg-bench",
-    ]))?;
+    build_release("sg-bench")?;
     let out = Command::new("target/release/sg-bench")
         .args(sizes)
         .stderr(std::process::Stdio::inherit())

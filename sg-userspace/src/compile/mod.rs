@@ -57,6 +57,37 @@ mod tests;
 pub use peer_search::{PeerTables, peer_tables};
 pub use rule_sets::{RuleSet, rule_sets};
 
+/// Exactly what goes into the kernel's policy maps for a compiled policy
+/// set (or the part of one an apply writes), derived once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelTables {
+    pub peers: PeerTables,
+    pub rule_sets: Vec<RuleSet>,
+}
+
+impl KernelTables {
+    pub fn of(compiled: &Compiled) -> KernelTables {
+        KernelTables {
+            peers: peer_tables(&compiled.peers_v4, &compiled.peers_v6),
+            rule_sets: rule_sets(&compiled.rule_entries),
+        }
+    }
+
+    /// Map entries: peer hosts, prefixes and markers, length trees, rule
+    /// sets and their intervals.
+    pub fn entries(&self) -> usize {
+        let p = &self.peers;
+        let intervals: usize = self.rule_sets.iter().map(|s| s.intervals.len()).sum();
+        p.hosts_v4.len()
+            + p.hosts_v6.len()
+            + p.nets_v4.len()
+            + p.nets_v6.len()
+            + p.lengths.len()
+            + self.rule_sets.len()
+            + intervals
+    }
+}
+
 /// A rule's match block, as a prefix over (class, protocol, port): class ID
 /// (big endian), protocol, destination port (big endian; for ICMP
 /// `type << 8 | code`). The kernel gets the blocks of each class flattened

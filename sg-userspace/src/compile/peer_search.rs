@@ -18,7 +18,7 @@ use sg_common::{
     PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
 };
 
-use super::ID_PREFIX_BITS;
+use super::{Family, ID_PREFIX_BITS, mask};
 
 /// Everything the kernel's peer lookup reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub fn peer_tables(
         .filter(|(prefix, _, _)| *prefix == ID_PREFIX_BITS + 128)
         .map(|(_, key, class)| (*key, *class))
         .collect();
-    for (policy, lengths, nets) in nets_by_policy(v4, 32) {
+    for (policy, lengths, nets) in nets_by_policy(v4, Family::V4) {
         out.lengths.push((lengths_key(policy, FAMILY_V4), lengths));
         let policy = policy.to_be_bytes();
         out.nets_v4
@@ -79,7 +79,7 @@ pub fn peer_tables(
                 (key, net)
             }));
     }
-    for (policy, lengths, nets) in nets_by_policy(v6, 128) {
+    for (policy, lengths, nets) in nets_by_policy(v6, Family::V6) {
         out.lengths.push((lengths_key(policy, FAMILY_V6), lengths));
         let policy = policy.to_be_bytes();
         out.nets_v6
@@ -100,14 +100,14 @@ pub fn peer_tables(
 }
 
 /// The search tables of each policy, from `(policy, length, address,
-/// class)` entries of one family (`bits` long); hosts are left out.
+/// class)` entries of one family; hosts are left out.
 fn nets_by_policy(
     entries: impl Iterator<Item = ([u8; 4], u32, u128, u32)>,
-    bits: u8,
+    family: Family,
 ) -> Vec<(u32, PeerLengths, Nets)> {
     let mut by_policy: BTreeMap<u32, Prefixes> = BTreeMap::new();
     for (policy, len, addr, class) in entries {
-        if len < u32::from(bits) {
+        if len < u32::from(family.bits()) {
             by_policy
                 .entry(u32::from_be_bytes(policy))
                 .or_default()
@@ -117,7 +117,7 @@ fn nets_by_policy(
     by_policy
         .into_iter()
         .map(|(policy, prefixes)| {
-            let (lengths, nets) = search_tables(&prefixes, bits);
+            let (lengths, nets) = search_tables(&prefixes, family);
             (policy, lengths, nets)
         })
         .collect()
@@ -131,10 +131,9 @@ fn lengths_key(policy: u32, family: u8) -> PeerLengthsKey {
     }
 }
 
-/// `addr` with only its first `len` of `bits` bits.
-fn masked(addr: u128, len: u8, bits: u8) -> u128 {
-    let all = u128::MAX >> (128 - u32::from(bits));
-    addr & all & !(all.checked_shr(u32::from(len)).unwrap_or(0))
+/// `addr` with only its first `len` bits.
+fn masked(addr: u128, len: u8, family: Family) -> u128 {
+    addr & mask(family, len)
 }
 
 /// The lengths of `sorted` as a tree in an array (node `i` at `i - 1`,
@@ -156,7 +155,7 @@ fn tree(sorted: &[u8]) -> Vec<u8> {
 
 /// The length tree and the hash entries (prefixes and markers) of one
 /// policy's prefixes of one family.
-fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, Nets) {
+fn search_tables(prefixes: &Prefixes, family: Family) -> (PeerLengths, Nets) {
     let sorted: Vec<u8> = prefixes
         .keys()
         .map(|&(len, _)| len)
@@ -171,7 +170,7 @@ fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, Nets) {
             .iter()
             .rev()
             .filter(|&&l| l <= len)
-            .find_map(|&l| prefixes.get(&(l, masked(addr, l, bits))).copied())
+            .find_map(|&l| prefixes.get(&(l, masked(addr, l, family))).copied())
             .unwrap_or(0)
     };
     let mut nets: Nets = prefixes
@@ -185,7 +184,7 @@ fn search_tables(prefixes: &Prefixes, bits: u8) -> (PeerLengths, Nets) {
         while order[node - 1] != len {
             let here = order[node - 1];
             if len > here {
-                let at = (here, masked(addr, here, bits));
+                let at = (here, masked(addr, here, family));
                 nets.entry(at)
                     .or_insert_with(|| PeerNet {
                         class: best(at.0, at.1),
@@ -214,14 +213,16 @@ mod tests {
 
     /// The kernel's search, over the tables.
     fn search(lengths: &PeerLengths, nets: &Nets, addr: u128) -> u32 {
-        longest_prefix_class(lengths, |len| nets.get(&(len, masked(addr, len, 32))))
+        longest_prefix_class(lengths, |len| {
+            nets.get(&(len, masked(addr, len, Family::V4)))
+        })
     }
 
     /// The longest prefix that holds `addr`, by brute force.
     fn longest(prefixes: &Prefixes, addr: u128) -> u32 {
         prefixes
             .iter()
-            .filter(|&(&(len, a), _)| masked(addr, len, 32) == a)
+            .filter(|&(&(len, a), _)| masked(addr, len, Family::V4) == a)
             .max_by_key(|&(&(len, _), _)| len)
             .map(|(_, &class)| class)
             .unwrap_or(0)
@@ -261,9 +262,9 @@ mod tests {
                 let len = next(32) as u8;
                 // Near one base address, so prefixes nest and collide.
                 let addr = base ^ (next(1 << 12) as u128) << next(20);
-                prefixes.insert((len, masked(addr, len, 32)), class);
+                prefixes.insert((len, masked(addr, len, Family::V4)), class);
             }
-            let (lengths, nets) = search_tables(&prefixes, 32);
+            let (lengths, nets) = search_tables(&prefixes, Family::V4);
             let mut probes: Vec<u128> = (0..200).map(|_| base ^ next(1 << 16) as u128).collect();
             for &(len, a) in prefixes.keys() {
                 let size = 1u128 << (32 - len);

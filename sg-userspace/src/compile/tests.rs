@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{self, Group, ICMP, ICMPV6, TCP, UDP};
+use crate::config::{self, Group, ICMP, ICMPV6, TCP, UDP, tests::SPEC_EXAMPLE};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 // ---------------------------------------------------------------------------
@@ -901,24 +901,6 @@ fn no_attachments_compiles_nothing() {
     assert!(c.peers_v4.is_empty() && c.peers_v6.is_empty() && c.rule_entries.is_empty());
     assert_eq!(c.next_id, 5);
 }
-
-const SPEC_EXAMPLE: &str = r#"
-[groups.web]
-description = "web tier"
-ingress = [
-  { proto = "tcp", ports = "80", from = ["0.0.0.0/0", "::/0"], description = "http" },
-  { proto = "tcp", ports = "22", from = "sg:bastion" },
-  { proto = "icmp", icmp_type = 8, from = "198.18.0.0/15" },
-]
-
-[groups.bastion]
-members = ["198.18.0.10"]
-ingress = [{ proto = "tcp", ports = "22", from = "198.19.0.0/16" }]
-egress = [{ proto = "tcp", ports = "all", to = "sg:web" }]
-
-[interfaces.eth0]
-groups = ["web"]
-"#;
 
 #[test]
 fn spec_example_compiles_and_summarizes() {

@@ -18,7 +18,7 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Longest `name` or `description`, in characters (SPEC 1.3).
 pub const MAX_TEXT_CHARS: usize = 255;

@@ -61,7 +61,8 @@ fn cidr(s: &str) -> Peer {
     Peer::Cidr(net(s))
 }
 
-const SPEC_EXAMPLE: &str = r#"
+/// The config example of SPEC 2, with every optional section.
+pub(crate) const SPEC_EXAMPLE: &str = r#"
 [groups.web]
 description = "web tier"
 ingress = [

@@ -9,7 +9,10 @@
 //! `sg attach` / `sg apply` sweep from userspace too, so `sg status` counts
 //! live entries more closely. Each sweep costs one pass over the table.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
@@ -20,7 +23,7 @@ use sg_common::{
 
 use crate::{
     datapath::{Datapath, deleted},
-    state::{State, StateDir},
+    state::{RuleRecord, State, StateDir},
 };
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -78,7 +81,7 @@ pub fn describe(
     value: &CtValue,
     now: u64,
     iface_names: &BTreeMap<u32, String>,
-    state: Option<&State>,
+    rules: &HashMap<u32, &RuleRecord>,
 ) -> Entry {
     let by_b = value.flags & CT_F_OPENED_BY_B != 0;
     let (src, dst, sport, dport) = if by_b {
@@ -108,9 +111,9 @@ pub fn describe(
         state: ct_state_name(value.state),
         expires_in_ms: value.expires_ns.saturating_sub(now) / 1_000_000,
         replied: value.flags & CT_F_REPLIED != 0,
-        rule: state
-            .and_then(|s| s.rules.get(value.rule as usize))
-            .map(|r| r.id.clone()),
+        // `value.rule` is a rule slot, which outlives reorderings of the
+        // rule list: look it up by slot, never by position.
+        rule: rules.get(&value.rule).map(|r| r.id.clone()),
     }
 }
 
@@ -147,11 +150,12 @@ pub fn list(dir: &StateDir) -> Result<Vec<Entry>> {
         .iter()
         .map(|(n, i)| (i.ifindex, n.clone()))
         .collect();
+    let rules = state.rules_by_slot();
     let now = now_ns()?;
     let mut out: Vec<Entry> = entries(&mut dp)?
         .iter()
         .filter(|(_, v)| v.expires_ns >= now)
-        .map(|(k, v)| describe(k, v, now, &names, Some(&state)))
+        .map(|(k, v)| describe(k, v, now, &names, &rules))
         .collect();
     out.sort_by(|a, b| {
         (&a.iface, a.src, a.src_port, a.dst, a.dst_port, a.proto)

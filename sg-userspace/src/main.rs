@@ -13,6 +13,14 @@ use sg::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Metrics { .. }) {
+        // Output into a closed pipe (`sg conntrack list | head`) ends the
+        // command quietly, as it does for any Unix filter, instead of a
+        // panic in println!. Not for the metrics server: a scraper that
+        // hangs up must not end it.
+        // SAFETY: called before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -38,6 +46,9 @@ fn run(cli: Cli) -> Result<()> {
     // Before any thread exists: setns applies to the calling thread only.
     if let Some(name) = &cli.netns {
         netns::enter(name)?;
+    }
+    if !matches!(cli.command, Command::Validate { .. } | Command::Demo) {
+        sg::bpffs::ensure_pins_outlive_process(&cli.state_dir)?;
     }
     let dir = StateDir::new(&cli.state_dir);
     match cli.command {

@@ -44,3 +44,15 @@ pub fn exists(id: u64) -> bool {
         .chain(processes)
         .any(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == id))
 }
+
+/// The name (under /run/netns) of the current network namespace, if it has
+/// one.
+pub fn current_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let id = current_id().ok()?;
+    std::fs::read_dir("/run/netns")
+        .ok()?
+        .flatten()
+        .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == id))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}

@@ -93,6 +93,17 @@ pub struct ForeignNetns {
     pub hint: &'static str,
 }
 
+/// The metadata directory's name for a state dir: the path with `/` as
+/// `_`, one-to-one (`%` and `_` are escaped first), so two state dirs never
+/// share metadata. Paths without `%` or `_` keep the names they always had.
+fn meta_dir_name(pins: &Path) -> String {
+    pins.to_string_lossy()
+        .trim_matches('/')
+        .replace('%', "%25")
+        .replace('_', "%5f")
+        .replace('/', "_")
+}
+
 /// The state dir (pins) and its metadata dir (JSON, lock).
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -105,10 +116,9 @@ impl StateDir {
         let run_dir = std::env::var_os("SG_RUN_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(RUN_DIR));
-        let escaped = pins.to_string_lossy().trim_matches('/').replace('/', "_");
         StateDir {
             pins: pins.to_path_buf(),
-            meta: run_dir.join(escaped),
+            meta: run_dir.join(meta_dir_name(pins)),
         }
     }
 
@@ -211,5 +221,20 @@ impl StateDir {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_state_dirs_never_share_metadata() {
+        let meta = |p: &str| StateDir::new(Path::new(p)).meta;
+        assert_ne!(meta("/x/a_b"), meta("/x_a/b"));
+        assert_ne!(meta("/x/a%5fb"), meta("/x/a_b"));
+        assert_ne!(meta("/x/a%25"), meta("/x/a%"));
+        // The default keeps its name across upgrades.
+        assert!(meta("/sys/fs/bpf/sg").ends_with("sys_fs_bpf_sg"));
     }
 }

@@ -178,6 +178,11 @@ impl TestBed {
         Ok(())
     }
 
+    /// Where this bed's maps are pinned.
+    pub fn maps_dir(&self) -> std::path::PathBuf {
+        self.dir.maps_dir()
+    }
+
     /// The ifindex test runs use.
     pub fn ifindex(&self) -> Result<u32> {
         ifaces::index(TEST_RUN_IFACE)

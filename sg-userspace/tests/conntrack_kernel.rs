@@ -732,6 +732,37 @@ udp = "1s"
 }
 
 #[test]
+fn removing_the_pins_stops_the_timer_and_frees_its_program_and_maps() {
+    // The timer holds its program, which holds CONNTRACK: once the pins go
+    // (`sg detach`), the kernel must cancel it, or the table leaks.
+    let b = bed("[groups.g]\ningress = []\n");
+    let ids: Vec<u32> = ["SWEEPER", "CONNTRACK"]
+        .iter()
+        .map(|m| {
+            aya::maps::MapInfo::from_pin(b.maps_dir().join(m))
+                .unwrap()
+                .id()
+        })
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|id| aya::maps::MapInfo::from_id(*id).is_ok())
+    );
+    drop(b);
+    let start = std::time::Instant::now();
+    while ids
+        .iter()
+        .any(|id| aya::maps::MapInfo::from_id(*id).is_ok())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "maps {ids:?} outlived their pins: the sweep timer still holds them"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn userspace_gc_removes_expired_entries_only() {
     let toml = "[groups.g]\negress = []\ningress = [\n { proto = \"tcp\", ports = \"22\", from = \"anywhere\" },\n { proto = \"udp\", ports = \"53\", from = \"anywhere\" },\n]\n[conntrack]\nudp = \"1s\"\n";
     // Without the sweep timer, which would race the userspace sweep.

@@ -8,6 +8,11 @@
 //! - `SG_FUZZ_MINUTES=N` (`cargo xtask fuzz --minutes N`) keeps going until
 //!   N minutes are up instead.
 //!
+//! A quarter of the cases run on a small table (`max_entries` 4-16, a test
+//! bed of its own), so new flows meet `conntrack_full` while tracked ones go
+//! on; 30% re-apply a second config mid-sequence (often the first with
+//! rules taken away), with or without `revoke_established`.
+//!
 //! A mismatch prints the seed, then a shrunk config and packet sequence
 //! that still disagree, then fails. Drop reasons are compared too: after
 //! every sequence, the kernel's per-reason drop counters must have risen by

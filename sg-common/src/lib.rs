@@ -340,11 +340,10 @@ pub struct CtValue {
     pub _pad2: u32,
 }
 
-/// When an insert finds the table full, the datapath sweeps it for expired
-/// entries at most this often (globally): a full table of dead entries never
-/// blocks new flows for longer, and a full table of live ones costs one
-/// sweep per interval, not one per packet.
-pub const CT_SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
+/// How often the sweep timer deletes expired conntrack and fragment entries
+/// (SPEC 1.13): a full table of dead entries blocks new flows for at most
+/// this long. The packet path never walks a table.
+pub const SWEEP_PERIOD_NS: u64 = 1_000_000_000;
 
 /// Key of `FRAGMENTS`: a first fragment that passed lets its followers pass.
 #[repr(C)]

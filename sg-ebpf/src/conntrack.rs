@@ -3,22 +3,18 @@
 //! One entry per flow and interface, keyed canonically so both directions
 //! find it. The opener is remembered, which tells replies from requests.
 
-use aya_ebpf::{
-    bindings::BPF_ANY,
-    cty::c_void,
-    helpers::{bpf_for_each_map_elem, bpf_map_delete_elem},
-};
+use aya_ebpf::bindings::BPF_ANY;
 use sg_common::{
-    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CT_ICMP, CT_OTHER, CT_SWEEP_INTERVAL_NS,
-    CT_TCP_ESTABLISHED, CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_UDP,
-    CT_UDP_STREAM, CtKey, CtValue, DIR_EGRESS, DIR_INGRESS, FAMILY_V4, IFACE_F_EGRESS_ALL_V4,
-    IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6, PROTO_TCP, PROTO_UDP,
-    RULE_F_ANYWHERE, RuleRef, RuntimeConfig, TO_ICMP, TO_OTHER, TO_TCP_ESTABLISHED, TO_TCP_FIN,
-    TO_TCP_RST, TO_TCP_SYN, TO_UDP, TO_UDP_STREAM,
+    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CT_ICMP, CT_OTHER, CT_TCP_ESTABLISHED,
+    CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_UDP, CT_UDP_STREAM, CtKey,
+    CtValue, DIR_EGRESS, DIR_INGRESS, FAMILY_V4, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6,
+    IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6, PROTO_TCP, PROTO_UDP, RULE_F_ANYWHERE, RuleRef,
+    RuntimeConfig, TO_ICMP, TO_OTHER, TO_TCP_ESTABLISHED, TO_TCP_FIN, TO_TCP_RST, TO_TCP_SYN,
+    TO_UDP, TO_UDP_STREAM,
 };
 
 use crate::{
-    maps::{CONNTRACK, CT_SWEEP},
+    maps::CONNTRACK,
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -291,56 +287,9 @@ pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: u8) 
     iface_flags & other_all != 0
 }
 
-/// What the sweep callback sees. Read only: a callback that changed it
-/// would make the verifier walk the iterations one by one.
-#[repr(C)]
-struct SweepCtx {
-    now: u64,
-}
-
-/// `bpf_for_each_map_elem` callback: deletes one entry if it has expired.
-#[inline(never)]
-extern "C" fn sweep_one(
-    map: *mut c_void,
-    key: *const CtKey,
-    value: *const CtValue,
-    ctx: *const SweepCtx,
-) -> i64 {
-    unsafe {
-        if (*value).expires_ns < (*ctx).now {
-            bpf_map_delete_elem(map, key as *const c_void);
-        }
-    }
-    0
-}
-
-/// Deletes every expired entry, at most once per `CT_SWEEP_INTERVAL_NS`
-/// over all CPUs. Returns whether it swept.
-#[inline(always)]
-fn sweep(now: u64) -> bool {
-    let Some(last) = CT_SWEEP.get_ptr_mut(0) else {
-        return false;
-    };
-    let last = unsafe { &mut *last };
-    if *last != 0 && now < *last + CT_SWEEP_INTERVAL_NS {
-        return false;
-    }
-    // Racing CPUs may both sweep once; harmless.
-    *last = now;
-    let ctx = SweepCtx { now };
-    unsafe {
-        bpf_for_each_map_elem(
-            &CONNTRACK as *const _ as *mut c_void,
-            sweep_one as *mut c_void,
-            &ctx as *const SweepCtx as *mut c_void,
-            0,
-        );
-    }
-    true
-}
-
 /// Records a new connection opened by this packet. Fails when the table is
-/// full; nothing is evicted (SPEC 1.9).
+/// full; nothing is evicted (SPEC 1.9), and nothing is swept here: the
+/// sweep timer reclaims expired entries off the packet path (SPEC 1.13).
 #[inline(always)]
 pub fn open(
     flow: &Flow,
@@ -371,15 +320,7 @@ pub fn open(
         rule,
         ..CtValue::default()
     };
-    if CONNTRACK.insert(&flow.key, &value, BPF_ANY as u64).is_ok() {
-        return Ok(());
-    }
-    // Full. Expired entries may be holding the room: collect them (rate
-    // limited) and try once more. Live entries are never touched.
-    if sweep(now) {
-        return CONNTRACK
-            .insert(&flow.key, &value, BPF_ANY as u64)
-            .map_err(|_| ());
-    }
-    Err(())
+    CONNTRACK
+        .insert(&flow.key, &value, BPF_ANY as u64)
+        .map_err(|_| ())
 }

@@ -64,11 +64,8 @@ pub static CONFIG: Array<RuntimeConfig> = Array::pinned(1, 0);
 #[map]
 pub static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::pinned(DEFAULT_CT_CAPACITY, 0);
 
-/// Index 0: when the datapath last swept CONNTRACK for expired entries.
-#[map]
-pub static CT_SWEEP: Array<u64> = Array::pinned(1, 0);
-
 /// First fragments that passed -> expiry; later fragments follow them.
+/// LRU, so a full table makes room on insert without a walk.
 #[map]
 pub static FRAGMENTS: LruHashMap<FragKey, u64> = LruHashMap::pinned(FRAG_MAP_CAPACITY, 0);
 

@@ -3,11 +3,11 @@
 //!
 //! Expiry: an entry carries the `CLOCK_MONOTONIC` time (what
 //! `bpf_ktime_get_ns` reads) after which it is dead. The datapath treats a
-//! dead entry as absent and overwrites it when its tuple comes back; when an
-//! insert finds the table full it sweeps the whole table for dead entries, at
-//! most once per `CT_SWEEP_INTERVAL_NS`. `sg conntrack gc` and every
-//! `sg attach` / `sg apply` sweep from userspace too, so `sg status` counts
-//! live entries more closely. Each sweep costs one pass over the table.
+//! dead entry as absent and overwrites it when its tuple comes back, and
+//! never walks the table; a BPF timer deletes dead entries every
+//! `SWEEP_PERIOD_NS` (see `Datapath::start_sweeper`). `sg conntrack gc` and
+//! every `sg attach` / `sg apply` sweep from userspace too, so `sg status`
+//! counts live entries more closely. Each sweep costs one pass over the table.
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -28,6 +28,8 @@ pub const TC_PROGRAM: &str = "sg_egress";
 pub const TC_INGRESS_PROGRAM: &str = "sg_ingress_tc";
 /// A do-nothing XDP program, the yardstick of `cargo xtask bench`.
 pub const BASELINE_PROGRAM: &str = "sg_baseline";
+/// Arms the expiry sweep timer when test-run once; never attached.
+pub const SWEEP_ARM_PROGRAM: &str = "sg_sweep_arm";
 
 /// How to attach XDP (`--mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -339,6 +341,37 @@ impl Datapath {
         Ok(())
     }
 
+    /// Starts the BPF timer that deletes expired conntrack and fragment
+    /// entries every `SWEEP_PERIOD_NS`, off the packet path (SPEC 1.13).
+    /// The timer lives in a pinned map and keeps firing after this process
+    /// exits; starting it again only replaces its program.
+    pub fn start_sweeper(&mut self) -> Result<()> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(SWEEP_ARM_PROGRAM)
+            .ok_or_else(|| anyhow!("program {SWEEP_ARM_PROGRAM} missing"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .context("the kernel refused the conntrack sweep timer program")?;
+        }
+        // XDP test runs need at least an Ethernet header's worth of data.
+        let frame = [0u8; 64];
+        let opts = aya::programs::TestRunOptions {
+            data_in: Some(&frame),
+            ..Default::default()
+        };
+        let result = aya::programs::TestRun::test_run(prog, opts)
+            .context("running the conntrack sweep timer program")?;
+        if result.return_value != crate::testrun::XDP_PASS {
+            anyhow::bail!(
+                "cannot start the conntrack sweep timer (program returned {})",
+                result.return_value
+            );
+        }
+        Ok(())
+    }
+
     pub fn xdp(&mut self) -> Result<&mut Xdp> {
         Ok(self
             .ebpf
@@ -430,6 +463,7 @@ impl Datapath {
         let ingress_pin = state.link_pin(iface, "ingress");
         let egress_pin = state.link_pin(iface, "egress");
         self.load_programs()?;
+        self.start_sweeper()?;
         let (link, mode_name) = self
             .attach_ingress(ifindex, mode)
             .with_context(|| format!("cannot attach ingress enforcement to {iface}"))?;

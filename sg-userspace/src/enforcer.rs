@@ -146,8 +146,8 @@ fn install(
     dp.remove_entries(|id| !plan.live.contains(&id))?;
     state.installed = plan.installed.clone();
     state.last_written = plan.entries_written();
-    // Opportunistic garbage collection: nothing of sg runs in the
-    // background, so every attach and apply collects expired entries.
+    // The sweep timer collects expired entries every second; sweeping here
+    // too makes the counts of a following `sg status` exact.
     if let Err(e) = crate::conntrack::sweep_expired(dp) {
         eprintln!("warning: conntrack garbage collection failed: {e:#}");
     }

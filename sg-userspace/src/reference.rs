@@ -22,10 +22,17 @@
 //!   fragment of the same (src, dst, proto, id) passed in the same
 //!   direction, else it is dropped with reason `fragment`.
 //!
+//! - revocation (1.8): with `revoke_established`, a packet of a live flow
+//!   whose opening packet (opener to responder, in the direction it was
+//!   first seen; an echo request of code 0 for ICMP) no rule allows any
+//!   more is dropped as `revoked` and the flow forgotten;
+//! - a full table (1.9): `max_entries` flows at most, dead ones included
+//!   until they are swept; a packet that would open one more is dropped as
+//!   `conntrack_full`, and nothing is evicted.
+//!
 //! Not modeled: ICMP errors related to a tracked flow (1.6; issue 4 — the
 //! kernel judges ICMP other than echo by the rules alone, and so does this
-//! model), `revoke_established` (1.8), a full table
-//! (1.9). Expiry is modeled from `now`, which the caller controls; the
+//! model). Expiry is modeled from `now`, which the caller controls; the
 //! kernel's clock is its own, so the differential test keeps every run far
 //! shorter than the shortest timeout.
 
@@ -248,6 +255,8 @@ pub struct FlowState {
     pub replies: u32,
     /// When the entry dies.
     pub expires: Duration,
+    /// The direction the opening packet travelled in.
+    pub opened: Direction,
 }
 
 /// A flow: protocol and its two endpoints, smaller first, so that both
@@ -556,6 +565,12 @@ fn judge_whole(
             }
             let stream = proto == UDP && flow.replies > 1;
             flow.expires = now + state.timeout(proto, flow.tcp, stream);
+            if config.conntrack.revoke_established
+                && !still_allowed(config, groups, local_addrs, &key, &flow)
+            {
+                state.flows.remove(&key);
+                return Outcome::drop(Reason::Revoked);
+            }
             state.flows.insert(key, flow);
             return Outcome::PASS;
         }
@@ -571,6 +586,12 @@ fn judge_whole(
         _ => true,
     } && !untracked(config, groups, local_addrs, pkt, direction);
     if opens {
+        // 1.9: a full table refuses a new entry; an existing one (dead, or
+        // a closing tuple reused) is overwritten in place.
+        let capacity = state.timeouts.max_entries as usize;
+        if !state.flows.contains_key(&key) && state.flows.len() >= capacity {
+            return Outcome::drop(Reason::ConntrackFull);
+        }
         let tcp = matches!(pkt.l4, L4::Tcp { .. }).then_some(TcpState::SynSent);
         let expires = now + state.timeout(proto, tcp, false);
         state.flows.insert(
@@ -580,8 +601,41 @@ fn judge_whole(
                 tcp,
                 replies: 0,
                 expires,
+                opened: direction,
             },
         );
     }
     Outcome::PASS
+}
+
+/// 1.8: would the current rules still allow the packet that opened `flow`,
+/// rebuilt from its key as the kernel rebuilds it?
+fn still_allowed(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    key: &FlowKey,
+    flow: &FlowState,
+) -> bool {
+    let (proto, x, y) = *key;
+    let (opener, responder) = if flow.opener == x { (x, y) } else { (y, x) };
+    let l4 = match proto {
+        TCP => L4::Tcp {
+            sport: opener.1,
+            dport: responder.1,
+            flags: SYN,
+        },
+        UDP => L4::Udp {
+            sport: opener.1,
+            dport: responder.1,
+        },
+        p if p == if opener.0.is_ipv4() { ICMP } else { ICMPV6 } => L4::Icmp {
+            icmp_type: if opener.0.is_ipv4() { 8 } else { 128 },
+            code: 0,
+            id: opener.1,
+        },
+        other => L4::Other { proto: other },
+    };
+    let opening = PacketSpec::new(opener.0, responder.0, l4);
+    allowing_rule(config, groups, local_addrs, &opening, flow.opened).is_some()
 }

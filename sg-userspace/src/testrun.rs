@@ -50,9 +50,18 @@ pub struct TestBed {
 static NEXT_BED: AtomicU32 = AtomicU32::new(0);
 
 impl TestBed {
-    /// Loads the programs with fresh maps and enforces `groups` of `config`
-    /// on the test-run device. `addrs` become its addresses for `sg:` peers.
+    /// Loads the programs with fresh maps, starts the sweep timer as
+    /// `sg attach` does, and enforces `groups` of `config` on the test-run
+    /// device.
     pub fn new(config: &Config, groups: &[&str]) -> Result<TestBed> {
+        let mut bed = TestBed::without_sweeper(config, groups)?;
+        bed.dp.start_sweeper()?;
+        Ok(bed)
+    }
+
+    /// [`TestBed::new`] without the sweep timer: expired entries stay
+    /// until something else removes them.
+    pub fn without_sweeper(config: &Config, groups: &[&str]) -> Result<TestBed> {
         let n = NEXT_BED.fetch_add(1, Ordering::Relaxed);
         let pins =
             std::path::PathBuf::from(format!("/sys/fs/bpf/sg-testrun-{}-{n}", std::process::id()));
@@ -81,6 +90,17 @@ impl TestBed {
     pub fn with_every_group(config: &Config) -> Result<TestBed> {
         let groups: Vec<&str> = config.groups.keys().map(String::as_str).collect();
         TestBed::new(config, &groups)
+    }
+
+    /// Drops this bed's loaded object (its programs and map handles) and
+    /// opens the pinned maps afresh, as a later `sg` invocation would.
+    pub fn reopen_datapath(&mut self) -> Result<()> {
+        let max =
+            aya::maps::MapInfo::from_pin(self.dir.maps_dir().join("CONNTRACK"))?.max_entries();
+        let mut dp = Datapath::open(&self.dir, max)?;
+        dp.load_programs()?;
+        self.dp = dp;
+        Ok(())
     }
 
     /// Replaces the policy, as `sg apply` does.
@@ -156,6 +176,11 @@ impl TestBed {
             frags.remove(&key)?;
         }
         Ok(())
+    }
+
+    /// Where this bed's maps are pinned.
+    pub fn maps_dir(&self) -> std::path::PathBuf {
+        self.dir.maps_dir()
     }
 
     /// The ifindex test runs use.

@@ -8,6 +8,11 @@
 //! - `SG_FUZZ_MINUTES=N` (`cargo xtask fuzz --minutes N`) keeps going until
 //!   N minutes are up instead.
 //!
+//! A quarter of the cases run on a small table (`max_entries` 4-16, a test
+//! bed of its own), so new flows meet `conntrack_full` while tracked ones go
+//! on; 30% re-apply a second config mid-sequence (often the first with
+//! rules taken away), with or without `revoke_established`.
+//!
 //! A mismatch prints the seed, then a shrunk config and packet sequence
 //! that still disagree, then fails. Drop reasons are compared too: after
 //! every sequence, the kernel's per-reason drop counters must have risen by
@@ -84,6 +89,11 @@ struct GenGroup {
 struct GenConfig {
     groups: Vec<GenGroup>,
     attached: Vec<String>,
+    /// `[conntrack] revoke_established` (SPEC 1.8).
+    revoke: bool,
+    /// `[conntrack] max_entries` (SPEC 1.9); `None`: the default. Both
+    /// configs of a case share it: it is the test bed's table size.
+    max_entries: Option<u32>,
 }
 
 fn render_rule(out: &mut String, r: &GenRule, peer_key: &str) {
@@ -124,6 +134,15 @@ impl GenConfig {
                 out.push_str("]\n");
             }
             out.push('\n');
+        }
+        if self.revoke || self.max_entries.is_some() {
+            out.push_str("[conntrack]\n");
+            if self.revoke {
+                out.push_str("revoke_established = true\n");
+            }
+            if let Some(n) = self.max_entries {
+                writeln!(out, "max_entries = {n}").unwrap();
+            }
         }
         out
     }
@@ -323,7 +342,37 @@ fn gen_config(rng: &mut Rng, u: &Universe) -> GenConfig {
     if attached.is_empty() {
         attached.push(names[rng.below(n)].clone());
     }
-    GenConfig { groups, attached }
+    GenConfig {
+        groups,
+        attached,
+        revoke: rng.chance(30),
+        max_entries: None,
+    }
+}
+
+/// The config applied mid-sequence: half the time a fresh one, half the
+/// time the first with rules taken away (and a few added), so that some
+/// tracked flows stay allowed and others lose their rule (SPEC 1.8).
+fn gen_second_config(rng: &mut Rng, u: &Universe, first: &GenConfig) -> GenConfig {
+    let mut c = if rng.chance(50) {
+        gen_config(rng, u)
+    } else {
+        let mut c = first.clone();
+        let names: Vec<String> = c.groups.iter().map(|g| g.name.clone()).collect();
+        for g in &mut c.groups {
+            g.ingress.retain(|_| rng.chance(60));
+            if let Some(egress) = &mut g.egress {
+                egress.retain(|_| rng.chance(60));
+            }
+            if rng.chance(20) {
+                g.ingress.push(gen_rule(rng, u, &names));
+            }
+        }
+        c
+    };
+    c.revoke = rng.chance(70);
+    c.max_entries = first.max_entries;
+    c
 }
 
 // ---------------------------------------------------------------------------
@@ -608,9 +657,14 @@ impl SeqGen<'_> {
 
 fn gen_case(rng: &mut Rng, packets: usize) -> Case {
     let u = Universe::new(rng);
-    let mut configs = vec![gen_config(rng, &u)];
-    let switch_at = if rng.chance(20) {
-        configs.push(gen_config(rng, &u));
+    let mut first = gen_config(rng, &u);
+    if rng.chance(25) {
+        // A small table, full within the sequence (SPEC 1.9).
+        first.max_entries = Some(rng.pick(TABLE_SIZES));
+    }
+    let mut configs = vec![first];
+    let switch_at = if rng.chance(30) {
+        configs.push(gen_second_config(rng, &u, &configs[0]));
         Some(rng.below(packets))
     } else {
         None
@@ -644,6 +698,31 @@ struct Mismatch {
 
 const REASONS: [Reason; 3] = [Reason::NoRule, Reason::Fragment, Reason::Malformed];
 
+/// Table sizes of the small-table cases. The table's size is fixed when
+/// the maps are created, so each size has a test bed of its own.
+const TABLE_SIZES: &[u32] = &[4, 8, 16];
+
+/// One test bed per table size, loaded on first use; and how many drops of
+/// each reason the cases that agreed predicted.
+#[derive(Default)]
+struct Beds {
+    beds: BTreeMap<u32, TestBed>,
+    drops: BTreeMap<u8, u64>,
+}
+
+impl Beds {
+    fn for_case(&mut self, case: &Case) -> &mut TestBed {
+        let size = case.configs[0]
+            .max_entries
+            .unwrap_or(sg_common::DEFAULT_CT_CAPACITY);
+        self.beds.entry(size).or_insert_with(|| {
+            let toml = format!("[groups.g0]\ningress = []\n[conntrack]\nmax_entries = {size}\n");
+            let placeholder = config::parse(&toml, "x.toml").unwrap().config;
+            TestBed::new(&placeholder, &["g0"]).expect("programs load")
+        })
+    }
+}
+
 fn drop_counts(bed: &mut TestBed) -> BTreeMap<(u8, u8), u64> {
     let mut out = BTreeMap::new();
     for dir in [DIR_INGRESS, DIR_EGRESS] {
@@ -664,7 +743,8 @@ fn attached(c: &GenConfig) -> Vec<&str> {
 /// Runs `case`; returns how many verdicts were compared, or the first
 /// disagreement. `None` when a config does not parse (shrinking may make
 /// one invalid).
-fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<(usize, usize), Mismatch>> {
+fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Mismatch>> {
+    let bed = beds.for_case(case);
     let configs: Vec<Config> = case
         .configs
         .iter()
@@ -731,16 +811,19 @@ fn run_case(bed: &mut TestBed, case: &Case) -> Option<Result<(usize, usize), Mis
         }
     }
     let _ = REASONS;
+    for ((_, code), n) in expected {
+        *beds.drops.entry(code).or_default() += n;
+    }
     Some(Ok((verdicts, passed)))
 }
 
-fn fails(bed: &mut TestBed, case: &Case) -> bool {
-    matches!(run_case(bed, case), Some(Err(_)))
+fn fails(beds: &mut Beds, case: &Case) -> bool {
+    matches!(run_case(beds, case), Some(Err(_)))
 }
 
 /// Greedy shrinking: drop chunks of steps, then groups, rules, peers and
 /// members, while the case still fails.
-fn shrink(bed: &mut TestBed, mut case: Case) -> Case {
+fn shrink(bed: &mut Beds, mut case: Case) -> Case {
     let mut budget = 3000;
     let mut progress = true;
     while progress && budget > 0 {
@@ -800,6 +883,11 @@ fn shrink(bed: &mut TestBed, mut case: Case) -> Case {
         }
         for ci in 0..case.configs.len() {
             let cfg = &case.configs[ci];
+            if cfg.revoke {
+                let mut c = case.clone();
+                c.configs[ci].revoke = false;
+                candidates.push(c);
+            }
             for gi in 0..cfg.groups.len() {
                 let mut c = case.clone();
                 let name = c.configs[ci].groups.remove(gi).name;
@@ -872,7 +960,7 @@ fn shrink(bed: &mut TestBed, mut case: Case) -> Case {
     case
 }
 
-fn report(bed: &mut TestBed, seed: u64, case: &Case) -> String {
+fn report(bed: &mut Beds, seed: u64, case: &Case) -> String {
     let mut out = String::new();
     writeln!(out, "MISMATCH: replay with SG_SEED={seed}").unwrap();
     let detail = match run_case(bed, case) {
@@ -919,10 +1007,7 @@ fn kernel_agrees_with_the_reference_evaluator() {
     let deadline = env_u64("SG_FUZZ_MINUTES").map(|m| Instant::now() + Duration::from_secs(60 * m));
     println!("differential: seed {seed} (replay with SG_SEED={seed})");
     let mut rng = Rng(seed);
-    let placeholder = config::parse("[groups.g0]\ningress = []\n", "x.toml")
-        .unwrap()
-        .config;
-    let mut bed = TestBed::new(&placeholder, &["g0"]).expect("programs load");
+    let mut bed = Beds::default();
     let started = Instant::now();
     let (mut verdicts, mut passes, mut cases, mut invalid) = (0u64, 0u64, 0u64, 0u64);
     loop {
@@ -976,6 +1061,12 @@ fn kernel_agrees_with_the_reference_evaluator() {
         verdicts - passes,
         started.elapsed()
     );
+    let tally: Vec<String> = bed
+        .drops
+        .iter()
+        .map(|(&r, n)| format!("{} {n}", Reason::from_code(r).map_or("?", Reason::name)))
+        .collect();
+    println!("differential: drops by reason: {}", tally.join(", "));
     assert!(
         invalid * 10 <= cases,
         "too many generated configs are invalid: {invalid}"

@@ -1132,3 +1132,35 @@ fn non_ip_and_neighbour_discovery_always_pass() {
         expect(&mut b, DIR_EGRESS, &f, Ok(()), "non-IP out");
     }
 }
+
+/// An IPv4 total length of 0 is IPv4 BIG TCP's mark on a GSO packet past
+/// 64 KiB (then the datagram runs to the end of the frame). On any shorter
+/// frame it stays malformed, in both directions.
+#[test]
+fn ipv4_total_length_zero_is_only_big_tcp_past_64k() {
+    let mut b = bed(OPEN);
+    let mut ip = packet::ipv4(
+        LOCAL4.octets(),
+        REMOTE4.octets(),
+        6,
+        9,
+        IP_DF,
+        &[],
+        &tcp_l4(22, ACK),
+    );
+    ip[2..4].copy_from_slice(&0u16.to_be_bytes());
+    packet::fix_ipv4_checksum(&mut ip);
+    let frame = packet::ethernet(ETH_P_IP, &[], &ip);
+    for dir in [DIR_EGRESS, DIR_INGRESS] {
+        expect(&mut b, dir, &frame, Err(Reason::Malformed), "short frame");
+    }
+    // The datagram's bytes cannot say where it ends: a longer frame of
+    // ordinary size is no better.
+    let mut padded = frame.clone();
+    padded.resize(3000, 0);
+    for dir in [DIR_EGRESS, DIR_INGRESS] {
+        expect(&mut b, dir, &padded, Err(Reason::Malformed), "3000-byte frame");
+    }
+    // (BPF_PROG_TEST_RUN refuses TC frames past a page; the accepted case,
+    // a real GSO packet past 64 KiB, is in tests/icmp_e2e.rs.)
+}

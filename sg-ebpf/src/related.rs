@@ -14,7 +14,7 @@
 //! An error about a flow the rules leave untracked (SPEC 1.8) is related
 //! too (see `verdict::is_related`): PMTU discovery must work for it.
 
-use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     conntrack::{self, Flow},
@@ -133,10 +133,8 @@ fn parse_inner(bytes: Bytes, l3: usize, family: u8, inner: &mut Packet) -> bool 
             inner.src_port = u16::from_be_bytes([p[0], p[1]]);
             inner.dst_port = u16::from_be_bytes([p[2], p[3]]);
         }
-        PROTO_ICMP | PROTO_ICMPV6 => {
-            if !inner.is_icmp() {
-                return false;
-            }
+        // IPv6 next header 1 and IPv4 protocol 58 are other protocols.
+        _ if inner.is_icmp() => {
             let Some(p) = bytes.ptr_at::<[u8; 8]>(l4) else {
                 return false;
             };

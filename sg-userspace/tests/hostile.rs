@@ -1159,7 +1159,13 @@ fn ipv4_total_length_zero_is_only_big_tcp_past_64k() {
     let mut padded = frame.clone();
     padded.resize(3000, 0);
     for dir in [DIR_EGRESS, DIR_INGRESS] {
-        expect(&mut b, dir, &padded, Err(Reason::Malformed), "3000-byte frame");
+        expect(
+            &mut b,
+            dir,
+            &padded,
+            Err(Reason::Malformed),
+            "3000-byte frame",
+        );
     }
     // (BPF_PROG_TEST_RUN refuses TC frames past a page; the accepted case,
     // a real GSO packet past 64 KiB, is in tests/icmp_e2e.rs.)

@@ -91,7 +91,11 @@ fn pmtu_discovery_works_for_untracked_http_through_a_1280_link() {
     }
     let listed = sg.ok(&["conntrack", "list", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(entries.as_array().map(Vec::len), Some(0), "untracked: {listed}");
+    assert_eq!(
+        entries.as_array().map(Vec::len),
+        Some(0),
+        "untracked: {listed}"
+    );
     let mtu4 = server.run_ok(&["ip", "-4", "route", "get", &c.v4.to_string()]);
     let mtu6 = server.run_ok(&["ip", "-6", "route", "get", &c.v6.to_string()]);
     assert!(mtu4.contains("mtu 1280"), "learned path MTU v4: {mtu4}");

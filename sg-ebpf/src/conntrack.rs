@@ -161,8 +161,9 @@ pub enum Lookup {
 /// SYN-ACK) -> established (the opener's ACK); a FIN from either side moves
 /// to FIN seen, an RST to RST seen, from any state. A bare SYN on a closing
 /// entry is a new connection reusing the tuple: the rules decide. UDP turns
-/// into a stream once replies have been seen more than once. Every packet
-/// re-arms the state's timeout (SPEC 1.7).
+/// into a stream once replies have been seen more than once. An echo
+/// entry covers only requests from its opener and replies to them. Every
+/// packet re-arms the state's timeout (SPEC 1.7).
 #[inline(always)]
 pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup {
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key) else {
@@ -174,6 +175,11 @@ pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup
     }
     let opened_by_b = entry.flags & CT_F_OPENED_BY_B != 0;
     let from_opener = flow.from_a != opened_by_b;
+    if pkt.is_icmp() && is_echo_request(pkt) != from_opener {
+        // Echo: requests only from the opener, replies only to it. A peer's
+        // request reusing our identifier is new traffic (GHSA-c66w-hq56-4q97).
+        return Lookup::Untracked;
+    }
     let mut state = entry.state;
     if pkt.proto == PROTO_TCP {
         let flags = pkt.tcp_flags;

@@ -160,7 +160,12 @@ fn parse_v4(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
     if header_len < Ipv4Hdr::LEN {
         return Parsed::Malformed;
     }
-    let total_len = u16::from_be_bytes(ip.tot_len) as usize;
+    let mut total_len = u16::from_be_bytes(ip.tot_len) as usize;
+    // IPv4 BIG TCP: a GSO packet longer than 64 KiB carries a total length
+    // of 0 and runs to the end of the frame. Only a frame that long may.
+    if total_len == 0 && wire_len > 0xffff + l3 {
+        total_len = wire_len - l3;
+    }
     if total_len < header_len || l3 + total_len > wire_len {
         return Parsed::Malformed;
     }
@@ -200,27 +205,43 @@ fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
     } else {
         l3 + Ipv6Hdr::LEN + payload_len
     };
-    let mut next = ip.next_hdr;
-    let mut off = l3 + Ipv6Hdr::LEN;
+    let Some((next, off)) = walk_v6_exts(bytes, ip.next_hdr, l3 + Ipv6Hdr::LEN, end, pkt) else {
+        return Parsed::Malformed;
+    };
+    pkt.proto = next;
+    if pkt.is_later_fragment {
+        return Parsed::Ip;
+    }
+    parse_l4(bytes, off, end, pkt)
+}
+
+/// Walks an IPv6 extension-header chain whose first header is `next` at
+/// `off`, up to `end`: returns the upper-layer protocol and its offset,
+/// and records a Fragment header in `pkt`. `None` for a broken chain or
+/// one longer than the walk (SPEC 1.11: drop rather than guess; `pkt.proto`
+/// then holds the header the walk stopped at). Used for packets and for
+/// the packets quoted by ICMPv6 errors.
+#[inline(always)]
+pub fn walk_v6_exts(
+    bytes: Bytes,
+    mut next: u8,
+    mut off: usize,
+    end: usize,
+    pkt: &mut Packet,
+) -> Option<(u8, usize)> {
     for _ in 0..MAX_V6_EXT_HEADERS {
         if !matches!(
             next,
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
         ) {
-            pkt.proto = next;
-            if pkt.is_later_fragment {
-                return Parsed::Ip;
-            }
-            return parse_l4(bytes, off, end, pkt);
+            return Some((next, off));
         }
         if off + 8 > end {
-            return Parsed::Malformed;
+            return None;
         }
         // Every extension header starts with next-header and a length, and
         // is at least 8 bytes long. One bounds check covers all we read.
-        let Some(hdr) = bytes.ptr_at::<[u8; 8]>(off) else {
-            return Parsed::Malformed;
-        };
+        let hdr = bytes.ptr_at::<[u8; 8]>(off)?;
         let hdr = unsafe { *hdr };
         let len = match next {
             IPPROTO_AH => (hdr[1] as usize + 2) * 4,
@@ -236,12 +257,11 @@ fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
         next = hdr[0];
         off += len;
         if off > MAX_L4_OFFSET {
-            return Parsed::Malformed;
+            return None;
         }
     }
-    // The chain is longer than the walk: drop rather than guess (SPEC 1.11).
     pkt.proto = next;
-    Parsed::Malformed
+    None
 }
 
 #[inline(always)]

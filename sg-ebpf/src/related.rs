@@ -1,19 +1,24 @@
 //! Related ICMP (SPEC 1.6): an ICMP or ICMPv6 error passes when the packet
-//! it quotes belongs to a live tracked connection of this interface.
+//! it quotes belongs to a live tracked connection of this interface, or to
+//! a flow the current rules leave untracked.
 //!
 //! Errors: ICMPv4 destination unreachable (3, fragmentation needed is its
 //! code 4) and time exceeded (11); ICMPv6 destination unreachable (1),
 //! packet too big (2) and time exceeded (3). The quoted packet is one that
 //! the error's destination sent, so its source must be the error's
 //! destination; its canonical conntrack key is the connection's key
-//! whichever way the connection was opened. Inner IPv6 extension headers
-//! are not walked: such an error is judged by the rules alone.
+//! whichever way the connection was opened. A quoted IPv6 packet's
+//! extension headers are walked as the packet's own are; a quoted later
+//! fragment carries no L4 header and is related to nothing.
+//!
+//! An error about a flow the rules leave untracked (SPEC 1.8) is related
+//! too (see `verdict::is_related`): PMTU discovery must work for it.
 
-use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     conntrack::{self, Flow},
-    parse::{Bytes, MAX_L4_OFFSET, Packet},
+    parse::{Bytes, MAX_L4_OFFSET, Packet, walk_v6_exts},
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -51,27 +56,22 @@ fn same_addr(x: &[u8; 16], y: &[u8; 16]) -> bool {
     diff == 0
 }
 
-/// Is the ICMP error `pkt` (see [`is_error`]) related to a live connection
-/// on `ifindex`? `inner` and `flow` are scratch space.
+/// Reads the packet quoted by the ICMP error `pkt` (see [`is_error`]) into
+/// `inner`. False when it cannot be read, carries no L4 header (a later
+/// fragment), or was not sent by the error's destination.
 #[inline(always)]
-pub fn is_related(
-    bytes: Bytes,
-    pkt: &Packet,
-    ifindex: u32,
-    inner: &mut Packet,
-    flow: &mut Flow,
-    now: u64,
-) -> bool {
+pub fn quoted_packet(bytes: Bytes, pkt: &Packet, inner: &mut Packet) -> bool {
     let l4 = pkt.l4_off as usize;
     if l4 > MAX_L4_OFFSET {
         return false;
     }
-    if !parse_inner(bytes, l4 + ICMP_HDR_LEN, pkt.family, inner) {
-        return false;
-    }
-    if !same_addr(&inner.src, &pkt.dst) {
-        return false;
-    }
+    parse_inner(bytes, l4 + ICMP_HDR_LEN, pkt.family, inner) && same_addr(&inner.src, &pkt.dst)
+}
+
+/// Does the quoted packet `inner` belong to a live connection on
+/// `ifindex`? `flow` is scratch space.
+#[inline(always)]
+pub fn is_tracked(inner: &Packet, ifindex: u32, flow: &mut Flow, now: u64) -> bool {
     conntrack::flow_of(inner, ifindex, flow);
     conntrack::is_live(&flow.key, now)
 }
@@ -109,10 +109,20 @@ fn parse_inner(bytes: Bytes, l3: usize, family: u8, inner: &mut Packet) -> bool 
         if h[0] >> 4 != 6 {
             return false;
         }
-        inner.proto = h[6];
         inner.src.copy_from_slice(&h[8..24]);
         inner.dst.copy_from_slice(&h[24..40]);
-        l3 + IPV6_HDR_LEN
+        // The quote is cut short and its payload length is the original
+        // packet's: only the frame bounds the walk (ptr_at checks them).
+        let end = usize::MAX / 2;
+        let Some((proto, off)) = walk_v6_exts(bytes, h[6], l3 + IPV6_HDR_LEN, end, inner) else {
+            return false;
+        };
+        // A later fragment quotes no L4 header.
+        if inner.is_later_fragment {
+            return false;
+        }
+        inner.proto = proto;
+        off
     };
     match inner.proto {
         PROTO_TCP | PROTO_UDP => {
@@ -123,10 +133,8 @@ fn parse_inner(bytes: Bytes, l3: usize, family: u8, inner: &mut Packet) -> bool 
             inner.src_port = u16::from_be_bytes([p[0], p[1]]);
             inner.dst_port = u16::from_be_bytes([p[2], p[3]]);
         }
-        PROTO_ICMP | PROTO_ICMPV6 => {
-            if !inner.is_icmp() {
-                return false;
-            }
+        // IPv6 next header 1 and IPv4 protocol 58 are other protocols.
+        _ if inner.is_icmp() => {
             let Some(p) = bytes.ptr_at::<[u8; 8]>(l4) else {
                 return false;
             };

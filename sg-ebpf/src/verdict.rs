@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
-    CFG_F_REVOKE_ESTABLISHED, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey, IfacePolicy,
-    NO_RULE, PROTO_ICMPV6, Reason, RuntimeConfig,
+    CFG_F_REVOKE_ESTABLISHED, DIR_EGRESS, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey,
+    IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
@@ -31,15 +31,16 @@ pub struct Scratch {
     pub inner: Packet,
 }
 
-/// ICMPv6 router/neighbour discovery (133-137) always passes: IPv6 cannot
-/// work without it (SPEC 1.10).
+/// ICMPv6 that always passes (SPEC 1.10): multicast listener discovery
+/// (130-132, 143; MLD-snooping switches deliver neighbour solicitations
+/// only to listeners they have heard) and router/neighbour discovery
+/// (133-137). IPv6 cannot work without them.
 #[inline(always)]
-fn is_neighbour_discovery(pkt: &Packet) -> bool {
+fn is_exempt_icmpv6(pkt: &Packet) -> bool {
     pkt.family == FAMILY_V6
         && pkt.proto == PROTO_ICMPV6
         && pkt.has_l4
-        && pkt.icmp_type >= 133
-        && pkt.icmp_type <= 137
+        && ((pkt.icmp_type >= 130 && pkt.icmp_type <= 137) || pkt.icmp_type == 143)
 }
 
 #[inline(always)]
@@ -84,7 +85,7 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         }
         Parsed::Ip => {}
     }
-    if is_neighbour_discovery(&s.pkt) {
+    if is_exempt_icmpv6(&s.pkt) {
         remember_first_fragment(s, ifindex, direction, now);
         return Verdict::Pass;
     }
@@ -129,22 +130,26 @@ fn judge_first(
     } else {
         iface.egress_policy
     };
+    if conntrack::kind(&s.pkt) == Kind::Stateless {
+        if related::is_error(&s.pkt) && is_related(s, bytes, ifindex, iface, direction, now) {
+            return Ok(NO_RULE);
+        }
+        let pkt = &s.pkt;
+        let peer = if direction == DIR_INGRESS {
+            &pkt.src
+        } else {
+            &pkt.dst
+        };
+        return allowing_rule(&mut s.keys, policy, pkt, peer)
+            .map(|r| r.rule)
+            .ok_or(Reason::NoRule);
+    }
     let pkt = &s.pkt;
     let peer = if direction == DIR_INGRESS {
         &pkt.src
     } else {
         &pkt.dst
     };
-    if conntrack::kind(pkt) == Kind::Stateless {
-        if related::is_error(pkt)
-            && related::is_related(bytes, pkt, ifindex, &mut s.inner, &mut s.flow, now)
-        {
-            return Ok(NO_RULE);
-        }
-        return allowing_rule(&mut s.keys, policy, pkt, peer)
-            .map(|r| r.rule)
-            .ok_or(Reason::NoRule);
-    }
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
     if let Lookup::Tracked { flags, rule } = conntrack::track(&s.flow, pkt, cfg, now) {
         if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
@@ -172,4 +177,58 @@ fn still_allowed(s: &mut Scratch, iface: &IfacePolicy, flags: u8) -> bool {
         (iface.egress_policy, &s.inner.dst)
     };
     allowing_rule(&mut s.keys, policy, &s.inner, peer).is_some()
+}
+
+/// Is the ICMP error in `s.pkt` related (SPEC 1.6)? Its quoted packet must
+/// belong to a live tracked connection, or to a flow the current rules
+/// leave untracked (1.8).
+#[inline(always)]
+fn is_related(
+    s: &mut Scratch,
+    bytes: Bytes,
+    ifindex: u32,
+    iface: &IfacePolicy,
+    direction: u8,
+    now: u64,
+) -> bool {
+    if !related::quoted_packet(bytes, &s.pkt, &mut s.inner) {
+        return false;
+    }
+    related::is_tracked(&s.inner, ifindex, &mut s.flow, now)
+        || quoted_flow_untracked(s, iface, direction)
+}
+
+/// Is the flow of `s.inner`, the packet quoted by an ICMP error seen in
+/// `direction`, one the current rules leave untracked? The quoted packet
+/// was sent by the error's destination, so it travelled the other way: it
+/// is judged by that direction's policy, and its reverse by this
+/// direction's. Either one allowed by an untracked-flow rule will do.
+#[inline(always)]
+fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: u8) -> bool {
+    if s.inner.proto != PROTO_TCP && s.inner.proto != PROTO_UDP {
+        return false;
+    }
+    let (policy, q_policy, q_dir) = if direction == DIR_INGRESS {
+        (iface.ingress_policy, iface.egress_policy, DIR_EGRESS)
+    } else {
+        (iface.egress_policy, iface.ingress_policy, DIR_INGRESS)
+    };
+    for round in 0..2 {
+        let (policy, dir) = if round == 0 {
+            (q_policy, q_dir)
+        } else {
+            // The reverse of the quoted packet, as its peer would send it.
+            core::mem::swap(&mut s.inner.src, &mut s.inner.dst);
+            core::mem::swap(&mut s.inner.src_port, &mut s.inner.dst_port);
+            (policy, direction)
+        };
+        let q = &s.inner;
+        let peer = if dir == DIR_INGRESS { &q.src } else { &q.dst };
+        if let Some(rule) = allowing_rule(&mut s.keys, policy, q, peer)
+            && conntrack::untracked(q, &rule, iface.flags, dir)
+        {
+            return true;
+        }
+    }
+    false
 }

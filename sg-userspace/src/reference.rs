@@ -10,14 +10,23 @@
 //! - connection tracking (1.6) as a map keyed by the flow's two endpoints
 //!   and protocol, whichever side sends: TCP opens only on a bare SYN (SYN
 //!   without ACK, RST or FIN), UDP, ICMP echo and other protocols open on
-//!   any allowed packet (echo on a request), anything of a live flow passes;
+//!   any allowed packet (echo on a request), anything of a live flow passes
+//!   (of an echo flow, only requests from its opener and replies to them);
 //!   a bare SYN from either side on a closing (FIN/RST) flow is a new
 //!   connection and goes to the rules;
 //! - untracked flows (1.8): TCP and UDP allowed by a rule from everywhere,
 //!   on an interface whose other direction allows everything everywhere,
 //!   open no flow;
-//! - always allowed (1.10): ICMPv6 133-137; non-IP frames are not packets
-//!   here;
+//! - related ICMP errors (1.6): destination unreachable, time exceeded and
+//!   packet too big pass when their quoted packet was sent by the error's
+//!   destination, carries its L4 header, and belongs to a live flow or to
+//!   a flow the rules leave untracked;
+//! - ICMP belongs to IPv4 and ICMPv6 to IPv6: IPv6 next header 1 and IPv4
+//!   protocol 58 are other protocols; an IPv4 peer never covers an IPv6
+//!   address, IPv4-mapped ones included (1.3);
+//! - always allowed (1.10): ICMPv6 130-137 and 143; non-IP frames are not
+//!   packets here;
+//! - hostile packets (1.11): a truncated frame is dropped as `malformed`;
 //! - fragments (1.11): a non-first fragment passes only after a first
 //!   fragment of the same (src, dst, proto, id) passed in the same
 //!   direction, else it is dropped with reason `fragment`.
@@ -30,9 +39,7 @@
 //!   until they are swept; a packet that would open one more is dropped as
 //!   `conntrack_full`, and nothing is evicted.
 //!
-//! Not modeled: ICMP errors related to a tracked flow (1.6; issue 4 — the
-//! kernel judges ICMP other than echo by the rules alone, and so does this
-//! model). Expiry is modeled from `now`, which the caller controls; the
+//! Expiry is modeled from `now`, which the caller controls; the
 //! kernel's clock is its own, so the differential test keeps every run far
 //! shorter than the shortest timeout.
 
@@ -107,6 +114,11 @@ pub struct PacketSpec {
     pub l4: L4,
     pub frag: Frag,
     pub framing: Framing,
+    /// An ICMP error's quoted packet (its IP header on), or `None`: the
+    /// ICMP message carries a plain payload.
+    pub quote: Option<Box<PacketSpec>>,
+    /// The frame is cut to this many bytes, fewer than it has: truncated.
+    pub cut: Option<usize>,
 }
 
 impl PacketSpec {
@@ -117,7 +129,32 @@ impl PacketSpec {
             l4,
             frag: Frag::Whole,
             framing: Framing::default(),
+            quote: None,
+            cut: None,
         }
+    }
+
+    /// The same flow's packet from the other side (TCP/UDP ports swapped).
+    pub fn reversed(&self) -> PacketSpec {
+        let mut r = self.clone();
+        (r.src, r.dst) = (self.dst, self.src);
+        r.l4 = match self.l4 {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => L4::Tcp {
+                sport: dport,
+                dport: sport,
+                flags,
+            },
+            L4::Udp { sport, dport } => L4::Udp {
+                sport: dport,
+                dport: sport,
+            },
+            other => other,
+        };
+        r
     }
 
     pub fn proto(&self) -> u8 {
@@ -167,7 +204,11 @@ impl PacketSpec {
                 } => {
                     let [hi, lo] = id.to_be_bytes();
                     let mut b = packet::icmp_header(icmp_type, code, [hi, lo, 0, 1]);
-                    b.extend_from_slice(b"sg-test");
+                    match &self.quote {
+                        // The quoted IP packet, without its Ethernet header.
+                        Some(q) => b.extend_from_slice(&q.frame()[14 + 4 * q.framing.tags.len()..]),
+                        None => b.extend_from_slice(b"sg-test"),
+                    }
                     b
                 }
                 L4::Other { .. } => b"opaque-payload".to_vec(),
@@ -175,7 +216,7 @@ impl PacketSpec {
         };
         let proto = self.proto();
         let tags = &self.framing.tags;
-        match (self.src, self.dst) {
+        let mut frame = match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let (id, field) = match self.frag {
                     Frag::Whole => (0x1234, packet::IP_DF),
@@ -208,7 +249,11 @@ impl PacketSpec {
                 packet::ethernet(packet::ETH_P_IPV6, tags, &ip)
             }
             _ => panic!("mixed address families: {} -> {}", self.src, self.dst),
+        };
+        if let Some(n) = self.cut {
+            frame.truncate(n);
         }
+        frame
     }
 }
 
@@ -463,12 +508,17 @@ pub fn verdict(
 ) -> Outcome {
     let proto = pkt.proto();
 
-    // 1.10: neighbour and router discovery always pass.
+    // 1.11: a truncated packet is malformed, whatever it carries.
+    if pkt.cut.is_some() {
+        return Outcome::drop(Reason::Malformed);
+    }
+
+    // 1.10: MLD, neighbour and router discovery always pass.
     if let (false, L4::Icmp { icmp_type, .. }, false) = (
         pkt.src.is_ipv4(),
         pkt.l4,
         matches!(pkt.frag, Frag::Later { .. }),
-    ) && (133..=137).contains(&icmp_type)
+    ) && matches!(icmp_type, 130..=137 | 143)
     {
         // A first fragment that passed lets its followers pass (1.11).
         if let Frag::First { id } = pkt.frag {
@@ -513,8 +563,12 @@ fn judge_whole(
     let proto = pkt.proto();
     let by_rules = allowing_rule(config, groups, local_addrs, pkt, direction).is_some();
 
-    // ICMP other than echo has no flow of its own: rules only.
+    // ICMP other than echo has no flow of its own: a related error passes,
+    // anything else goes by the rules.
     if matches!(pkt.l4, L4::Icmp { .. }) && !is_echo(pkt) {
+        if related(config, groups, local_addrs, state, pkt, direction, now) {
+            return Outcome::PASS;
+        }
         return if by_rules {
             Outcome::PASS
         } else {
@@ -522,17 +576,22 @@ fn judge_whole(
         };
     }
 
-    let (sport, dport) = pkt.ports();
-    let this = (pkt.src, sport);
-    let other = (pkt.dst, dport);
-    let key: FlowKey = (proto, this.min(other), this.max(other));
+    let key = flow_key(pkt);
+    let this = (pkt.src, pkt.ports().0);
     let flags = match pkt.l4 {
         L4::Tcp { flags, .. } => flags,
         _ => 0,
     };
 
     // A live flow covers the packet, whichever side sent it.
-    let live = state.flows.get(&key).copied().filter(|f| now <= f.expires);
+    // An echo flow covers requests from its opener and replies to them
+    // only: the other side's request is new traffic (1.6).
+    let live = state
+        .flows
+        .get(&key)
+        .copied()
+        .filter(|f| now <= f.expires)
+        .filter(|f| !is_echo(pkt) || is_echo_request(pkt) == (f.opener == this));
     if let Some(mut flow) = live {
         let from_opener = flow.opener == this;
         // A bare SYN from either side on a closing flow reuses the tuple.
@@ -638,4 +697,73 @@ fn still_allowed(
     };
     let opening = PacketSpec::new(opener.0, responder.0, l4);
     allowing_rule(config, groups, local_addrs, &opening, flow.opened).is_some()
+}
+
+/// The flow of `pkt`: protocol and both endpoints, smaller first.
+fn flow_key(pkt: &PacketSpec) -> FlowKey {
+    let (sport, dport) = pkt.ports();
+    let this = (pkt.src, sport);
+    let other = (pkt.dst, dport);
+    (pkt.proto(), this.min(other), this.max(other))
+}
+
+/// Is `pkt` an ICMP error of SPEC 1.6: destination unreachable (with
+/// fragmentation needed) or time exceeded, and for IPv6 packet too big?
+fn is_error(pkt: &PacketSpec) -> bool {
+    matches!(
+        (pkt.src.is_ipv4(), pkt.l4),
+        (
+            true,
+            L4::Icmp {
+                icmp_type: 3 | 11,
+                ..
+            }
+        ) | (
+            false,
+            L4::Icmp {
+                icmp_type: 1..=3,
+                ..
+            }
+        )
+    )
+}
+
+/// SPEC 1.6: is the ICMP error `pkt`, seen in `direction`, related? Its
+/// quoted packet must have been sent by the error's destination, carry
+/// its L4 header (not a later fragment), and belong to a live tracked flow
+/// or to a flow the rules leave untracked (1.8). An error quoting ICMP
+/// other than echo relates to nothing.
+fn related(
+    config: &Config,
+    groups: &[String],
+    local_addrs: &[IpAddr],
+    state: &ConntrackModel,
+    pkt: &PacketSpec,
+    direction: Direction,
+    now: Duration,
+) -> bool {
+    let Some(q) = pkt.quote.as_deref() else {
+        return false;
+    };
+    if !is_error(pkt)
+        || q.src != pkt.dst
+        || q.src.is_ipv4() != pkt.src.is_ipv4()
+        || q.cut.is_some()
+        || matches!(q.frag, Frag::Later { .. })
+        || (matches!(q.l4, L4::Icmp { .. }) && !is_echo(q))
+    {
+        return false;
+    }
+    let tracked = state
+        .flows
+        .get(&flow_key(q))
+        .is_some_and(|f| now <= f.expires);
+    // The quote travelled the other way; its reverse would travel this way.
+    let other = match direction {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    };
+    tracked
+        || untracked(config, groups, local_addrs, q, other)
+        || untracked(config, groups, local_addrs, &q.reversed(), direction)
 }

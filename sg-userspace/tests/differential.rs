@@ -167,7 +167,9 @@ const PORTS: &[u16] = &[
     0, 1, 2, 21, 22, 23, 53, 80, 443, 1023, 1024, 1025, 8080, 32767, 32768, 65533, 65534, 65535,
 ];
 const ICMP4_TYPES: &[u8] = &[0, 3, 5, 8, 11, 13, 255];
-const ICMP6_TYPES: &[u8] = &[1, 2, 3, 4, 128, 129, 132, 133, 135, 137, 138, 255];
+const ICMP6_TYPES: &[u8] = &[
+    1, 2, 3, 4, 128, 129, 130, 131, 132, 133, 135, 137, 138, 142, 143, 144, 255,
+];
 const ICMP_CODES: &[u8] = &[0, 1, 4, 255];
 const OTHER_PROTOS: &[u8] = &[47, 50, 103, 132, 253, 255];
 const V4_LENS: &[u8] = &[0, 1, 8, 15, 16, 17, 20, 24, 28, 30, 31, 32, 32];
@@ -189,6 +191,14 @@ impl Universe {
             let b = u128::from(rng.pick(&v6)) ^ (1 << rng.below(96));
             if Ipv6Addr::from(b) != LOCAL6 {
                 v6.push(Ipv6Addr::from(b));
+            }
+        }
+        // IPv4-mapped IPv6 addresses of IPv4 ones: IPv6 addresses that an
+        // IPv4 peer must never cover.
+        for _ in 0..rng.below(3) {
+            let a = rng.pick(&v4).to_ipv6_mapped();
+            if !v6.contains(&a) {
+                v6.push(a);
             }
         }
         Universe { v4, v6 }
@@ -490,10 +500,26 @@ impl SeqGen<'_> {
         dst: (IpAddr, u16),
         l4: L4,
     ) {
-        let mut pkt = PacketSpec::new(src.0, dst.0, l4);
-        pkt.framing = framing(rng, src.0.is_ipv6());
+        self.push_spec(rng, dir, PacketSpec::new(src.0, dst.0, l4));
+    }
+
+    /// Pushes `pkt` with random framing; sometimes a first fragment,
+    /// sometimes truncated.
+    fn push_spec(&mut self, rng: &mut Rng, dir: Direction, mut pkt: PacketSpec) {
+        pkt.framing = framing(rng, pkt.src.is_ipv6());
+        if rng.chance(2) {
+            // Cut anywhere after the Ethernet header: a test run needs 14
+            // bytes at least, a TC one an untagged IP header's worth too.
+            let len = pkt.frame().len();
+            let fixed_ip = if pkt.src.is_ipv4() { 20 } else { 40 };
+            let min = match dir {
+                Direction::Egress if pkt.framing.tags.is_empty() => 14 + fixed_ip,
+                _ => 14,
+            };
+            pkt.cut = Some(min + rng.below(len - min));
+        }
         if rng.chance(6) {
-            let id = if src.0.is_ipv4() {
+            let id = if pkt.src.is_ipv4() {
                 u32::from(rng.next() as u16)
             } else {
                 rng.next() as u32
@@ -529,11 +555,13 @@ impl SeqGen<'_> {
     }
 
     fn new_flow(&mut self, rng: &mut Rng) {
-        let (_, dir, src, dst) = self.endpoints(rng, 45, 55);
-        let kind = match rng.below(10) {
-            0..=3 => FlowKind::Tcp,
-            4..=6 => FlowKind::Udp,
-            7..=8 => FlowKind::Echo(rng.next() as u16),
+        let (v6, dir, src, dst) = self.endpoints(rng, 45, 55);
+        let kind = match rng.below(20) {
+            0..=7 => FlowKind::Tcp,
+            8..=13 => FlowKind::Udp,
+            14..=17 => FlowKind::Echo(rng.next() as u16),
+            // The other family's ICMP number: just another protocol here.
+            18 => FlowKind::Other(if v6 { 1 } else { 58 }),
             _ => FlowKind::Other(rng.pick(OTHER_PROTOS)),
         };
         let (sport, dport) = match kind {
@@ -563,7 +591,19 @@ impl SeqGen<'_> {
         } else {
             (reverse(flow.dir), flow.responder, flow.opener)
         };
-        let l4 = match flow.kind {
+        let l4 = Self::l4_of(flow, src, dst, flags, request);
+        self.push(rng, dir, src, dst, l4);
+    }
+
+    /// The L4 header of a packet of `flow` from `src` to `dst`.
+    fn l4_of(
+        flow: FlowGen,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        flags: u8,
+        request: bool,
+    ) -> L4 {
+        match flow.kind {
             FlowKind::Tcp => L4::Tcp {
                 sport: src.1,
                 dport: dst.1,
@@ -584,8 +624,61 @@ impl SeqGen<'_> {
                 id,
             },
             FlowKind::Other(proto) => L4::Other { proto },
+        }
+    }
+
+    /// An ICMP error quoting a packet of `flow` (either side's), sent to
+    /// the quoted packet's source the other way; sometimes not an error
+    /// type, about another port, about a later fragment, or with a quote
+    /// that its destination did not send.
+    fn icmp_error(&mut self, rng: &mut Rng, flow: FlowGen) {
+        let forward = rng.chance(50);
+        let (qdir, qsrc, mut qdst) = if forward {
+            (flow.dir, flow.opener, flow.responder)
+        } else {
+            (reverse(flow.dir), flow.responder, flow.opener)
         };
-        self.push(rng, dir, src, dst, l4);
+        if rng.chance(10) {
+            qdst.1 = port(rng);
+        }
+        let l4 = Self::l4_of(flow, qsrc, qdst, rng.pick(&[SYN, ACK, ACK | PSH]), true);
+        let v6 = qsrc.0.is_ipv6();
+        let mut q = PacketSpec::new(qsrc.0, qdst.0, l4);
+        q.framing = framing(rng, v6);
+        q.framing.tags.clear();
+        let id = rng.next() as u16 as u32;
+        q.frag = match rng.below(20) {
+            0..=1 => Frag::First { id },
+            2 => Frag::Later { id },
+            _ => Frag::Whole,
+        };
+        let dir = reverse(qdir);
+        let (src, mut dst) = match (dir, rng.chance(50)) {
+            // From the quote's destination, or a router on the way.
+            (Direction::Ingress, true) => (qdst.0, qsrc.0),
+            (Direction::Ingress, false) => (self.u.remote(rng, v6), qsrc.0),
+            (Direction::Egress, _) => (Self::local(v6), qsrc.0),
+        };
+        if rng.chance(8) {
+            // A quote that the error's destination did not send.
+            match dir {
+                Direction::Ingress => q.src = self.u.remote(rng, v6),
+                Direction::Egress => dst = self.u.remote(rng, v6),
+            }
+        }
+        let (icmp_type, code) = if v6 {
+            rng.pick(&[(2, 0), (2, 0), (1, 4), (1, 0), (3, 0), (4, 0)])
+        } else {
+            rng.pick(&[(3, 4), (3, 4), (3, 3), (3, 1), (11, 0), (12, 0), (5, 0)])
+        };
+        let l4 = L4::Icmp {
+            icmp_type,
+            code,
+            id: rng.next() as u16,
+        };
+        let mut err = PacketSpec::new(src, dst, l4);
+        err.quote = Some(Box::new(q));
+        self.push_spec(rng, dir, err);
     }
 
     fn step(&mut self, rng: &mut Rng) {
@@ -618,10 +711,11 @@ impl SeqGen<'_> {
                 // in either direction of a known flow.
                 let forward = rng.chance(50);
                 let flags = tcp_flags_any(rng);
-                let request = rng.chance(30);
+                let request = rng.chance(50);
                 self.send(rng, flow, forward, flags, request);
             }
-            85..=92 => {
+            85..=89 => self.icmp_error(rng, flow),
+            90..=92 => {
                 // ICMP other than echo: errors, ND, anything; rules only.
                 let (v6, dir, src, dst) = self.endpoints(rng, 50, 50);
                 let icmp_type = rng.pick(if v6 { ICMP6_TYPES } else { ICMP4_TYPES });
@@ -649,6 +743,7 @@ impl SeqGen<'_> {
                     unreachable!()
                 };
                 pkt.frag = Frag::Later { id };
+                pkt.cut = None;
                 self.steps.push(Step::Packet(dir, pkt));
             }
         }
@@ -869,6 +964,13 @@ fn shrink(bed: &mut Beds, mut case: Case) -> Case {
                     let mut c = case.clone();
                     let mut p = pkt.clone();
                     p.framing = Framing::default();
+                    c.steps[i] = Step::Packet(*dir, p);
+                    candidates.push(c);
+                }
+                if pkt.quote.is_some() || pkt.cut.is_some() {
+                    let mut c = case.clone();
+                    let mut p = pkt.clone();
+                    (p.quote, p.cut) = (None, None);
                     c.steps[i] = Step::Packet(*dir, p);
                     candidates.push(c);
                 }

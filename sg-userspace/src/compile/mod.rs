@@ -422,6 +422,17 @@ impl Ids {
     }
 }
 
+/// ICMP is IPv4's and ICMPv6 IPv6's: an `icmp` rule never matches an IPv6
+/// packet whose next header is 1, nor `icmpv6` IPv4 protocol 58 (those are
+/// just other protocols there, matched by `all` only).
+fn proto_in_family(proto: u8, family: Family) -> bool {
+    match proto {
+        sg_common::PROTO_ICMP => family == Family::V4,
+        sg_common::PROTO_ICMPV6 => family == Family::V6,
+        _ => true,
+    }
+}
+
 /// Does a rule with peers `nets` cover the whole address space of `family`?
 fn anywhere(nets: &[Net], family: Family) -> bool {
     nets.iter().any(|n| n.family == family && n.len == 0)
@@ -713,6 +724,9 @@ pub fn compile(
             .collect();
         for &r in &class.rules {
             for &(prefix_len, proto, port) in &rule_matches[r as usize] {
+                if !proto_in_family(proto, class.family) {
+                    continue;
+                }
                 if taken.insert((prefix_len, proto, port)) {
                     let entry = (prefix_len, proto, port);
                     let flags = if anywhere_blocks.iter().any(|b| block_contains(*b, entry)) {

@@ -1,6 +1,6 @@
 //! The loaded eBPF object: its pinned maps and its two programs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -319,6 +319,63 @@ impl Datapath {
             entries: used,
             capacity: intervals.len(),
         });
+        Ok(out)
+    }
+
+    /// Every entry a packet's verdict can depend on, as sorted text: the
+    /// interfaces' policies, the peer and rule-set entries with the
+    /// intervals each set points at, and the runtime config. Equal dumps
+    /// mean equal enforcement; the all-or-nothing tests compare them.
+    pub fn dump_policy(&mut self) -> Result<BTreeMap<&'static str, Vec<String>>> {
+        fn entries<K: Pod + std::fmt::Debug, V: Pod + std::fmt::Debug>(
+            dp: &mut Datapath,
+            name: &str,
+        ) -> Result<Vec<String>> {
+            let map: HashMap<&mut MapData, K, V> = dp.map(name)?;
+            let mut out: Vec<String> = map
+                .iter()
+                .map(|item| item.map(|(k, v)| format!("{k:?} => {v:?}")))
+                .collect::<Result<_, _>>()?;
+            out.sort();
+            Ok(out)
+        }
+        let mut out = BTreeMap::new();
+        out.insert(
+            "IFACE_POLICY",
+            entries::<u32, IfacePolicy>(self, "IFACE_POLICY")?,
+        );
+        out.insert(
+            "PEER_HOSTS_V4",
+            entries::<PeerKeyV4, u32>(self, "PEER_HOSTS_V4")?,
+        );
+        out.insert(
+            "PEER_HOSTS_V6",
+            entries::<PeerKeyV6, u32>(self, "PEER_HOSTS_V6")?,
+        );
+        out.insert(
+            "PEER_NETS_V4",
+            entries::<PeerNetKeyV4, PeerNet>(self, "PEER_NETS_V4")?,
+        );
+        out.insert(
+            "PEER_NETS_V6",
+            entries::<PeerNetKeyV6, PeerNet>(self, "PEER_NETS_V6")?,
+        );
+        out.insert(
+            "PEER_LENGTHS",
+            entries::<PeerLengthsKey, PeerLengths>(self, "PEER_LENGTHS")?,
+        );
+        let (spans, intervals) = self.rule_maps()?;
+        let mut sets = Vec::new();
+        for item in spans.iter() {
+            let (key, span) = item?;
+            let run: Vec<RuleInterval> = (span.first..span.first + span.len)
+                .map(|i| intervals.get(&i, 0))
+                .collect::<Result<_, _>>()?;
+            sets.push(format!("{key:?} => {span:?} {run:?}"));
+        }
+        sets.sort();
+        out.insert(RULE_SETS, sets);
+        out.insert("CONFIG", vec![format!("{:?}", self.runtime_config()?)]);
         Ok(out)
     }
 

@@ -22,6 +22,11 @@
 //!   fragment of the same (src, dst, proto, id) passed in the same
 //!   direction, else it is dropped with reason `fragment`.
 //!
+//! - framing: Ethernet (VLAN tags, options) or none at all (L3
+//!   interfaces) never changes a verdict; the caller keeps one
+//!   [`ConntrackModel`] per interface, as the kernel keys its tables by
+//!   interface.
+//!
 //! Not modeled: ICMP errors related to a tracked flow (1.6; issue 4 — the
 //! kernel judges ICMP other than echo by the rules alone, and so does this
 //! model), `revoke_established` (1.8), a full table
@@ -91,6 +96,9 @@ pub struct Framing {
     /// IPv6 extension headers before the L4 header (IPv6 only; a
     /// fragment header is added from [`Frag`]).
     pub v6_exts: Vec<Ext>,
+    /// No link header (an L3 interface: tun, WireGuard, ...): the frame
+    /// starts with the IP header; `tags` are then left out.
+    pub l3: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +108,9 @@ pub struct PacketSpec {
     pub l4: L4,
     pub frag: Frag,
     pub framing: Framing,
+    /// Which of the caller's interfaces the packet is on (each interface
+    /// tracks its own connections); the verdict does not read it.
+    pub iface: usize,
 }
 
 impl PacketSpec {
@@ -110,6 +121,7 @@ impl PacketSpec {
             l4,
             frag: Frag::Whole,
             framing: Framing::default(),
+            iface: 0,
         }
     }
 
@@ -133,8 +145,19 @@ impl PacketSpec {
         }
     }
 
-    /// The Ethernet frame for this packet.
+    /// The frame for this packet: Ethernet, or the bare IP datagram with
+    /// `framing.l3`.
     pub fn frame(&self) -> Vec<u8> {
+        let frame = self.ethernet_frame();
+        if self.framing.l3 {
+            let link = 14 + 4 * self.framing.tags.len();
+            return frame[link..].to_vec();
+        }
+        frame
+    }
+
+    /// The Ethernet frame for this packet.
+    fn ethernet_frame(&self) -> Vec<u8> {
         let l4 = match self.frag {
             // Fragment data, not a header.
             Frag::Later { .. } => vec![0xa5; 16],

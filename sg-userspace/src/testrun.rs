@@ -246,8 +246,14 @@ impl TestBed {
     /// Drops counted for `direction` (`sg_common::DIR_*`) and `reason` on
     /// the test-run device, summed over CPUs.
     pub fn drop_count(&mut self, direction: u8, reason: Reason) -> Result<u64> {
+        let ifindex = self.ifindex()?;
+        self.drop_count_on(ifindex, direction, reason)
+    }
+
+    /// [`TestBed::drop_count`] on interface `ifindex`.
+    pub fn drop_count_on(&mut self, ifindex: u32, direction: u8, reason: Reason) -> Result<u64> {
         let key = DropKey {
-            ifindex: self.ifindex()?,
+            ifindex,
             direction,
             reason: reason as u8,
             _pad: 0,

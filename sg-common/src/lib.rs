@@ -95,6 +95,9 @@ pub const IFACE_F_INGRESS_ALL_V6: u32 = 2;
 pub const IFACE_F_EGRESS_ALL_V4: u32 = 4;
 /// The interface's egress policy allows all traffic to `::/0`.
 pub const IFACE_F_EGRESS_ALL_V6: u32 = 8;
+/// The interface has no link header (tun, WireGuard, ipip, gre, sit, ppp):
+/// packets start with the IP header, whose version nibble tells v4 from v6.
+pub const IFACE_F_L3: u32 = 16;
 
 /// Bits of a prefix key that hold the policy or class ID.
 pub const ID_PREFIX_BITS: u32 = 32;

@@ -1,5 +1,6 @@
-//! Packet parsing: Ethernet (with up to two VLAN tags), IPv4/IPv6 (with
-//! options and extension headers), and the first bytes of the L4 header.
+//! Packet parsing: Ethernet (with up to two VLAN tags) or no link header
+//! at all (L3 interfaces), IPv4/IPv6 (with options and extension headers),
+//! and the first bytes of the L4 header.
 //!
 //! Everything is read through bounds-checked pointers at offsets the
 //! verifier can bound. A header that does not fit is `Malformed`, never
@@ -115,10 +116,14 @@ impl Bytes {
 }
 
 /// Parses one frame. `wire_len` is the full packet length, which on TC can
-/// exceed the linear bytes in `bytes`.
+/// exceed the linear bytes in `bytes`. `l3`: the interface has no link
+/// header, so the frame starts with the IP header.
 #[inline(always)]
-pub fn parse(bytes: Bytes, wire_len: usize, pkt: &mut Packet) -> Parsed {
+pub fn parse(bytes: Bytes, wire_len: usize, l3: bool, pkt: &mut Packet) -> Parsed {
     *pkt = Packet::EMPTY;
+    if l3 {
+        return parse_l3(bytes, wire_len, pkt);
+    }
     let Some(eth) = bytes.ptr_at::<EthHdr>(0) else {
         return Parsed::Malformed;
     };
@@ -140,6 +145,24 @@ pub fn parse(bytes: Bytes, wire_len: usize, pkt: &mut Packet) -> Parsed {
         ETH_P_IPV6 => parse_v6(bytes, l3, wire_len, pkt),
         ETH_P_8021Q | ETH_P_8021AD => Parsed::Malformed, // a third tag
         _ => Parsed::NotIp,
+    }
+}
+
+/// A packet with no link header: the version nibble picks the family.
+/// Anything else is broken, never "not IP": every packet of an L3
+/// interface is an IP packet.
+#[inline(always)]
+fn parse_l3(bytes: Bytes, wire_len: usize, pkt: &mut Packet) -> Parsed {
+    // Every IP header is at least 20 bytes; one check of that many also
+    // keeps the verifier's range simple (a 1-byte check compiles to a
+    // comparison it cannot use).
+    let Some(first) = bytes.ptr_at::<[u8; Ipv4Hdr::LEN]>(0) else {
+        return Parsed::Malformed;
+    };
+    match unsafe { (*first)[0] } >> 4 {
+        4 => parse_v4(bytes, 0, wire_len, pkt),
+        6 => parse_v6(bytes, 0, wire_len, pkt),
+        _ => Parsed::Malformed,
     }
 }
 

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
     CFG_F_REVOKE_ESTABLISHED, DIR_EGRESS, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey,
-    IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
@@ -77,7 +77,8 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
     let s = unsafe { &mut *scratch };
     let now = unsafe { bpf_ktime_get_ns() };
     let len = wire_len as u32;
-    match parse::parse(bytes, wire_len, &mut s.pkt) {
+    let l3 = iface.flags & IFACE_F_L3 != 0;
+    match parse::parse(bytes, wire_len, l3, &mut s.pkt) {
         Parsed::NotIp => return Verdict::Pass,
         Parsed::Malformed => {
             record_drop(&s.pkt, ifindex, direction, Reason::Malformed, len, now);

@@ -1,6 +1,6 @@
 //! The loaded eBPF object: its pinned maps and its two programs.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -152,24 +152,77 @@ impl Datapath {
     }
 
     pub fn set_runtime_config(&mut self, cfg: &RuntimeConfig) -> Result<()> {
+        crate::failpoint::write("CONFIG")?;
         let mut array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
         array.set(0, cfg, 0)?;
         Ok(())
     }
 
-    /// Writes every entry of `compiled`. Its IDs are fresh, so nothing a
-    /// packet can reach changes until the interfaces are switched to them.
-    /// On failure the entries written so far are removed again.
-    pub fn write_policies(&mut self, compiled: &Compiled, tables: &KernelTables) -> Result<()> {
-        let result = self.try_write_policies(tables);
+    /// Writes `tables`, whose policy and class IDs are the `fresh` ones
+    /// (plus installed IDs it only refers to), so nothing a packet can
+    /// reach changes until the interfaces are switched to them. Every
+    /// table's room is checked before anything is written. On failure the
+    /// entries of `fresh` IDs are removed again, and only those: a reused
+    /// ID is live policy.
+    pub fn write_policies(&mut self, tables: &KernelTables, fresh: &HashSet<u32>) -> Result<()> {
+        let firsts = self.check_room(tables)?;
+        let result = self.try_write_policies(tables, &firsts);
         if result.is_err() {
-            let fresh = ids_of(compiled);
             let _ = self.remove_entries(|id| fresh.contains(&id));
         }
         result
     }
 
-    fn try_write_policies(&mut self, tables: &KernelTables) -> Result<()> {
+    /// Fails, naming the table, unless every table has room for `tables`
+    /// beside what it holds. Returns where the rule sets' intervals go.
+    pub fn check_room(&mut self, tables: &KernelTables) -> Result<Vec<u32>> {
+        let p = &tables.peers;
+        let needs = [
+            ("PEER_HOSTS_V4", p.hosts_v4.len()),
+            ("PEER_HOSTS_V6", p.hosts_v6.len()),
+            ("PEER_NETS_V4", p.nets_v4.len()),
+            ("PEER_NETS_V6", p.nets_v6.len()),
+            ("PEER_LENGTHS", p.lengths.len()),
+            (RULE_SETS, tables.rule_sets.len()),
+        ];
+        for (name, need) in needs {
+            // Counting a hash walks it: only where this change writes.
+            if need == 0 {
+                continue;
+            }
+            let usage = match name {
+                "PEER_HOSTS_V4" => self.hash_usage::<PeerKeyV4, u32>("PEER_HOSTS_V4")?,
+                "PEER_HOSTS_V6" => self.hash_usage::<PeerKeyV6, u32>("PEER_HOSTS_V6")?,
+                "PEER_NETS_V4" => self.hash_usage::<PeerNetKeyV4, PeerNet>("PEER_NETS_V4")?,
+                "PEER_NETS_V6" => self.hash_usage::<PeerNetKeyV6, PeerNet>("PEER_NETS_V6")?,
+                "PEER_LENGTHS" => self.hash_usage::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS")?,
+                _ => self.hash_usage::<RuleSetKey, RuleSpan>(RULE_SETS)?,
+            };
+            usage.check(need as u64)?;
+        }
+        let (spans, _) = self.rule_maps()?;
+        let in_use: Vec<RuleSpan> = spans
+            .iter()
+            .map(|item| item.map(|(_, span)| span))
+            .collect::<Result<_, _>>()
+            .context("reading RULE_SETS")?;
+        let sizes: Vec<u32> = tables
+            .rule_sets
+            .iter()
+            .map(|s| s.intervals.len() as u32)
+            .collect();
+        crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY).map_err(|full| {
+            anyhow!(
+                "{RULE_INTERVALS} has room for {} entries; {} are in use and this change needs {} \
+                 more (in runs of one rule set each)",
+                full.capacity,
+                full.in_use,
+                full.needed
+            )
+        })
+    }
+
+    fn try_write_policies(&mut self, tables: &KernelTables, firsts: &[u32]) -> Result<()> {
         let peers = &tables.peers;
         self.write_hash("PEER_HOSTS_V4", &peers.hosts_v4)?;
         self.write_hash("PEER_HOSTS_V6", &peers.hosts_v6)?;
@@ -177,12 +230,13 @@ impl Datapath {
         self.write_hash("PEER_NETS_V6", &peers.nets_v6)?;
         // Last: a policy's lengths make its prefixes reachable.
         self.write_hash("PEER_LENGTHS", &peers.lengths)?;
-        self.write_rule_sets(&tables.rule_sets)
+        self.write_rule_sets(&tables.rule_sets, firsts)
     }
 
     fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
         let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
         for (key, value) in entries {
+            crate::failpoint::write(name)?;
             map.insert(key, value, 0)
                 .with_context(|| format!("writing {name} (map full?)"))?;
         }
@@ -203,35 +257,32 @@ impl Datapath {
             .filter(|k| doomed(id_of(k)))
             .collect();
         for key in &stale {
+            crate::failpoint::write(name)?;
             deleted(map.remove(key))?;
         }
         Ok(stale.len())
     }
 
-    /// Writes rule sets: their intervals into free room of the array, then
-    /// the hash entries that point at them. Their classes are fresh, so no
-    /// packet reaches them before the switch.
-    fn write_rule_sets(&mut self, sets: &[RuleSet]) -> Result<()> {
+    /// Writes rule sets: their intervals into the free room `firsts` names
+    /// (see [`Datapath::check_room`]), then the hash entries that point at
+    /// them. Their classes are fresh, so no packet reaches them before the
+    /// switch.
+    fn write_rule_sets(&mut self, sets: &[RuleSet], firsts: &[u32]) -> Result<()> {
         let (mut spans, mut intervals) = self.rule_maps()?;
-        let in_use: Vec<RuleSpan> = spans
-            .iter()
-            .map(|item| item.map(|(_, span)| span))
-            .collect::<Result<_, _>>()
-            .context("reading RULE_SETS")?;
-        let sizes: Vec<u32> = sets.iter().map(|s| s.intervals.len() as u32).collect();
-        let firsts = crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY)?;
-        for (set, &first) in sets.iter().zip(&firsts) {
+        for (set, &first) in sets.iter().zip(firsts) {
             for (index, interval) in (first..).zip(&set.intervals) {
+                crate::failpoint::write(RULE_INTERVALS)?;
                 intervals
                     .set(index, interval, 0)
                     .context("writing RULE_INTERVALS")?;
             }
         }
-        for (set, &first) in sets.iter().zip(&firsts) {
+        for (set, &first) in sets.iter().zip(firsts) {
             let span = RuleSpan {
                 first,
                 len: set.intervals.len() as u32,
             };
+            crate::failpoint::write(RULE_SETS)?;
             spans
                 .insert(&set.key, &span, 0)
                 .context("writing RULE_SETS (map full?)")?;
@@ -273,6 +324,63 @@ impl Datapath {
         Ok(out)
     }
 
+    /// Every entry a packet's verdict can depend on, as sorted text: the
+    /// interfaces' policies, the peer and rule-set entries with the
+    /// intervals each set points at, and the runtime config. Equal dumps
+    /// mean equal enforcement; the all-or-nothing tests compare them.
+    pub fn dump_policy(&mut self) -> Result<BTreeMap<&'static str, Vec<String>>> {
+        fn entries<K: Pod + std::fmt::Debug, V: Pod + std::fmt::Debug>(
+            dp: &mut Datapath,
+            name: &str,
+        ) -> Result<Vec<String>> {
+            let map: HashMap<&mut MapData, K, V> = dp.map(name)?;
+            let mut out: Vec<String> = map
+                .iter()
+                .map(|item| item.map(|(k, v)| format!("{k:?} => {v:?}")))
+                .collect::<Result<_, _>>()?;
+            out.sort();
+            Ok(out)
+        }
+        let mut out = BTreeMap::new();
+        out.insert(
+            "IFACE_POLICY",
+            entries::<u32, IfacePolicy>(self, "IFACE_POLICY")?,
+        );
+        out.insert(
+            "PEER_HOSTS_V4",
+            entries::<PeerKeyV4, u32>(self, "PEER_HOSTS_V4")?,
+        );
+        out.insert(
+            "PEER_HOSTS_V6",
+            entries::<PeerKeyV6, u32>(self, "PEER_HOSTS_V6")?,
+        );
+        out.insert(
+            "PEER_NETS_V4",
+            entries::<PeerNetKeyV4, PeerNet>(self, "PEER_NETS_V4")?,
+        );
+        out.insert(
+            "PEER_NETS_V6",
+            entries::<PeerNetKeyV6, PeerNet>(self, "PEER_NETS_V6")?,
+        );
+        out.insert(
+            "PEER_LENGTHS",
+            entries::<PeerLengthsKey, PeerLengths>(self, "PEER_LENGTHS")?,
+        );
+        let (spans, intervals) = self.rule_maps()?;
+        let mut sets = Vec::new();
+        for item in spans.iter() {
+            let (key, span) = item?;
+            let run: Vec<RuleInterval> = (span.first..span.first + span.len)
+                .map(|i| intervals.get(&i, 0))
+                .collect::<Result<_, _>>()?;
+            sets.push(format!("{key:?} => {span:?} {run:?}"));
+        }
+        sets.sort();
+        out.insert(RULE_SETS, sets);
+        out.insert("CONFIG", vec![format!("{:?}", self.runtime_config()?)]);
+        Ok(out)
+    }
+
     fn hash_usage<K: Pod, V: Pod>(&mut self, name: &'static str) -> Result<MapUsage> {
         let capacity = match self.ebpf.map(name) {
             Some(aya::maps::Map::HashMap(data)) => data.info()?.max_entries(),
@@ -297,33 +405,87 @@ impl Datapath {
         runtime: &RuntimeConfig,
         ifindex_of: impl Fn(&str) -> Result<u32>,
     ) -> Result<()> {
-        self.write_and_switch(compiled, &KernelTables::of(compiled), runtime, ifindex_of)?;
         let live = ids_of(compiled);
+        let tables = KernelTables::of(compiled);
+        self.write_and_switch(compiled, &tables, &live, runtime, ifindex_of)?;
         self.remove_entries(|id| !live.contains(&id))?;
         Ok(())
     }
 
     /// The first two steps of [`Datapath::install`]: write `tables`, the
-    /// kernel's entries of `compiled`, then switch its interfaces. Removing
-    /// what is no longer in force is left to the caller.
+    /// kernel's entries of `compiled` under its `fresh` IDs, then switch
+    /// its interfaces. All or nothing: on failure every interface is
+    /// switched back and the fresh entries go. Removing what is no longer
+    /// in force is left to the caller, which can still undo the switch
+    /// with the returned [`Undo`].
     pub fn write_and_switch(
         &mut self,
         compiled: &Compiled,
         tables: &KernelTables,
+        fresh: &HashSet<u32>,
         runtime: &RuntimeConfig,
         ifindex_of: impl Fn(&str) -> Result<u32>,
-    ) -> Result<()> {
-        self.write_policies(compiled, tables)?;
-        self.set_runtime_config(runtime)?;
-        for (name, binding) in &compiled.ifaces {
-            self.switch_iface(
-                ifindex_of(name)?,
-                binding.ingress_policy,
-                binding.egress_policy,
-                binding.flags,
-            )?;
+    ) -> Result<Undo> {
+        let switches: Vec<(u32, IfacePolicy)> = compiled
+            .ifaces
+            .iter()
+            .map(|(name, b)| {
+                let value = IfacePolicy {
+                    ingress_policy: b.ingress_policy,
+                    egress_policy: b.egress_policy,
+                    flags: b.flags,
+                    _pad: 0,
+                };
+                Ok((ifindex_of(name)?, value))
+            })
+            .collect::<Result<_>>()?;
+        self.write_policies(tables, fresh)?;
+        let mut undo = Undo {
+            runtime: None,
+            ifaces: Vec::new(),
+            fresh: fresh.clone(),
+        };
+        let switched = (|| -> Result<()> {
+            undo.runtime = Some(self.runtime_config()?);
+            self.set_runtime_config(runtime)?;
+            for (ifindex, value) in &switches {
+                let before = match self.iface_policy()?.get(ifindex, 0) {
+                    Ok(v) => Some(v),
+                    Err(aya::maps::MapError::KeyNotFound) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                undo.ifaces.push((*ifindex, before));
+                self.put_iface(*ifindex, value)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = switched {
+            if let Err(undo_err) = self.undo(&undo) {
+                eprintln!("warning: could not undo a failed switch: {undo_err:#}");
+            }
+            return Err(e);
         }
-        Ok(())
+        Ok(undo)
+    }
+
+    /// Puts back what [`Datapath::write_and_switch`] changed: interfaces
+    /// first (each one map update), then the runtime config, then the
+    /// fresh entries, which no packet can reach any more.
+    pub fn undo(&mut self, undo: &Undo) -> Result<()> {
+        let mut first_err = None;
+        for (ifindex, before) in undo.ifaces.iter().rev() {
+            let r = match before {
+                Some(v) => self.put_iface(*ifindex, v),
+                None => self.forget_iface(*ifindex),
+            };
+            first_err = first_err.or(r.err());
+        }
+        if let Some(runtime) = &undo.runtime {
+            first_err = first_err.or(self.set_runtime_config(runtime).err());
+        }
+        let fresh = &undo.fresh;
+        first_err = first_err.or(self.remove_entries(|id| fresh.contains(&id)).err());
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Loads both programs into the kernel (the verifier runs here).
@@ -415,11 +577,17 @@ impl Datapath {
             flags,
             _pad: 0,
         };
-        self.iface_policy()?.insert(&ifindex, &value, 0)?;
+        self.put_iface(ifindex, &value)
+    }
+
+    fn put_iface(&mut self, ifindex: u32, value: &IfacePolicy) -> Result<()> {
+        crate::failpoint::write("IFACE_POLICY")?;
+        self.iface_policy()?.insert(&ifindex, value, 0)?;
         Ok(())
     }
 
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
+        crate::failpoint::write("IFACE_POLICY")?;
         deleted(self.iface_policy()?.remove(&ifindex))?;
         Ok(())
     }
@@ -516,6 +684,32 @@ pub struct MapUsage {
     pub map: &'static str,
     pub entries: u64,
     pub capacity: u32,
+}
+
+impl MapUsage {
+    /// Fails, naming the map, unless `need` more entries fit.
+    pub fn check(&self, need: u64) -> Result<()> {
+        if self.entries + need > u64::from(self.capacity) {
+            anyhow::bail!(
+                "{} has room for {} entries; {} are in use and this change needs {} more",
+                self.map,
+                self.capacity,
+                self.entries,
+                need
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What [`Datapath::write_and_switch`] changed, to put back with
+/// [`Datapath::undo`] when the change cannot be committed.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    runtime: Option<RuntimeConfig>,
+    /// Interfaces switched, with their entry before (`None`: none).
+    ifaces: Vec<(u32, Option<IfacePolicy>)>,
+    fresh: HashSet<u32>,
 }
 
 /// The result of deleting a map entry: `Ok(true)` if it was deleted,

@@ -2,17 +2,17 @@
 //! kernel state out, all or nothing.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, bail};
-use sg_common::{CFG_F_REVOKE_ESTABLISHED, RuntimeConfig};
+use sg_common::{CFG_F_REVOKE_ESTABLISHED, IFACE_F_L3, RuntimeConfig};
 
 use crate::{
     compile::{Attachment, Compiled, compile},
     config::{self, Config, Loaded},
-    datapath::{AttachMode, Datapath, detach_links},
+    datapath::{AttachMode, Datapath, detach_links, ids_of},
     ifaces, netns,
     state::{AttachedIface, RuleRecord, State, StateDir},
 };
@@ -115,7 +115,12 @@ fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
     (remapped, slots)
 }
 
-/// Installs `compiled` and records it in `state`.
+/// Installs `compiled` and records it in `state`, all or nothing: the
+/// state file saved with everything in it is the commit point. Any failure
+/// before it (no room in a table, a map write, a switch, the save) puts
+/// back every interface's policy and removes what this call wrote, and
+/// only that. Clean-up after the commit only warns: the next apply
+/// collects what it leaves.
 fn install(
     dir: &StateDir,
     dp: &mut Datapath,
@@ -131,46 +136,50 @@ fn install(
         .iter()
         .map(|(n, i)| (n.clone(), i.ifindex))
         .collect();
-    let plan = crate::reuse::plan(compiled, &state.installed);
-    dp.write_and_switch(&plan.write, &plan.tables, &runtime_config(config), |name| {
-        ifindexes
-            .get(name)
-            .copied()
-            .with_context(|| format!("compiled an interface that is not attached: {name}"))
-    })?;
-    // Record what is in force before removing anything: an apply killed
-    // after the removal must not leave a state naming deleted classes.
-    let mut on_disk = dir.load()?.unwrap_or_else(|| state.clone());
-    on_disk.installed = plan.installed.clone();
-    dir.save(&on_disk)?;
-    dp.remove_entries(|id| !plan.live.contains(&id))?;
-    state.installed = plan.installed.clone();
-    state.last_written = plan.entries_written();
-    // The sweep timer collects expired entries every second; sweeping here
-    // too makes the counts of a following `sg status` exact.
-    if let Err(e) = crate::conntrack::sweep_expired(dp) {
-        eprintln!("warning: conntrack garbage collection failed: {e:#}");
+    let mut plan = crate::reuse::plan(compiled, &state.installed);
+    for (name, binding) in plan.write.ifaces.iter_mut() {
+        if state.interfaces.get(name).is_some_and(|i| i.l3) {
+            binding.flags |= IFACE_F_L3;
+        }
     }
+    // Reused IDs are live policy: a failed write must never remove them.
+    let in_force: HashSet<u32> = state
+        .installed
+        .classes
+        .values()
+        .chain(state.installed.policies.values())
+        .copied()
+        .collect();
+    let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
+    let undo = dp.write_and_switch(
+        &plan.write,
+        &plan.tables,
+        &fresh,
+        &runtime_config(config),
+        |name| {
+            ifindexes
+                .get(name)
+                .copied()
+                .with_context(|| format!("compiled an interface that is not attached: {name}"))
+        },
+    )?;
+    let mut next = state.clone();
+    next.installed = plan.installed.clone();
+    next.last_written = plan.entries_written();
     for (name, binding) in &plan.write.ifaces {
-        if let Some(iface) = state.interfaces.get_mut(name) {
+        if let Some(iface) = next.interfaces.get_mut(name) {
             iface.ingress_policy = binding.ingress_policy;
             iface.egress_policy = binding.egress_policy;
         }
     }
-    state.next_id = compiled.next_id;
-    state.next_rule_slot = slots
+    next.next_id = next.next_id.max(compiled.next_id);
+    next.next_rule_slot = slots
         .iter()
         .map(|s| s + 1)
         .max()
         .unwrap_or(0)
         .max(state.next_rule_slot);
-    // Counters of rules that went: a connection they opened may still
-    // count, and `sg stats` then shows its slot without a rule ID.
-    let live: std::collections::HashSet<u32> = slots.iter().copied().collect();
-    if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
-        eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
-    }
-    state.rules = compiled
+    next.rules = compiled
         .rules
         .iter()
         .zip(&slots)
@@ -183,6 +192,29 @@ fn install(
             description: r.description.clone(),
         })
         .collect();
+    // The commit: recorded before anything old is removed, so an apply
+    // killed after the removal never leaves a state naming deleted IDs.
+    if let Err(e) = dir.save(&next) {
+        if let Err(undo_err) = dp.undo(&undo) {
+            eprintln!("warning: could not undo the switch: {undo_err:#}");
+        }
+        return Err(e);
+    }
+    *state = next;
+    if let Err(e) = dp.remove_entries(|id| !plan.live.contains(&id)) {
+        eprintln!("warning: old policy entries stay until the next apply: {e:#}");
+    }
+    // The sweep timer collects expired entries every second; sweeping here
+    // too makes the counts of a following `sg status` exact.
+    if let Err(e) = crate::conntrack::sweep_expired(dp) {
+        eprintln!("warning: conntrack garbage collection failed: {e:#}");
+    }
+    // Counters of rules that went: a connection they opened may still
+    // count, and `sg stats` then shows its slot without a rule ID.
+    let live: HashSet<u32> = slots.iter().copied().collect();
+    if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
+        eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
+    }
     Ok(())
 }
 
@@ -216,6 +248,8 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
         }
     }
     let ifindex = ifaces::index(req.iface)?;
+    // Before anything is written: a kind sg cannot parse is refused.
+    let link = ifaces::link_kind(req.iface)?;
     let _lock = dir.lock()?;
     let mut state = match dir.load()? {
         Some(state) => state,
@@ -240,9 +274,12 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
                 .unwrap_or_default(),
             ingress_policy: 0,
             egress_policy: 0,
+            link: link.name.to_string(),
+            l3: link.l3,
         },
     );
     refresh_groups(&config, &mut state, req.iface)?;
+    state.config_path = Some(absolute(req.config_path));
     let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
 
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
@@ -263,8 +300,6 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
         }
         return Err(e);
     }
-    state.config_path = Some(absolute(req.config_path));
-    dir.save(&state)?;
     Ok(state.interfaces[req.iface].xdp_mode.clone())
 }
 
@@ -325,6 +360,10 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     refresh_groups(&config, &mut state, "")?;
     for (name, iface) in state.interfaces.iter_mut() {
         iface.ifindex = ifaces::index(name)?;
+        // A name may now be another device, of another kind.
+        let link = ifaces::link_kind(name)?;
+        iface.link = link.name.to_string();
+        iface.l3 = link.l3;
     }
     let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
     let report = diff(&before, &state, &compiled);
@@ -338,9 +377,8 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         );
     }
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
-    install(dir, &mut dp, &mut state, &compiled, &config)?;
     state.config_path = Some(absolute(config_path));
-    dir.save(&state)?;
+    install(dir, &mut dp, &mut state, &compiled, &config)?;
     Ok(ApplyReport {
         entries_written: Some(state.last_written),
         ..report

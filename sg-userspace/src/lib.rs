@@ -14,6 +14,7 @@ pub mod datapath;
 pub mod demo;
 pub mod enforcer;
 pub mod events;
+pub mod failpoint;
 pub mod ifaces;
 pub mod lab;
 pub mod metrics;

@@ -29,15 +29,18 @@
 //! - hostile packets (1.11): a truncated frame is dropped as `malformed`;
 //! - fragments (1.11): a non-first fragment passes only after a first
 //!   fragment of the same (src, dst, proto, id) passed in the same
-//!   direction, else it is dropped with reason `fragment`.
-//!
+//!   direction, else it is dropped with reason `fragment`;
 //! - revocation (1.8): with `revoke_established`, a packet of a live flow
 //!   whose opening packet (opener to responder, in the direction it was
 //!   first seen; an echo request of code 0 for ICMP) no rule allows any
 //!   more is dropped as `revoked` and the flow forgotten;
 //! - a full table (1.9): `max_entries` flows at most, dead ones included
 //!   until they are swept; a packet that would open one more is dropped as
-//!   `conntrack_full`, and nothing is evicted.
+//!   `conntrack_full`, and nothing is evicted;
+//! - framing: Ethernet (VLAN tags, options) or none at all (L3
+//!   interfaces) never changes a verdict; flows and fragments are kept
+//!   per interface, in one table whose `max_entries` all interfaces share,
+//!   as in the kernel.
 //!
 //! Expiry is modeled from `now`, which the caller controls; the
 //! kernel's clock is its own, so the differential test keeps every run far
@@ -105,6 +108,9 @@ pub struct Framing {
     /// IPv6 extension headers before the L4 header (IPv6 only; a
     /// fragment header is added from [`Frag`]).
     pub v6_exts: Vec<Ext>,
+    /// No link header (an L3 interface: tun, WireGuard, ...): the frame
+    /// starts with the IP header; `tags` are then left out.
+    pub l3: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -117,8 +123,12 @@ pub struct PacketSpec {
     /// An ICMP error's quoted packet (its IP header on), or `None`: the
     /// ICMP message carries a plain payload.
     pub quote: Option<Box<PacketSpec>>,
-    /// The frame is cut to this many bytes, fewer than it has: truncated.
+    /// The frame (as sent: without a link header on L3) is cut to this
+    /// many bytes, fewer than it has: truncated.
     pub cut: Option<usize>,
+    /// Which of the caller's interfaces the packet is on: each interface
+    /// tracks its own connections and fragments, in one table.
+    pub iface: usize,
 }
 
 impl PacketSpec {
@@ -131,6 +141,7 @@ impl PacketSpec {
             framing: Framing::default(),
             quote: None,
             cut: None,
+            iface: 0,
         }
     }
 
@@ -177,8 +188,22 @@ impl PacketSpec {
         }
     }
 
-    /// The Ethernet frame for this packet.
+    /// The frame for this packet: Ethernet, or the bare IP datagram with
+    /// `framing.l3`.
     pub fn frame(&self) -> Vec<u8> {
+        let mut frame = self.ethernet_frame();
+        if self.framing.l3 {
+            let link = 14 + 4 * self.framing.tags.len();
+            frame.drain(..link);
+        }
+        if let Some(n) = self.cut {
+            frame.truncate(n);
+        }
+        frame
+    }
+
+    /// The Ethernet frame for this packet.
+    fn ethernet_frame(&self) -> Vec<u8> {
         let l4 = match self.frag {
             // Fragment data, not a header.
             Frag::Later { .. } => vec![0xa5; 16],
@@ -216,7 +241,7 @@ impl PacketSpec {
         };
         let proto = self.proto();
         let tags = &self.framing.tags;
-        let mut frame = match (self.src, self.dst) {
+        let frame = match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let (id, field) = match self.frag {
                     Frag::Whole => (0x1234, packet::IP_DF),
@@ -250,9 +275,6 @@ impl PacketSpec {
             }
             _ => panic!("mixed address families: {} -> {}", self.src, self.dst),
         };
-        if let Some(n) = self.cut {
-            frame.truncate(n);
-        }
         frame
     }
 }
@@ -304,12 +326,14 @@ pub struct FlowState {
     pub opened: Direction,
 }
 
-/// A flow: protocol and its two endpoints, smaller first, so that both
-/// directions of the flow find it.
-pub type FlowKey = (u8, (IpAddr, u16), (IpAddr, u16));
+/// A flow: the interface (each tracks its own, as the kernel keys its
+/// table by interface), the protocol and the two endpoints, smaller first,
+/// so that both directions of the flow find it.
+pub type FlowKey = (usize, u8, (IpAddr, u16), (IpAddr, u16));
 
-/// (src, dst, proto, id, direction) of a first fragment that passed.
-pub type FragKey = (IpAddr, IpAddr, u8, u32, Direction);
+/// (interface, src, dst, proto, id, direction) of a first fragment that
+/// passed.
+pub type FragKey = (usize, IpAddr, IpAddr, u8, u32, Direction);
 
 /// The evaluator's connection tracking state.
 #[derive(Clone, Debug, Default)]
@@ -523,7 +547,7 @@ pub fn verdict(
         // A first fragment that passed lets its followers pass (1.11).
         if let Frag::First { id } = pkt.frag {
             state.fragments.insert(
-                (pkt.src, pkt.dst, proto, id, direction),
+                (pkt.iface, pkt.src, pkt.dst, proto, id, direction),
                 now + FRAGMENT_TIMEOUT,
             );
         }
@@ -532,7 +556,7 @@ pub fn verdict(
 
     // 1.11: a non-first fragment follows its first fragment.
     if let Frag::Later { id } = pkt.frag {
-        let key = (pkt.src, pkt.dst, proto, id, direction);
+        let key = (pkt.iface, pkt.src, pkt.dst, proto, id, direction);
         return match state.fragments.get(&key) {
             Some(&expires) if now <= expires => Outcome::PASS,
             _ => Outcome::drop(Reason::Fragment),
@@ -544,7 +568,7 @@ pub fn verdict(
         && let Frag::First { id } = pkt.frag
     {
         state.fragments.insert(
-            (pkt.src, pkt.dst, proto, id, direction),
+            (pkt.iface, pkt.src, pkt.dst, proto, id, direction),
             now + FRAGMENT_TIMEOUT,
         );
     }
@@ -676,7 +700,7 @@ fn still_allowed(
     key: &FlowKey,
     flow: &FlowState,
 ) -> bool {
-    let (proto, x, y) = *key;
+    let (_, proto, x, y) = *key;
     let (opener, responder) = if flow.opener == x { (x, y) } else { (y, x) };
     let l4 = match proto {
         TCP => L4::Tcp {
@@ -704,7 +728,7 @@ fn flow_key(pkt: &PacketSpec) -> FlowKey {
     let (sport, dport) = pkt.ports();
     let this = (pkt.src, sport);
     let other = (pkt.dst, dport);
-    (pkt.proto(), this.min(other), this.max(other))
+    (pkt.iface, pkt.proto(), this.min(other), this.max(other))
 }
 
 /// Is `pkt` an ICMP error of SPEC 1.6: destination unreachable (with
@@ -756,7 +780,10 @@ fn related(
     }
     let tracked = state
         .flows
-        .get(&flow_key(q))
+        .get(&flow_key(&PacketSpec {
+            iface: pkt.iface,
+            ..q.clone()
+        }))
         .is_some_and(|f| now <= f.expires);
     // The quote travelled the other way; its reverse would travel this way.
     let other = match direction {

@@ -56,6 +56,14 @@ pub struct AttachedIface {
     pub xdp_mode: String,
     pub ingress_policy: u32,
     pub egress_policy: u32,
+    /// Link kind found at attach (SPEC 1.12), e.g. "ethernet" or "none
+    /// (tun, WireGuard)"; empty in state written before it was recorded.
+    #[serde(default)]
+    pub link: String,
+    /// The interface has no link header: the datapath parses from the IP
+    /// header (`IFACE_F_L3`).
+    #[serde(default)]
+    pub l3: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -187,6 +195,7 @@ impl StateDir {
 
     /// Writes the state atomically (temp file, then rename).
     pub fn save(&self, state: &State) -> Result<()> {
+        crate::failpoint::write("the state file")?;
         fs::create_dir_all(&self.meta)?;
         let tmp = self.meta.join("state.json.tmp");
         let mut file = File::create(&tmp)?;

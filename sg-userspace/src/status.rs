@@ -26,6 +26,10 @@ pub struct IfaceStatus {
     pub iface: String,
     pub ifindex: u32,
     pub xdp_mode: String,
+    /// Link kind (SPEC 1.12): "ethernet", "none (tun, WireGuard)", "ipip", ...
+    pub link: String,
+    /// No link header: packets are parsed from the IP header.
+    pub l3: bool,
     pub groups: Vec<String>,
     pub ingress_rules: usize,
     pub egress_rules: usize,
@@ -60,6 +64,8 @@ pub fn status(dir: &StateDir) -> Result<Status> {
                 iface: name.clone(),
                 ifindex: i.ifindex,
                 xdp_mode: i.xdp_mode.clone(),
+                link: i.link.clone(),
+                l3: i.l3,
                 groups: i.groups.clone(),
                 ingress_rules: rule_count(&state, &i.groups, "ingress"),
                 egress_rules: rule_count(&state, &i.groups, "egress"),
@@ -77,14 +83,15 @@ pub fn print_status(s: &Status) {
         return;
     }
     println!(
-        "{:<16} {:<8} {:>7} {:>7}  GROUPS",
-        "INTERFACE", "MODE", "INGRESS", "EGRESS"
+        "{:<16} {:<8} {:<22} {:>7} {:>7}  GROUPS",
+        "INTERFACE", "MODE", "LINK", "INGRESS", "EGRESS"
     );
     for i in &s.interfaces {
         println!(
-            "{:<16} {:<8} {:>7} {:>7}  {}",
+            "{:<16} {:<8} {:<22} {:>7} {:>7}  {}",
             i.iface,
             i.xdp_mode,
+            i.link,
             i.ingress_rules,
             i.egress_rules,
             i.groups.join(",")

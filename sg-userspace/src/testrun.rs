@@ -45,6 +45,19 @@ pub struct TestBed {
     pub dp: Datapath,
     dir: StateDir,
     next_id: u32,
+    /// Frames on the test-run device have no link header (`IFACE_F_L3`).
+    l3: bool,
+    /// Ifindexes bound by the last apply.
+    bound: Vec<u32>,
+}
+
+/// An interface a test bed enforces on: its groups, and whether it has no
+/// link header. Test runs on it go through [`TestBed::ingress_on`].
+#[derive(Clone, Debug)]
+pub struct BedIface {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub l3: bool,
 }
 
 static NEXT_BED: AtomicU32 = AtomicU32::new(0);
@@ -81,6 +94,8 @@ impl TestBed {
             dp,
             dir,
             next_id: 1,
+            l3: false,
+            bound: Vec::new(),
         };
         bed.apply(config, groups)?;
         Ok(bed)
@@ -105,16 +120,81 @@ impl TestBed {
 
     /// Replaces the policy, as `sg apply` does.
     pub fn apply(&mut self, config: &Config, groups: &[&str]) -> Result<()> {
-        let attachment = Attachment {
-            iface: TEST_RUN_IFACE.to_string(),
+        let iface = BedIface {
+            name: TEST_RUN_IFACE.to_string(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
-            addrs: Vec::new(),
+            l3: self.l3,
         };
-        let compiled = compile(config, &[attachment], self.next_id)?;
+        self.apply_ifaces(config, &[iface])
+    }
+
+    /// From the next [`TestBed::apply`] on, the test-run device is an L3
+    /// interface: frames start with the IP header.
+    pub fn set_l3(&mut self, l3: bool) {
+        self.l3 = l3;
+    }
+
+    /// Replaces the policy with one enforcing on each of `ifaces` (devices
+    /// of the caller's network namespace); any other interface bound
+    /// before is forgotten.
+    pub fn apply_ifaces(&mut self, config: &Config, ifaces: &[BedIface]) -> Result<()> {
+        let attachments: Vec<Attachment> = ifaces
+            .iter()
+            .map(|i| Attachment {
+                iface: i.name.clone(),
+                groups: i.groups.clone(),
+                addrs: Vec::new(),
+            })
+            .collect();
+        let mut compiled = compile(config, &attachments, self.next_id)?;
         self.next_id = compiled.next_id;
-        let lo = ifaces::index(TEST_RUN_IFACE)?;
+        let mut index = std::collections::BTreeMap::new();
+        for i in ifaces {
+            index.insert(i.name.clone(), ifaces::index(&i.name)?);
+            if i.l3 {
+                let binding = compiled.ifaces.get_mut(&i.name).context("compiled iface")?;
+                binding.flags |= sg_common::IFACE_F_L3;
+            }
+        }
+        for old in std::mem::take(&mut self.bound) {
+            if !index.values().any(|&i| i == old) {
+                self.dp.forget_iface(old)?;
+            }
+        }
+        self.bound = index.values().copied().collect();
         self.dp
-            .install(&compiled, &runtime_config(config), |_| Ok(lo))
+            .install(&compiled, &runtime_config(config), |name| Ok(index[name]))
+    }
+
+    /// [`TestBed::ingress`] as if the frame arrived on `ifindex`.
+    pub fn ingress_on(&mut self, ifindex: u32, frame: &[u8]) -> Result<Verdict> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let ctx = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = ctx.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let (ret, _) =
+            run_program_ctx(self.dp.xdp()?, frame, 1, Some(&ctx)).context("XDP test run")?;
+        match ret {
+            XDP_PASS => Ok(Verdict::Pass),
+            XDP_DROP => Ok(Verdict::Drop),
+            other => anyhow::bail!("XDP returned unexpected action {other}"),
+        }
+    }
+
+    /// [`TestBed::egress`] as if the frame left by `ifindex`. The device
+    /// needs a 14-byte hard header (veth, lo): the kernel strips and puts
+    /// back that many bytes before the program runs.
+    pub fn egress_on(&mut self, ifindex: u32, frame: &[u8]) -> Result<Verdict> {
+        // struct __sk_buff up to `ifindex` (offset 40); the rest zero.
+        let mut ctx = vec![0u8; SK_BUFF_CTX_LEN];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let (ret, _) =
+            run_program_ctx(self.dp.tc()?, frame, 1, Some(&ctx)).context("TC test run")?;
+        match ret as i32 {
+            TC_PASS => Ok(Verdict::Pass),
+            TC_DROP => Ok(Verdict::Drop),
+            other => anyhow::bail!("TC returned unexpected action {other}"),
+        }
     }
 
     pub fn ingress(&mut self, frame: &[u8]) -> Result<Verdict> {
@@ -191,8 +271,14 @@ impl TestBed {
     /// Drops counted for `direction` (`sg_common::DIR_*`) and `reason` on
     /// the test-run device, summed over CPUs.
     pub fn drop_count(&mut self, direction: u8, reason: Reason) -> Result<u64> {
+        let ifindex = self.ifindex()?;
+        self.drop_count_on(ifindex, direction, reason)
+    }
+
+    /// [`TestBed::drop_count`] on interface `ifindex`.
+    pub fn drop_count_on(&mut self, ifindex: u32, direction: u8, reason: Reason) -> Result<u64> {
         let key = DropKey {
-            ifindex: self.ifindex()?,
+            ifindex,
             direction,
             reason: reason as u8,
             _pad: 0,
@@ -263,10 +349,26 @@ fn run_program<P>(prog: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, Durat
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {
+    run_program_ctx(prog, frame, repeat, None)
+}
+
+/// `sizeof(struct __sk_buff)` on this kernel's ABI (6.x).
+const SK_BUFF_CTX_LEN: usize = 192;
+
+fn run_program_ctx<P>(
+    prog: &mut P,
+    frame: &[u8],
+    repeat: u32,
+    ctx: Option<&[u8]>,
+) -> Result<(u32, Duration)>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut out = vec![0u8; frame.len() + 256];
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
+        ctx_in: ctx,
         repeat,
         ..TestRunOptions::default()
     };

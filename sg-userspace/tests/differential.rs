@@ -30,7 +30,7 @@ use sg::{
     config::{self, Config, Direction},
     packet::{self, ACK, Ext, FIN, PSH, RST, SYN},
     reference::{self, ConntrackModel, Frag, Framing, L4, Outcome, PacketSpec},
-    testrun::{TestBed, Verdict},
+    testrun::{BedIface, TestBed, Verdict},
 };
 use sg_common::{DIR_EGRESS, DIR_INGRESS, Reason};
 
@@ -94,6 +94,9 @@ struct GenConfig {
     /// `[conntrack] max_entries` (SPEC 1.9); `None`: the default. Both
     /// configs of a case share it: it is the test bed's table size.
     max_entries: Option<u32>,
+    /// Groups of the other interfaces (1, 2, ...); `attached` is
+    /// interface 0's.
+    others: Vec<Vec<String>>,
 }
 
 fn render_rule(out: &mut String, r: &GenRule, peer_key: &str) {
@@ -321,7 +324,7 @@ fn gen_rule(rng: &mut Rng, u: &Universe, names: &[String]) -> GenRule {
     r
 }
 
-fn gen_config(rng: &mut Rng, u: &Universe) -> GenConfig {
+fn gen_config(rng: &mut Rng, u: &Universe, ifaces: usize) -> GenConfig {
     let n = 1 + rng.below(4);
     let names: Vec<String> = (0..n).map(|i| format!("g{i}")).collect();
     let groups = names
@@ -352,9 +355,13 @@ fn gen_config(rng: &mut Rng, u: &Universe) -> GenConfig {
     if attached.is_empty() {
         attached.push(names[rng.below(n)].clone());
     }
+    let others = (1..ifaces)
+        .map(|_| vec![names[rng.below(n)].clone()])
+        .collect();
     GenConfig {
         groups,
         attached,
+        others,
         revoke: rng.chance(30),
         max_entries: None,
     }
@@ -365,7 +372,7 @@ fn gen_config(rng: &mut Rng, u: &Universe) -> GenConfig {
 /// tracked flows stay allowed and others lose their rule (SPEC 1.8).
 fn gen_second_config(rng: &mut Rng, u: &Universe, first: &GenConfig) -> GenConfig {
     let mut c = if rng.chance(50) {
-        gen_config(rng, u)
+        gen_config(rng, u, first.others.len() + 1)
     } else {
         let mut c = first.clone();
         let names: Vec<String> = c.groups.iter().map(|g| g.name.clone()).collect();
@@ -400,6 +407,8 @@ enum Step {
 struct Case {
     configs: Vec<GenConfig>,
     steps: Vec<Step>,
+    /// Per interface: no link header (an L3 interface such as tun).
+    l3: Vec<bool>,
 }
 
 #[derive(Clone, Copy)]
@@ -417,6 +426,8 @@ struct FlowGen {
     opener: (IpAddr, u16),
     responder: (IpAddr, u16),
     kind: FlowKind,
+    /// The interface the flow runs on.
+    iface: usize,
 }
 
 fn reverse(d: Direction) -> Direction {
@@ -434,9 +445,12 @@ fn port(rng: &mut Rng) -> u16 {
     }
 }
 
-fn framing(rng: &mut Rng, v6: bool) -> Framing {
-    let mut f = Framing::default();
-    if rng.chance(10) {
+fn framing(rng: &mut Rng, v6: bool, l3: bool) -> Framing {
+    let mut f = Framing {
+        l3,
+        ..Framing::default()
+    };
+    if !l3 && rng.chance(10) {
         f.tags = match rng.below(3) {
             0 => vec![(packet::ETH_P_8021Q, 7)],
             1 => vec![(packet::ETH_P_8021AD, 100), (packet::ETH_P_8021Q, 7)],
@@ -482,6 +496,8 @@ fn tcp_flags_any(rng: &mut Rng) -> u8 {
 
 struct SeqGen<'u> {
     u: &'u Universe,
+    /// Per interface: L3 framing.
+    l3: Vec<bool>,
     flows: Vec<FlowGen>,
     first_frags: Vec<(Direction, PacketSpec)>,
     steps: Vec<Step>,
@@ -495,20 +511,23 @@ impl SeqGen<'_> {
     fn push(
         &mut self,
         rng: &mut Rng,
+        iface: usize,
         dir: Direction,
         src: (IpAddr, u16),
         dst: (IpAddr, u16),
         l4: L4,
     ) {
-        self.push_spec(rng, dir, PacketSpec::new(src.0, dst.0, l4));
+        let mut pkt = PacketSpec::new(src.0, dst.0, l4);
+        pkt.iface = iface;
+        self.push_spec(rng, dir, pkt);
     }
 
-    /// Pushes `pkt` with random framing; sometimes a first fragment,
-    /// sometimes truncated.
+    /// Pushes `pkt` with random framing for its interface; sometimes a
+    /// first fragment, sometimes truncated.
     fn push_spec(&mut self, rng: &mut Rng, dir: Direction, mut pkt: PacketSpec) {
-        pkt.framing = framing(rng, pkt.src.is_ipv6());
+        pkt.framing = framing(rng, pkt.src.is_ipv6(), self.l3[pkt.iface]);
         if rng.chance(2) {
-            // Cut anywhere after the Ethernet header: a test run needs 14
+            // Cut anywhere after the first 14 bytes: a test run needs 14
             // bytes at least, a TC one an untagged IP header's worth too.
             let len = pkt.frame().len();
             let fixed_ip = if pkt.src.is_ipv4() { 20 } else { 40 };
@@ -516,7 +535,9 @@ impl SeqGen<'_> {
                 Direction::Egress if pkt.framing.tags.is_empty() => 14 + fixed_ip,
                 _ => 14,
             };
-            pkt.cut = Some(min + rng.below(len - min));
+            if len > min {
+                pkt.cut = Some(min + rng.below(len - min));
+            }
         }
         if rng.chance(6) {
             let id = if pkt.src.is_ipv4() {
@@ -574,6 +595,7 @@ impl SeqGen<'_> {
             opener: (src, sport),
             responder: (dst, dport),
             kind,
+            iface: rng.below(self.l3.len()),
         };
         self.flows.push(flow);
         let flags = if rng.chance(85) {
@@ -592,7 +614,7 @@ impl SeqGen<'_> {
             (reverse(flow.dir), flow.responder, flow.opener)
         };
         let l4 = Self::l4_of(flow, src, dst, flags, request);
-        self.push(rng, dir, src, dst, l4);
+        self.push(rng, flow.iface, dir, src, dst, l4);
     }
 
     /// The L4 header of a packet of `flow` from `src` to `dst`.
@@ -644,7 +666,7 @@ impl SeqGen<'_> {
         let l4 = Self::l4_of(flow, qsrc, qdst, rng.pick(&[SYN, ACK, ACK | PSH]), true);
         let v6 = qsrc.0.is_ipv6();
         let mut q = PacketSpec::new(qsrc.0, qdst.0, l4);
-        q.framing = framing(rng, v6);
+        q.framing = framing(rng, v6, false);
         q.framing.tags.clear();
         let id = rng.next() as u16 as u32;
         q.frag = match rng.below(20) {
@@ -678,6 +700,7 @@ impl SeqGen<'_> {
         };
         let mut err = PacketSpec::new(src, dst, l4);
         err.quote = Some(Box::new(q));
+        err.iface = flow.iface;
         self.push_spec(rng, dir, err);
     }
 
@@ -724,7 +747,8 @@ impl SeqGen<'_> {
                     code: rng.pick(ICMP_CODES),
                     id: rng.next() as u16,
                 };
-                self.push(rng, dir, (src, 0), (dst, 0), l4);
+                let iface = rng.below(self.l3.len());
+                self.push(rng, iface, dir, (src, 0), (dst, 0), l4);
             }
             _ => {
                 // A later fragment: of a first fragment seen, or a stray.
@@ -734,6 +758,8 @@ impl SeqGen<'_> {
                     let f = flow;
                     let (dir, src, dst) = (f.dir, f.opener.0, f.responder.0);
                     let mut p = PacketSpec::new(src, dst, L4::Udp { sport: 0, dport: 0 });
+                    p.iface = f.iface;
+                    p.framing.l3 = self.l3[f.iface];
                     p.frag = Frag::First {
                         id: rng.next() as u16 as u32,
                     };
@@ -750,9 +776,19 @@ impl SeqGen<'_> {
     }
 }
 
+/// Interfaces a case enforces on: interface 0 is the test-run device,
+/// the others veth ends made in the test's own network namespace.
+const MAX_IFACES: usize = 3;
+
 fn gen_case(rng: &mut Rng, packets: usize) -> Case {
     let u = Universe::new(rng);
-    let mut first = gen_config(rng, &u);
+    let ifaces = if rng.chance(70) {
+        1
+    } else {
+        2 + rng.below(MAX_IFACES - 1)
+    };
+    let l3: Vec<bool> = (0..ifaces).map(|_| rng.chance(25)).collect();
+    let mut first = gen_config(rng, &u, ifaces);
     if rng.chance(25) {
         // A small table, full within the sequence (SPEC 1.9).
         first.max_entries = Some(rng.pick(TABLE_SIZES));
@@ -766,6 +802,7 @@ fn gen_case(rng: &mut Rng, packets: usize) -> Case {
     };
     let mut g = SeqGen {
         u: &u,
+        l3: l3.clone(),
         flows: Vec::new(),
         first_frags: Vec::new(),
         steps: Vec::new(),
@@ -779,6 +816,7 @@ fn gen_case(rng: &mut Rng, packets: usize) -> Case {
     Case {
         configs,
         steps: g.steps,
+        l3,
     }
 }
 
@@ -807,6 +845,8 @@ struct Beds {
 
 impl Beds {
     fn for_case(&mut self, case: &Case) -> &mut TestBed {
+        // Into the test's own network namespace before a bed looks up `lo`.
+        test_ifaces();
         let size = case.configs[0]
             .max_entries
             .unwrap_or(sg_common::DEFAULT_CT_CAPACITY);
@@ -818,21 +858,58 @@ impl Beds {
     }
 }
 
-fn drop_counts(bed: &mut TestBed) -> BTreeMap<(u8, u8), u64> {
+/// Drop counters by (interface, direction, reason).
+fn drop_counts(bed: &mut TestBed, ifindexes: &[u32]) -> BTreeMap<(usize, u8, u8), u64> {
     let mut out = BTreeMap::new();
-    for dir in [DIR_INGRESS, DIR_EGRESS] {
-        for r in Reason::ALL {
-            out.insert(
-                (dir, r as u8),
-                bed.drop_count(dir, r).expect("drop counters"),
-            );
+    for (i, &ifindex) in ifindexes.iter().enumerate() {
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            for r in Reason::ALL {
+                let n = bed.drop_count_on(ifindex, dir, r).expect("drop counters");
+                out.insert((i, dir, r as u8), n);
+            }
         }
     }
     out
 }
 
-fn attached(c: &GenConfig) -> Vec<&str> {
-    c.attached.iter().map(String::as_str).collect()
+/// The test's interfaces: `lo`, then veth ends. Made once, in a network
+/// namespace of the test thread's own, which goes when the thread does.
+fn test_ifaces() -> Vec<(String, u32)> {
+    use std::sync::OnceLock;
+    static MADE: OnceLock<Vec<(String, u32)>> = OnceLock::new();
+    MADE.get_or_init(|| {
+        // SAFETY: unshare of this thread's network namespace only.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        let mut out = vec![("lo".to_string(), 1)];
+        for i in 1..MAX_IFACES {
+            let name = format!("sgdiff{i}");
+            let peer = format!("sgdiff{i}p");
+            let st = std::process::Command::new("ip")
+                .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+                .status()
+                .expect("ip runs");
+            assert!(st.success(), "ip link add {name}");
+            let index = nix::net::if_::if_nametoindex(name.as_str()).expect("ifindex");
+            out.push((name, index));
+        }
+        out
+    })
+    .clone()
+}
+
+fn bed_ifaces(case: &Case, c: &GenConfig) -> Vec<BedIface> {
+    let ifaces = test_ifaces();
+    std::iter::once(&c.attached)
+        .chain(&c.others)
+        .zip(&case.l3)
+        .enumerate()
+        .map(|(i, (groups, &l3))| BedIface {
+            name: ifaces[i].0.clone(),
+            groups: groups.clone(),
+            l3,
+        })
+        .collect()
 }
 
 /// Runs `case`; returns how many verdicts were compared, or the first
@@ -846,12 +923,18 @@ fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Misma
         .map(GenConfig::parse)
         .collect::<Option<_>>()?;
     let mut current = 0;
-    bed.apply(&configs[0], &attached(&case.configs[0])).ok()?;
+    let ifindexes: Vec<u32> = test_ifaces()[..case.l3.len()]
+        .iter()
+        .map(|(_, i)| *i)
+        .collect();
+    bed.apply_ifaces(&configs[0], &bed_ifaces(case, &case.configs[0]))
+        .ok()?;
     bed.flush_conntrack().expect("flush conntrack");
     bed.flush_fragments().expect("flush fragments");
-    let before = drop_counts(bed);
+    let before = drop_counts(bed, &ifindexes);
+    // One table, keyed by interface as the kernel's, and sized for all.
     let mut model = ConntrackModel::new(configs[0].conntrack.clone());
-    let mut expected: BTreeMap<(u8, u8), u64> = BTreeMap::new();
+    let mut expected: BTreeMap<(usize, u8, u8), u64> = BTreeMap::new();
     let mut now = Duration::ZERO;
     let mut verdicts = 0;
     let mut passed = 0;
@@ -860,7 +943,8 @@ fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Misma
             Step::Switch => {
                 if case.configs.len() > 1 {
                     current = 1;
-                    bed.apply(&configs[1], &attached(&case.configs[1])).ok()?;
+                    bed.apply_ifaces(&configs[1], &bed_ifaces(case, &case.configs[1]))
+                        .ok()?;
                 }
                 continue;
             }
@@ -868,12 +952,23 @@ fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Misma
         };
         now += Duration::from_millis(1);
         let frame = pkt.frame();
+        let ifindex = ifindexes[pkt.iface];
         let kernel = match dir {
-            Direction::Ingress => bed.ingress(&frame),
-            Direction::Egress => bed.egress(&frame),
+            Direction::Ingress => bed.ingress_on(ifindex, &frame),
+            Direction::Egress => bed.egress_on(ifindex, &frame),
         }
-        .expect("test run");
-        let groups = &case.configs[current].attached;
+        .unwrap_or_else(|e| {
+            panic!(
+                "test run of {dir} {pkt:?} ({} bytes) on {ifindex}: {e:#}",
+                frame.len()
+            )
+        });
+        let c = &case.configs[current];
+        let groups = if pkt.iface == 0 {
+            &c.attached
+        } else {
+            &c.others[pkt.iface - 1]
+        };
         let want: Outcome =
             reference::verdict(&configs[current], groups, &[], &mut model, pkt, dir, now);
         verdicts += 1;
@@ -884,19 +979,23 @@ fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Misma
             }));
         }
         if let Some(r) = want.reason {
-            *expected.entry((dir.code(), r as u8)).or_default() += 1;
+            *expected
+                .entry((pkt.iface, dir.code(), r as u8))
+                .or_default() += 1;
         }
     }
-    let after = drop_counts(bed);
+    let after = drop_counts(bed, &ifindexes);
     for (key, value) in &after {
         let got = value - before[key];
         let want = expected.get(key).copied().unwrap_or(0);
         if got != want {
-            let reason = Reason::from_code(key.1).map_or("?", Reason::name);
+            let reason = Reason::from_code(key.2).map_or("?", Reason::name);
             return Some(Err(Mismatch {
                 what: format!(
-                    "direction {} reason {reason}: kernel counted {got} drops, evaluator {want}",
-                    if key.0 == DIR_INGRESS {
+                    "interface {} direction {} reason {reason}: kernel counted {got} drops, \
+                     evaluator {want}",
+                    key.0,
+                    if key.1 == DIR_INGRESS {
                         "ingress"
                     } else {
                         "egress"
@@ -906,7 +1005,7 @@ fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Misma
         }
     }
     let _ = REASONS;
-    for ((_, code), n) in expected {
+    for ((_, _, code), n) in expected {
         *beds.drops.entry(code).or_default() += n;
     }
     Some(Ok((verdicts, passed)))
@@ -960,10 +1059,14 @@ fn shrink(bed: &mut Beds, mut case: Case) -> Case {
         // rather than a first fragment.
         for (i, step) in case.steps.iter().enumerate() {
             if let Step::Packet(dir, pkt) = step {
-                if pkt.framing != Framing::default() {
+                let plain = Framing {
+                    l3: pkt.framing.l3,
+                    ..Framing::default()
+                };
+                if pkt.framing != plain {
                     let mut c = case.clone();
                     let mut p = pkt.clone();
-                    p.framing = Framing::default();
+                    p.framing = plain;
                     c.steps[i] = Step::Packet(*dir, p);
                     candidates.push(c);
                 }
@@ -994,6 +1097,9 @@ fn shrink(bed: &mut Beds, mut case: Case) -> Case {
                 let mut c = case.clone();
                 let name = c.configs[ci].groups.remove(gi).name;
                 c.configs[ci].attached.retain(|a| *a != name);
+                for o in &mut c.configs[ci].others {
+                    o.retain(|a| *a != name);
+                }
                 if !c.configs[ci].attached.is_empty() {
                     candidates.push(c);
                 }
@@ -1070,11 +1176,13 @@ fn report(bed: &mut Beds, seed: u64, case: &Case) -> String {
         other => format!("(shrunk case no longer fails: {other:?})"),
     };
     writeln!(out, "first disagreement: {detail}").unwrap();
+    writeln!(out, "interfaces, L3 (no link header) or not: {:?}", case.l3).unwrap();
     for (i, c) in case.configs.iter().enumerate() {
         writeln!(
             out,
-            "--- config {i} (groups attached: {:?}) ---\n{}",
+            "--- config {i} (groups attached: {:?}, other interfaces: {:?}) ---\n{}",
             c.attached,
+            c.others,
             c.toml()
         )
         .unwrap();
@@ -1109,6 +1217,8 @@ fn kernel_agrees_with_the_reference_evaluator() {
     let deadline = env_u64("SG_FUZZ_MINUTES").map(|m| Instant::now() + Duration::from_secs(60 * m));
     println!("differential: seed {seed} (replay with SG_SEED={seed})");
     let mut rng = Rng(seed);
+    // Into the test's own network namespace before anything looks up `lo`.
+    test_ifaces();
     let mut bed = Beds::default();
     let started = Instant::now();
     let (mut verdicts, mut passes, mut cases, mut invalid) = (0u64, 0u64, 0u64, 0u64);

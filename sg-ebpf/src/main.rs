@@ -8,6 +8,7 @@ mod maps;
 mod parse;
 mod policy;
 mod related;
+mod tcpwin;
 mod verdict;
 
 use aya_ebpf::{

@@ -75,6 +75,8 @@ fn init(s: &mut TcpWindow, r: &TcpWindow, pkt: &Packet) {
 /// The opener's SYN starts the connection's window data.
 #[inline(always)]
 pub fn open(value: &mut CtValue, pkt: &Packet) {
+    // Until its SYN-ACK shows otherwise, the responder offers no scaling.
+    value.tcp[CT_SIDE_RESPONDER].wscale = TCP_WSCALE_UNKNOWN;
     let responder = value.tcp[CT_SIDE_RESPONDER];
     init(&mut value.tcp[CT_SIDE_OPENER], &responder, pkt);
 }

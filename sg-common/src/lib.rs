@@ -552,6 +552,8 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_code(r as u8), Some(r));
         }
+        assert_eq!(Reason::TcpOutOfWindow as u8, 7);
+        assert_eq!(Reason::TcpOutOfWindow.name(), "tcp_out_of_window");
         assert_eq!(Reason::from_code(0), None);
         assert_eq!(Reason::from_code(REASON_MAX), None);
     }

@@ -7,11 +7,11 @@
 
 use core::mem::size_of;
 
+use crate::maps::{TCP_OPTIONS, TcpOptions};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use crate::maps::{TCP_OPTIONS, TcpOptions};
 use sg_common::{
     FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_WSCALE_MAX,
     TCP_WSCALE_UNKNOWN,

@@ -351,18 +351,15 @@ fn seq_window(flow: &mut FlowState, from_opener: bool, flags: u8, seg: &TcpSeg) 
         u32::from(seg.win) << shift
     };
     if s.seen {
-        let within = seq_le(seg.seq, s.maxend)
-            && (!r.seen || seq_le(s.end.wrapping_sub(r.maxwin), seg_end));
+        let within =
+            seq_le(seg.seq, s.maxend) && (!r.seen || seq_le(s.end.wrapping_sub(r.maxwin), seg_end));
         if !within {
             return !closes;
         }
     } else {
         // The first we hear of this side. Closing is allowed only to a RST
         // answering the opener's SYN: its ACK names exactly what was sent.
-        let answers_syn = flags & RST != 0
-            && flags & ACK != 0
-            && r.seen
-            && seg.ack == r.end;
+        let answers_syn = flags & RST != 0 && flags & ACK != 0 && r.seen && seg.ack == r.end;
         if closes && !answers_syn {
             return false;
         }

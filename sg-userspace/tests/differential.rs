@@ -474,9 +474,13 @@ impl SeqSides {
                 1 => next.wrapping_sub(rng.below(70_000) as u32),
                 2 => next.wrapping_add(reach),
                 3 => next.wrapping_add(reach).wrapping_add(1),
-                4 => next.wrapping_add(u32::from(self.win[other])).wrapping_add(1),
+                4 => next
+                    .wrapping_add(u32::from(self.win[other]))
+                    .wrapping_add(1),
                 5 => next.wrapping_add(reach / 2),
-                6 => next.wrapping_add(1 << 30).wrapping_add(rng.next() as u32 % 1000),
+                6 => next
+                    .wrapping_add(1 << 30)
+                    .wrapping_add(rng.next() as u32 % 1000),
                 7 => next.wrapping_sub(1 << 20),
                 _ => rng.next() as u32,
             }

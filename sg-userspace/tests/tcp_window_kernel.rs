@@ -145,7 +145,11 @@ fn spoofed_rst_and_fin_far_out_of_window_are_dropped_and_change_nothing() {
             } else {
                 b.egress(&c.s2c(flags, &seg(seq, c.c, 64000, 0)))
             };
-            assert_eq!(verdict.unwrap(), Drop, "spoof {i}: flags {flags:#x} seq {seq}");
+            assert_eq!(
+                verdict.unwrap(),
+                Drop,
+                "spoof {i}: flags {flags:#x} seq {seq}"
+            );
             assert_eq!(out_of_window(&mut b), i as u64 + 1);
             // No state change, no timeout re-armed, no flags recorded.
             let (state, after) = only_entry(&mut b);
@@ -185,10 +189,7 @@ fn fin_in_window_closes_and_out_of_window_does_not() {
         let far = seg(c.s.wrapping_add(64000 * 4), c.c, 64000, 0);
         assert_eq!(b.egress(&c.s2c(FIN | ACK, &far)).unwrap(), Drop);
         assert_eq!(only_entry(&mut b).0, "established");
-        assert_eq!(
-            b.drop_count(DIR_EGRESS, Reason::TcpOutOfWindow).unwrap(),
-            1
-        );
+        assert_eq!(b.drop_count(DIR_EGRESS, Reason::TcpOutOfWindow).unwrap(), 1);
         // A retransmitted FIN, a little behind the server's end, is fine.
         let fin = seg(c.s.wrapping_sub(200), c.c, 64000, 0);
         assert_eq!(b.egress(&c.s2c(FIN | ACK, &fin)).unwrap(), Pass);
@@ -250,13 +251,14 @@ fn a_rst_in_syn_sent_must_acknowledge_the_syn() {
         // anything but the SYN, it is a guess.
         for (flags, ack) in [(RST, c.c + 1), (RST | ACK, c.c), (RST | ACK, c.c + 2)] {
             let rst = seg(0, ack, 0, 0);
-            assert_eq!(b.egress(&c.s2c(flags, &rst)).unwrap(), Drop, "{flags:#x} ack {ack}");
+            assert_eq!(
+                b.egress(&c.s2c(flags, &rst)).unwrap(),
+                Drop,
+                "{flags:#x} ack {ack}"
+            );
             assert_eq!(only_entry(&mut b).0, "syn_sent");
         }
-        assert_eq!(
-            b.drop_count(DIR_EGRESS, Reason::TcpOutOfWindow).unwrap(),
-            3
-        );
+        assert_eq!(b.drop_count(DIR_EGRESS, Reason::TcpOutOfWindow).unwrap(), 3);
         // A FIN before any SYN-ACK likewise.
         let fin = seg(c.s, c.c + 1, 64000, 0);
         assert_eq!(b.egress(&c.s2c(FIN | ACK, &fin)).unwrap(), Drop);

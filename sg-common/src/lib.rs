@@ -30,19 +30,22 @@ pub enum Reason {
     Fragment = 4,
     NaclDeny = 5,
     Revoked = 6,
+    /// A RST or FIN outside its direction's sequence window (SPEC 1.6).
+    TcpOutOfWindow = 7,
 }
 
 /// One past the largest reason code, for sizing per-reason tables.
-pub const REASON_MAX: u8 = 7;
+pub const REASON_MAX: u8 = 8;
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::NoRule,
         Reason::ConntrackFull,
         Reason::Malformed,
         Reason::Fragment,
         Reason::NaclDeny,
         Reason::Revoked,
+        Reason::TcpOutOfWindow,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Reason {
             Reason::Fragment => "fragment",
             Reason::NaclDeny => "nacl_deny",
             Reason::Revoked => "revoked",
+            Reason::TcpOutOfWindow => "tcp_out_of_window",
         }
     }
 
@@ -64,6 +68,7 @@ impl Reason {
             4 => Some(Reason::Fragment),
             5 => Some(Reason::NaclDeny),
             6 => Some(Reason::Revoked),
+            7 => Some(Reason::TcpOutOfWindow),
             _ => None,
         }
     }
@@ -341,6 +346,35 @@ pub struct CtValue {
     /// Rule that allowed the opening packet.
     pub rule: u32,
     pub _pad2: u32,
+    /// TCP sequence windows: `[CT_SIDE_OPENER]` and `[CT_SIDE_RESPONDER]`.
+    pub tcp: [TcpWindow; 2],
+}
+
+pub const CT_SIDE_OPENER: usize = 0;
+pub const CT_SIDE_RESPONDER: usize = 1;
+
+/// `TcpWindow::wscale` when the side's SYN carried no window-scale option
+/// (or the side was first seen mid-stream).
+pub const TCP_WSCALE_UNKNOWN: u8 = 0xf;
+/// RFC 7323: larger shifts are treated as 14.
+pub const TCP_WSCALE_MAX: u8 = 14;
+
+/// What one side of a TCP connection has sent and may send, as netfilter's
+/// `ip_ct_tcp_state` (simplified): RST/FIN are checked against it.
+/// `maxwin == 0` means the side has not been seen yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpWindow {
+    /// Highest `seq + len` this side sent (SYN and FIN count one).
+    pub end: u32,
+    /// Highest `ack + window` the other side advertised: how far this side
+    /// may send.
+    pub maxend: u32,
+    /// Largest (scaled) window this side advertised.
+    pub maxwin: u32,
+    /// Window-scale shift from this side's SYN, or [`TCP_WSCALE_UNKNOWN`].
+    pub wscale: u8,
+    pub _pad: [u8; 3],
 }
 
 /// How often the sweep timer deletes expired conntrack and fragment entries
@@ -477,6 +511,7 @@ mod pod {
     unsafe impl aya::Pod for RuntimeConfig {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for TcpWindow {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for DropKey {}
     unsafe impl aya::Pod for DropEvent {}
@@ -504,7 +539,8 @@ mod tests {
         assert_eq!(size_of::<RuleInterval>(), 12);
         assert_eq!(size_of::<RuleRef>(), 8);
         assert_eq!(size_of::<CtKey>(), 44);
-        assert_eq!(size_of::<CtValue>(), 24);
+        assert_eq!(size_of::<TcpWindow>(), 16);
+        assert_eq!(size_of::<CtValue>(), 56);
         assert_eq!(size_of::<FragKey>(), 44);
         assert_eq!(size_of::<DropKey>(), 8);
         assert_eq!(size_of::<DropEvent>(), 64);
@@ -518,6 +554,8 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_code(r as u8), Some(r));
         }
+        assert_eq!(Reason::TcpOutOfWindow as u8, 7);
+        assert_eq!(Reason::TcpOutOfWindow.name(), "tcp_out_of_window");
         assert_eq!(Reason::from_code(0), None);
         assert_eq!(Reason::from_code(REASON_MAX), None);
     }

@@ -16,6 +16,7 @@ use sg_common::{
 use crate::{
     maps::CONNTRACK,
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    tcpwin,
 };
 
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -153,6 +154,9 @@ pub enum Lookup {
     Tracked { flags: u8, rule: u32 },
     /// No live entry: judge the packet by the rules.
     Untracked,
+    /// A RST or FIN outside the connection's window: drop it; the entry
+    /// is unchanged (SPEC 1.6).
+    OutOfWindow,
 }
 
 /// Finds the packet's connection and advances its state machine.
@@ -162,8 +166,9 @@ pub enum Lookup {
 /// to FIN seen, an RST to RST seen, from any state. A bare SYN on a closing
 /// entry is a new connection reusing the tuple: the rules decide. UDP turns
 /// into a stream once replies have been seen more than once. An echo
-/// entry covers only requests from its opener and replies to them. Every
-/// packet re-arms the state's timeout (SPEC 1.7).
+/// entry covers only requests from its opener and replies to them. A TCP
+/// RST or FIN outside its direction's window changes nothing (`tcpwin`).
+/// Every packet re-arms the state's timeout (SPEC 1.7).
 #[inline(always)]
 pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup {
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key) else {
@@ -187,6 +192,9 @@ pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup
         if bare_syn && (state == CT_TCP_FIN || state == CT_TCP_RST) {
             // The tuple is being reused for a new connection: rules decide.
             return Lookup::Untracked;
+        }
+        if !tcpwin::advance(entry, from_opener, pkt) {
+            return Lookup::OutOfWindow;
         }
         if from_opener {
             entry.tcp_flags_opener |= flags;
@@ -318,7 +326,7 @@ pub fn open(
     if direction == DIR_EGRESS {
         flags |= CT_F_OPENED_EGRESS;
     }
-    let value = CtValue {
+    let mut value = CtValue {
         expires_ns: now + timeout(cfg, state),
         state,
         flags,
@@ -326,6 +334,9 @@ pub fn open(
         rule,
         ..CtValue::default()
     };
+    if pkt.proto == PROTO_TCP {
+        tcpwin::open(&mut value, pkt);
+    }
     CONNTRACK
         .insert(&flow.key, &value, BPF_ANY as u64)
         .map_err(|_| ())

@@ -9,6 +9,7 @@ mod parse;
 mod policy;
 mod related;
 mod sweep;
+mod tcpwin;
 mod verdict;
 
 use aya_ebpf::{

@@ -95,3 +95,15 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENT_RING_BYTES, 0);
 /// 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<crate::verdict::Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Working space of the TCP option walk (`parse::tcp_wscale`): a SYN's
+/// options and the walk's cursor. `bytes` is 64 long so that any index
+/// below 64 is in bounds for the verifier.
+pub struct TcpOptions {
+    pub bytes: [u8; 64],
+    pub cursor: u8,
+    pub wscale: u8,
+}
+
+#[map]
+pub static TCP_OPTIONS: PerCpuArray<TcpOptions> = PerCpuArray::with_max_entries(1, 0);

@@ -8,11 +8,15 @@
 
 use core::mem::size_of;
 
+use crate::maps::{TCP_OPTIONS, TcpOptions};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
-use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use sg_common::{
+    FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, TCP_WSCALE_MAX,
+    TCP_WSCALE_UNKNOWN,
+};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -57,6 +61,14 @@ pub struct Packet {
     pub frag_id: u32,
     /// Offset of the L4 header in the frame (valid with `has_l4`).
     pub l4_off: u16,
+    /// TCP sequence and acknowledgement numbers, raw window, payload bytes
+    /// (the datagram after the TCP header), and the window-scale option of
+    /// a SYN (`TCP_WSCALE_UNKNOWN` without one, or on any other segment).
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
+    pub tcp_len: u32,
+    pub tcp_win: u16,
+    pub tcp_wscale: u8,
 }
 
 impl Packet {
@@ -75,6 +87,11 @@ impl Packet {
         is_later_fragment: false,
         frag_id: 0,
         l4_off: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
+        tcp_len: 0,
+        tcp_win: 0,
+        tcp_wscale: TCP_WSCALE_UNKNOWN,
     };
 
     pub fn is_icmp(&self) -> bool {
@@ -121,9 +138,27 @@ impl Bytes {
 #[inline(always)]
 pub fn parse(bytes: Bytes, wire_len: usize, l3: bool, pkt: &mut Packet) -> Parsed {
     *pkt = Packet::EMPTY;
-    if l3 {
-        return parse_l3(bytes, wire_len, pkt);
+    let parsed = if l3 {
+        parse_l3(bytes, wire_len, pkt)
+    } else {
+        parse_ethernet(bytes, wire_len, pkt)
+    };
+    if let Parsed::Ip = parsed
+        && pkt.has_l4
+        && pkt.proto == PROTO_TCP
+        && pkt.tcp_flags & TCP_SYN != 0
+    {
+        // One call site, after every path of the IP parsers, L3 framing
+        // included: inlined into each, the walk multiplies the states the
+        // verifier explores.
+        tcp_wscale(bytes, pkt);
     }
+    parsed
+}
+
+/// An Ethernet frame, with up to two VLAN tags.
+#[inline(always)]
+fn parse_ethernet(bytes: Bytes, wire_len: usize, pkt: &mut Packet) -> Parsed {
     let Some(eth) = bytes.ptr_at::<EthHdr>(0) else {
         return Parsed::Malformed;
     };
@@ -320,6 +355,11 @@ fn parse_l4(bytes: Bytes, l4: usize, end: usize, pkt: &mut Packet) -> Parsed {
             pkt.src_port = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dst_port = u16::from_be_bytes([hdr[2], hdr[3]]);
             pkt.tcp_flags = hdr[13];
+            pkt.tcp_seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+            pkt.tcp_ack = u32::from_be_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
+            pkt.tcp_win = u16::from_be_bytes([hdr[14], hdr[15]]);
+            let header_len = ((hdr[12] >> 4) as usize) * 4;
+            pkt.tcp_len = end.saturating_sub(l4 + header_len) as u32;
         }
         PROTO_UDP => {
             let Some(hdr) = bytes.ptr_at::<[u8; 8]>(l4) else {
@@ -347,4 +387,107 @@ fn parse_l4(bytes: Bytes, l4: usize, end: usize, pkt: &mut Packet) -> Parsed {
     pkt.has_l4 = true;
     pkt.l4_off = l4 as u16;
     Parsed::Ip
+}
+
+/// Most TCP option bytes (a 60-byte header less the fixed 20).
+const TCP_MAX_OPTION_BYTES: usize = 40;
+const TCPOPT_EOL: u8 = 0;
+const TCPOPT_NOP: u8 = 1;
+const TCPOPT_WINDOW: u8 = 3;
+
+/// Records in `pkt.tcp_wscale` the window-scale shift a SYN offers. Walks
+/// the options at most 40 steps; EOL, a length below 2, or an option that
+/// overruns the header ends the walk.
+///
+/// Verifier cost: the options are first copied to the per-CPU
+/// `TCP_OPTIONS` map by one fixed-size read, then walked there by a cursor
+/// that is itself kept in map memory. Every step then ends in the same
+/// verifier state and the loop is checked once; a walk over the packet with
+/// the cursor in a register made the verifier explore each layout of
+/// options separately, past its limit.
+#[inline(always)]
+fn tcp_wscale(bytes: Bytes, pkt: &mut Packet) {
+    let l4 = pkt.l4_off as usize;
+    if l4 > MAX_L4_OFFSET {
+        return;
+    }
+    let Some(hdr) = bytes.ptr_at::<[u8; 20]>(l4) else {
+        return;
+    };
+    let words = (unsafe { *hdr }[12] >> 4) as usize;
+    let Some(buf) = TCP_OPTIONS.get_ptr_mut(0) else {
+        return;
+    };
+    let buf = unsafe { &mut *buf };
+    let at = l4 + 20;
+    // Options come in 4-byte words: header words 6-15.
+    let copied = match words {
+        6 => copy_options::<4>(bytes, at, buf),
+        7 => copy_options::<8>(bytes, at, buf),
+        8 => copy_options::<12>(bytes, at, buf),
+        9 => copy_options::<16>(bytes, at, buf),
+        10 => copy_options::<20>(bytes, at, buf),
+        11 => copy_options::<24>(bytes, at, buf),
+        12 => copy_options::<28>(bytes, at, buf),
+        13 => copy_options::<32>(bytes, at, buf),
+        14 => copy_options::<36>(bytes, at, buf),
+        15 => copy_options::<40>(bytes, at, buf),
+        _ => false,
+    };
+    if !copied {
+        return;
+    }
+    let opts = (words - 5) * 4;
+    buf.cursor = 0;
+    buf.wscale = TCP_WSCALE_UNKNOWN;
+    for pos in 0..TCP_MAX_OPTION_BYTES {
+        // Past `opts` the bytes are another packet's.
+        if pos < opts && unsafe { core::ptr::read_volatile(&buf.cursor) } as usize == pos {
+            let next = tcp_option_step(buf, pos, opts);
+            unsafe { core::ptr::write_volatile(&mut buf.cursor, next) };
+        }
+    }
+    pkt.tcp_wscale = unsafe { core::ptr::read_volatile(&buf.wscale) };
+}
+
+#[inline(always)]
+fn copy_options<const N: usize>(bytes: Bytes, at: usize, buf: &mut TcpOptions) -> bool {
+    let Some(src) = bytes.ptr_at::<[u8; N]>(at) else {
+        return false;
+    };
+    let src = unsafe { &*src };
+    buf.bytes[..N].copy_from_slice(src);
+    true
+}
+
+/// Cursor value that matches no position: the walk is over.
+const OPT_WALK_DONE: u8 = 0xff;
+
+/// The option at `pos`: returns where the next one starts, or
+/// `OPT_WALK_DONE`.
+#[inline(always)]
+fn tcp_option_step(buf: &mut TcpOptions, pos: usize, opts: usize) -> u8 {
+    let kind = buf.bytes[pos];
+    if kind == TCPOPT_NOP {
+        return pos as u8 + 1;
+    }
+    // A kind in the last byte has no length byte: the walk ends.
+    let len = if pos + 1 < opts {
+        buf.bytes[pos + 1] as usize
+    } else {
+        0
+    };
+    if kind == TCPOPT_EOL || len < 2 || pos + len > opts {
+        return OPT_WALK_DONE;
+    }
+    if kind == TCPOPT_WINDOW && len == 3 {
+        let shift = buf.bytes[pos + 2];
+        buf.wscale = if shift > TCP_WSCALE_MAX {
+            TCP_WSCALE_MAX
+        } else {
+            shift
+        };
+        return OPT_WALK_DONE;
+    }
+    (pos + len) as u8
 }

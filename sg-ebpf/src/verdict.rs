@@ -152,12 +152,16 @@ fn judge_first(
         &pkt.dst
     };
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
-    if let Lookup::Tracked { flags, rule } = conntrack::track(&s.flow, pkt, cfg, now) {
-        if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
-            conntrack::forget(&s.flow.key);
-            return Err(Reason::Revoked);
+    match conntrack::track(&s.flow, pkt, cfg, now) {
+        Lookup::Tracked { flags, rule } => {
+            if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
+                conntrack::forget(&s.flow.key);
+                return Err(Reason::Revoked);
+            }
+            return Ok(rule);
         }
-        return Ok(rule);
+        Lookup::OutOfWindow => return Err(Reason::TcpOutOfWindow),
+        Lookup::Untracked => {}
     }
     let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
     if conntrack::may_open(pkt) && !conntrack::untracked(pkt, &rule, iface.flags, direction) {

@@ -171,6 +171,66 @@ pub fn tcp_header(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     h
 }
 
+/// The sequence fields of a TCP segment, for window tracking (SPEC 1.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpSeg {
+    pub seq: u32,
+    /// Written whatever the flags; read by the datapath only with ACK.
+    pub ack: u32,
+    pub win: u16,
+    /// Payload bytes after the header.
+    pub payload: u16,
+    /// Window-scale option (shift) in the header, as a SYN offers it.
+    pub wscale: Option<u8>,
+}
+
+impl Default for TcpSeg {
+    /// What [`tcp`] and [`tcp_header`] write.
+    fn default() -> TcpSeg {
+        TcpSeg {
+            seq: 1000,
+            ack: 1,
+            win: 64240,
+            payload: PAYLOAD.len() as u16,
+            wscale: None,
+        }
+    }
+}
+
+/// A TCP header with `seg`'s fields; with a window-scale option it carries
+/// the options Linux puts in a SYN (MSS, SACK permitted, timestamps, NOP,
+/// window scale), so the datapath walks past others to find it.
+pub fn tcp_seg_header(sport: u16, dport: u16, flags: u8, seg: &TcpSeg) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..8].copy_from_slice(&seg.seq.to_be_bytes());
+    h[8..12].copy_from_slice(&seg.ack.to_be_bytes());
+    h[13] = flags;
+    h[14..16].copy_from_slice(&seg.win.to_be_bytes());
+    if let Some(shift) = seg.wscale {
+        h.extend_from_slice(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10]);
+        h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+        h.extend_from_slice(&[1, 3, 3, shift]);
+    }
+    h[12] = ((h.len() / 4) as u8) << 4;
+    h
+}
+
+/// A TCP segment with every sequence field chosen (see [`TcpSeg`]).
+pub fn tcp_seg(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seg: &TcpSeg,
+) -> Vec<u8> {
+    let mut l4 = tcp_seg_header(sport, dport, flags, seg);
+    l4.resize(l4.len() + usize::from(seg.payload), b'x');
+    ip_frame(src, dst, 6, &l4)
+}
+
 /// An 8-byte UDP header; the length covers `payload_len` more bytes.
 pub fn udp_header(sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
     let mut h = vec![0u8; 8];

@@ -14,6 +14,9 @@
 //!   (of an echo flow, only requests from its opener and replies to them);
 //!   a bare SYN from either side on a closing (FIN/RST) flow is a new
 //!   connection and goes to the rules;
+//! - TCP sequence windows (1.6): a RST or FIN whose sequence number lies
+//!   outside the window of its direction is dropped as
+//!   `tcp_out_of_window` and changes nothing (see [`SeqWindow`]);
 //! - untracked flows (1.8): TCP and UDP allowed by a rule from everywhere,
 //!   on an interface whose other direction allows everything everywhere,
 //!   open no flow;
@@ -52,7 +55,7 @@ use sg_common::Reason;
 
 use crate::{
     config::{Config, ConntrackConfig, Direction, Peer, PortMatch, Proto, Rule},
-    packet::{self, Ext},
+    packet::{self, Ext, TcpSeg},
 };
 
 pub const TCP: u8 = 6;
@@ -129,6 +132,8 @@ pub struct PacketSpec {
     /// Which of the caller's interfaces the packet is on: each interface
     /// tracks its own connections and fragments, in one table.
     pub iface: usize,
+    /// TCP only: sequence, acknowledgement, window, payload, options.
+    pub seg: TcpSeg,
 }
 
 impl PacketSpec {
@@ -142,6 +147,7 @@ impl PacketSpec {
             quote: None,
             cut: None,
             iface: 0,
+            seg: TcpSeg::default(),
         }
     }
 
@@ -213,8 +219,8 @@ impl PacketSpec {
                     dport,
                     flags,
                 } => {
-                    let mut b = packet::tcp_header(sport, dport, flags);
-                    b.extend_from_slice(b"sg-test");
+                    let mut b = packet::tcp_seg_header(sport, dport, flags, &self.seg);
+                    b.resize(b.len() + usize::from(self.seg.payload), b'x');
                     b
                 }
                 L4::Udp { sport, dport } => {
@@ -241,7 +247,7 @@ impl PacketSpec {
         };
         let proto = self.proto();
         let tags = &self.framing.tags;
-        let frame = match (self.src, self.dst) {
+        match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let (id, field) = match self.frag {
                     Frag::Whole => (0x1234, packet::IP_DF),
@@ -274,8 +280,7 @@ impl PacketSpec {
                 packet::ethernet(packet::ETH_P_IPV6, tags, &ip)
             }
             _ => panic!("mixed address families: {} -> {}", self.src, self.dst),
-        };
-        frame
+        }
     }
 }
 
@@ -317,6 +322,8 @@ pub struct FlowState {
     pub opener: (IpAddr, u16),
     /// TCP only.
     pub tcp: Option<TcpState>,
+    /// TCP only: what each side sent and may send, opener first.
+    pub windows: [SeqWindow; 2],
     /// Packets seen from the responder; a UDP flow with more than one is a
     /// stream (its own timeout, SPEC 1.7).
     pub replies: u32,
@@ -373,6 +380,100 @@ impl ConntrackModel {
             _ => t.other,
         }
     }
+}
+
+/// One side of a TCP connection, as SPEC 1.6 describes netfilter's
+/// `tcp_in_window` (simplified: no ACK checks, no SACK).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqWindow {
+    /// Some segment of this side has been recorded.
+    pub seen: bool,
+    /// Highest sequence number sent plus one (SYN and FIN count one).
+    pub end: u32,
+    /// How far the other side's acknowledgements and windows let it send.
+    pub maxend: u32,
+    /// The largest window it advertised, scaled.
+    pub maxwin: u32,
+    /// The shift its SYN offered.
+    pub wscale: Option<u8>,
+}
+
+/// Sequence-space order: `a <= b` modulo 2^32 (RFC 793 arithmetic).
+fn seq_le(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) >= 0
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    a != b && seq_le(a, b)
+}
+
+/// Judges a TCP segment of a tracked flow against the window of its
+/// direction and records it there. `false`: a RST or FIN out of window,
+/// to be dropped with nothing changed. Other segments always pass, but
+/// only in-window ones are recorded.
+fn seq_window(flow: &mut FlowState, from_opener: bool, flags: u8, seg: &TcpSeg) -> bool {
+    let (sender, receiver) = if from_opener { (0, 1) } else { (1, 0) };
+    let mut s = flow.windows[sender];
+    let mut r = flow.windows[receiver];
+    let syn = flags & SYN != 0;
+    let closes = flags & (RST | FIN) != 0;
+    let len = u32::from(seg.payload) + u32::from(syn) + u32::from(flags & FIN != 0);
+    let seg_end = seg.seq.wrapping_add(len);
+    // Windows scale only when both SYNs offered it; a SYN's window never.
+    let scaled = |s: &SeqWindow, r: &SeqWindow| -> u32 {
+        let shift = match (s.wscale, r.wscale) {
+            (Some(x), Some(_)) if !syn => u32::from(x.min(14)),
+            _ => 0,
+        };
+        u32::from(seg.win) << shift
+    };
+    if s.seen {
+        let within =
+            seq_le(seg.seq, s.maxend) && (!r.seen || seq_le(s.end.wrapping_sub(r.maxwin), seg_end));
+        if !within {
+            return !closes;
+        }
+    } else {
+        // The first we hear of this side. Closing is allowed only to a RST
+        // answering the opener's SYN: its ACK names exactly what was sent.
+        let answers_syn = flags & RST != 0 && flags & ACK != 0 && r.seen && seg.ack == r.end;
+        if closes && !answers_syn {
+            return false;
+        }
+        s.seen = true;
+        s.wscale = if syn { seg.wscale } else { None };
+        s.end = seg_end;
+        s.maxwin = scaled(&s, &r).max(1);
+        s.maxend = s.end.wrapping_add(s.maxwin);
+    }
+    let win = scaled(&s, &r);
+    s.maxwin = s.maxwin.max(win);
+    if seq_lt(s.end, seg_end) {
+        s.end = seg_end;
+    }
+    if flags & ACK != 0 {
+        let reach = seg.ack.wrapping_add(win.max(1));
+        if seq_lt(r.maxend, reach) {
+            r.maxend = reach;
+        }
+    }
+    flow.windows[sender] = s;
+    flow.windows[receiver] = r;
+    true
+}
+
+/// The opener's SYN: the first window data of a new TCP flow.
+fn opening_windows(flags: u8, seg: &TcpSeg) -> [SeqWindow; 2] {
+    let mut flow = FlowState {
+        opener: (IpAddr::from([0, 0, 0, 0]), 0),
+        tcp: None,
+        windows: [SeqWindow::default(); 2],
+        replies: 0,
+        expires: Duration::ZERO,
+        opened: Direction::Ingress,
+    };
+    seq_window(&mut flow, true, flags, seg);
+    flow.windows
 }
 
 const SYN: u8 = packet::SYN;
@@ -622,6 +723,9 @@ fn judge_whole(
         let reused = flags & (SYN | ACK | RST | FIN) == SYN
             && matches!(flow.tcp, Some(TcpState::Fin | TcpState::Rst));
         if !reused {
+            if flow.tcp.is_some() && !seq_window(&mut flow, from_opener, flags, &pkt.seg) {
+                return Outcome::drop(Reason::TcpOutOfWindow);
+            }
             if let Some(tcp) = flow.tcp {
                 flow.tcp = Some(if flags & RST != 0 {
                     TcpState::Rst
@@ -682,6 +786,11 @@ fn judge_whole(
             FlowState {
                 opener: this,
                 tcp,
+                windows: if tcp.is_some() {
+                    opening_windows(flags, &pkt.seg)
+                } else {
+                    [SeqWindow::default(); 2]
+                },
                 replies: 0,
                 expires,
                 opened: direction,

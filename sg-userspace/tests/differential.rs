@@ -28,7 +28,7 @@ use std::{
 use ipnet::IpNet;
 use sg::{
     config::{self, Config, Direction},
-    packet::{self, ACK, Ext, FIN, PSH, RST, SYN},
+    packet::{self, ACK, Ext, FIN, PSH, RST, SYN, TcpSeg},
     reference::{self, ConntrackModel, Frag, Framing, L4, Outcome, PacketSpec},
     testrun::{BedIface, TestBed, Verdict},
 };
@@ -494,11 +494,104 @@ fn tcp_flags_any(rng: &mut Rng) -> u8 {
     ])
 }
 
+/// What the generator believes each side of a TCP flow has sent, so that
+/// segments carry realistic sequence numbers, acknowledgements and windows
+/// (index 0: the opener). RST and FIN then land in and out of the window
+/// of their direction (SPEC 1.6), near its edges, and where only window
+/// scaling reaches.
+struct SeqSides {
+    next: [u32; 2],
+    win: [u16; 2],
+    wscale: [Option<u8>; 2],
+}
+
+impl SeqSides {
+    fn new(rng: &mut Rng) -> SeqSides {
+        let mut s = SeqSides {
+            next: [rng.next() as u32, rng.next() as u32],
+            win: [0; 2],
+            wscale: [None; 2],
+        };
+        for side in 0..2 {
+            s.win[side] = rng.pick(&[0, 1, 512, 1000, 8192, 29200, 65535]);
+        }
+        s
+    }
+
+    /// The segment side `x` sends with `flags`; advances its sequence when
+    /// the segment is the next one in order.
+    fn segment(&mut self, rng: &mut Rng, x: usize, flags: u8) -> TcpSeg {
+        let other = 1 - x;
+        let syn = flags & SYN != 0;
+        if syn && (flags & ACK == 0 || rng.chance(30)) {
+            // A new (or reused) connection: a fresh ISN and options.
+            self.next[x] = rng.next() as u32;
+            self.wscale[x] = rng
+                .chance(60)
+                .then(|| rng.pick(&[0, 1, 2, 7, 8, 14, 15, 200]));
+        }
+        let payload = if syn || flags & RST != 0 && rng.chance(80) {
+            0
+        } else {
+            rng.pick(&[0, 0, 1, 7, 100, 1400])
+        };
+        if rng.chance(5) {
+            self.win[x] = rng.pick(&[0, 1, 1000, 65535]);
+        }
+        let next = self.next[x];
+        let reach = u32::from(self.win[other]) << self.wscale[other].unwrap_or(0).min(14);
+        let closing = flags & (RST | FIN) != 0;
+        let seq = if closing && rng.chance(50) || rng.chance(5) {
+            match rng.below(9) {
+                0 => next.wrapping_add(rng.below(1000) as u32),
+                1 => next.wrapping_sub(rng.below(70_000) as u32),
+                2 => next.wrapping_add(reach),
+                3 => next.wrapping_add(reach).wrapping_add(1),
+                4 => next
+                    .wrapping_add(u32::from(self.win[other]))
+                    .wrapping_add(1),
+                5 => next.wrapping_add(reach / 2),
+                6 => next
+                    .wrapping_add(1 << 30)
+                    .wrapping_add(rng.next() as u32 % 1000),
+                7 => next.wrapping_sub(1 << 20),
+                _ => rng.next() as u32,
+            }
+        } else {
+            next
+        };
+        let ack = if rng.chance(90) {
+            self.next[other]
+        } else {
+            let random = rng.next() as u32;
+            rng.pick(&[
+                self.next[other].wrapping_sub(1),
+                self.next[other].wrapping_add(1),
+                random,
+                0,
+            ])
+        };
+        if seq == next {
+            let len = u32::from(payload) + u32::from(syn) + u32::from(flags & FIN != 0);
+            self.next[x] = next.wrapping_add(len);
+        }
+        TcpSeg {
+            seq,
+            ack,
+            win: self.win[x],
+            payload,
+            wscale: if syn { self.wscale[x] } else { None },
+        }
+    }
+}
+
 struct SeqGen<'u> {
     u: &'u Universe,
     /// Per interface: L3 framing.
     l3: Vec<bool>,
     flows: Vec<FlowGen>,
+    /// Each flow's TCP sequence state, by index in `flows`.
+    seqs: Vec<SeqSides>,
     first_frags: Vec<(Direction, PacketSpec)>,
     steps: Vec<Step>,
 }
@@ -517,8 +610,23 @@ impl SeqGen<'_> {
         dst: (IpAddr, u16),
         l4: L4,
     ) {
+        self.push_seg(rng, iface, dir, src, dst, l4, TcpSeg::default());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_seg(
+        &mut self,
+        rng: &mut Rng,
+        iface: usize,
+        dir: Direction,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        l4: L4,
+        seg: TcpSeg,
+    ) {
         let mut pkt = PacketSpec::new(src.0, dst.0, l4);
         pkt.iface = iface;
+        pkt.seg = seg;
         self.push_spec(rng, dir, pkt);
     }
 
@@ -598,23 +706,29 @@ impl SeqGen<'_> {
             iface: rng.below(self.l3.len()),
         };
         self.flows.push(flow);
+        self.seqs.push(SeqSides::new(rng));
         let flags = if rng.chance(85) {
             SYN
         } else {
             tcp_flags_any(rng)
         };
-        self.send(rng, flow, true, flags, true);
+        self.send(rng, self.flows.len() - 1, true, flags, true);
     }
 
-    /// A packet of `flow` from the opener (`forward`) or the responder.
-    fn send(&mut self, rng: &mut Rng, flow: FlowGen, forward: bool, flags: u8, request: bool) {
+    /// A packet of flow `fi` from the opener (`forward`) or the responder.
+    fn send(&mut self, rng: &mut Rng, fi: usize, forward: bool, flags: u8, request: bool) {
+        let flow = self.flows[fi];
         let (dir, src, dst) = if forward {
             (flow.dir, flow.opener, flow.responder)
         } else {
             (reverse(flow.dir), flow.responder, flow.opener)
         };
         let l4 = Self::l4_of(flow, src, dst, flags, request);
-        self.push(rng, flow.iface, dir, src, dst, l4);
+        let seg = match flow.kind {
+            FlowKind::Tcp => self.seqs[fi].segment(rng, usize::from(!forward), flags),
+            _ => TcpSeg::default(),
+        };
+        self.push_seg(rng, flow.iface, dir, src, dst, l4, seg);
     }
 
     /// The L4 header of a packet of `flow` from `src` to `dst`.
@@ -709,7 +823,8 @@ impl SeqGen<'_> {
         if self.flows.is_empty() || roll < 25 {
             return self.new_flow(rng);
         }
-        let flow = self.flows[rng.below(self.flows.len())];
+        let fi = rng.below(self.flows.len());
+        let flow = self.flows[fi];
         match roll {
             25..=54 => {
                 // The responder answers.
@@ -722,12 +837,12 @@ impl SeqGen<'_> {
                     RST,
                     RST | ACK,
                 ]);
-                self.send(rng, flow, false, flags, false);
+                self.send(rng, fi, false, flags, false);
             }
             55..=74 => {
                 // The opener goes on, closes, or reuses the tuple.
                 let flags = rng.pick(&[ACK, ACK | PSH, FIN | ACK, RST, SYN, ACK]);
-                self.send(rng, flow, true, flags, true);
+                self.send(rng, fi, true, flags, true);
             }
             75..=84 => {
                 // Strays: odd TCP flags and echo replies nobody asked for,
@@ -735,7 +850,7 @@ impl SeqGen<'_> {
                 let forward = rng.chance(50);
                 let flags = tcp_flags_any(rng);
                 let request = rng.chance(50);
-                self.send(rng, flow, forward, flags, request);
+                self.send(rng, fi, forward, flags, request);
             }
             85..=89 => self.icmp_error(rng, flow),
             90..=92 => {
@@ -804,6 +919,7 @@ fn gen_case(rng: &mut Rng, packets: usize) -> Case {
         u: &u,
         l3: l3.clone(),
         flows: Vec::new(),
+        seqs: Vec::new(),
         first_frags: Vec::new(),
         steps: Vec::new(),
     };
@@ -829,7 +945,12 @@ struct Mismatch {
     what: String,
 }
 
-const REASONS: [Reason; 3] = [Reason::NoRule, Reason::Fragment, Reason::Malformed];
+const REASONS: [Reason; 4] = [
+    Reason::NoRule,
+    Reason::Fragment,
+    Reason::Malformed,
+    Reason::TcpOutOfWindow,
+];
 
 /// Table sizes of the small-table cases. The table's size is fixed when
 /// the maps are created, so each size has a test bed of its own.

@@ -70,7 +70,8 @@ pub struct AttachedIface {
 pub struct RuleRecord {
     pub id: String,
     pub group: String,
-    pub direction: String,
+    /// Serialized as "ingress" or "egress", as before it was typed.
+    pub direction: sg_common::Direction,
     pub index: usize,
     pub description: Option<String>,
     /// The `RuleRef` value of this rule in the maps, stable across applies
@@ -245,5 +246,16 @@ mod tests {
         assert_ne!(meta("/x/a%25"), meta("/x/a%"));
         // The default keeps its name across upgrades.
         assert!(meta("/sys/fs/bpf/sg").ends_with("sys_fs_bpf_sg"));
+    }
+
+    #[test]
+    fn rule_records_keep_their_json() {
+        // As written while `direction` was a string.
+        let old = r#"{"id":"sgr-0","group":"g","direction":"egress","index":1,"description":null,"slot":7}"#;
+        let r: RuleRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.direction, sg_common::Direction::Egress);
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        let bad = old.replace("egress", "Egress");
+        assert!(serde_json::from_str::<RuleRecord>(&bad).is_err());
     }
 }

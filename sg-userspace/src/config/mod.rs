@@ -74,44 +74,7 @@ impl Group {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        }
-    }
-
-    /// `sg_common::DIR_*`.
-    pub const fn code(self) -> u8 {
-        match self {
-            Direction::Ingress => sg_common::DIR_INGRESS,
-            Direction::Egress => sg_common::DIR_EGRESS,
-        }
-    }
-
-    /// The peer key this direction uses: `from` for ingress, `to` for egress.
-    pub const fn peer_key(self) -> &'static str {
-        match self {
-            Direction::Ingress => "from",
-            Direction::Egress => "to",
-        }
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use sg_common::Direction;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {

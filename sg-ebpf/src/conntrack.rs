@@ -41,8 +41,10 @@ pub struct Flow {
     pub from_a: bool,
 }
 
+/// An ICMP echo request or reply of the packet's family: the only ICMP
+/// that is tracked.
 #[inline(always)]
-fn is_echo(pkt: &Packet) -> bool {
+pub fn is_echo(pkt: &Packet) -> bool {
     if pkt.family == FAMILY_V4 {
         pkt.icmp_type == ICMP_ECHO_REQUEST || pkt.icmp_type == ICMP_ECHO_REPLY
     } else {

@@ -3,7 +3,9 @@
 #![no_main]
 
 mod conntrack;
+mod counters;
 mod events;
+mod fragments;
 mod maps;
 mod parse;
 mod policy;

@@ -2,14 +2,16 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
-    CFG_F_REVOKE_ESTABLISHED, DIR_EGRESS, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey,
-    IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    CFG_F_REVOKE_ESTABLISHED, DIR_EGRESS, DIR_INGRESS, FAMILY_V6, FragKey, IFACE_F_L3, IfacePolicy,
+    NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
     conntrack::{self, Flow, Kind, Lookup},
-    events::{count_hit, record_drop},
-    maps::{CONFIG, FRAGMENTS, IFACE_POLICY, SCRATCH},
+    counters::{count_drop, count_hit},
+    events::emit_drop,
+    fragments,
+    maps::{CONFIG, IFACE_POLICY, SCRATCH},
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
     related,
@@ -43,25 +45,11 @@ fn is_exempt_icmpv6(pkt: &Packet) -> bool {
         && ((pkt.icmp_type >= 130 && pkt.icmp_type <= 137) || pkt.icmp_type == 143)
 }
 
+/// Every drop is counted exactly; its event may be held back (rate limit).
 #[inline(always)]
-fn fill_frag_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: u8) {
-    key.src = pkt.src;
-    key.dst = pkt.dst;
-    key.id = pkt.frag_id;
-    key.ifindex = ifindex;
-    key.proto = pkt.proto;
-    key.family = pkt.family;
-    key.direction = direction;
-    key._pad = 0;
-}
-
-/// A first fragment that passed lets the rest of its datagram follow.
-#[inline(always)]
-fn remember_first_fragment(s: &mut Scratch, ifindex: u32, direction: u8, now: u64) {
-    if s.pkt.is_fragment {
-        fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
-        let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
-    }
+fn record_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, len: u32, now: u64) {
+    count_drop(ifindex, direction, reason);
+    emit_drop(pkt, ifindex, direction, reason, len, now);
 }
 
 #[inline(always)]
@@ -87,24 +75,22 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         Parsed::Ip => {}
     }
     if is_exempt_icmpv6(&s.pkt) {
-        remember_first_fragment(s, ifindex, direction, now);
+        fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
         return Verdict::Pass;
     }
     if s.pkt.is_later_fragment {
         // Follows its first fragment, which was judged on its L4 header.
-        fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
-        return match unsafe { FRAGMENTS.get(&s.frag) } {
-            Some(expires) if *expires >= now => Verdict::Pass,
-            _ => {
-                record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
-                Verdict::Drop
-            }
+        return if fragments::follows_first(&mut s.frag, &s.pkt, ifindex, direction, now) {
+            Verdict::Pass
+        } else {
+            record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
+            Verdict::Drop
         };
     }
     match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
         Ok(rule) => {
             count_hit(rule, len);
-            remember_first_fragment(s, ifindex, direction, now);
+            fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
             Verdict::Pass
         }
         Err(reason) => {

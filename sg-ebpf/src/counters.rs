@@ -3,7 +3,7 @@
 //! is rate-limited or lost (but for a full map).
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use sg_common::{DropKey, NO_RULE, Reason, RuleHits};
+use sg_common::{Direction, DropKey, NO_RULE, Reason, RuleHits};
 
 use crate::maps::{DROPS, RULE_HITS};
 
@@ -31,10 +31,10 @@ pub fn count_hit(rule: u32, len: u32) {
 
 /// Counts a dropped packet, exactly, per CPU.
 #[inline(always)]
-pub fn count_drop(ifindex: u32, direction: u8, reason: Reason) {
+pub fn count_drop(ifindex: u32, direction: Direction, reason: Reason) {
     let key = DropKey {
         ifindex,
-        direction,
+        direction: direction.code(),
         reason: reason as u8,
         _pad: 0,
     };

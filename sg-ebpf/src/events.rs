@@ -2,8 +2,8 @@
 //! bucket. Events are a sample; the exact counts are in `counters`.
 
 use sg_common::{
-    DropEvent, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, PROTO_TCP, PROTO_UDP,
-    Reason, TOKEN_UNITS_PER_EVENT,
+    Direction, DropEvent, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, PROTO_TCP,
+    PROTO_UDP, Reason, TOKEN_UNITS_PER_EVENT,
 };
 
 use crate::{
@@ -54,7 +54,14 @@ fn take_token(now: u64) -> bool {
 /// Writes the drop of `pkt` to the ring buffer for `sg watch`, if the
 /// token bucket allows; counts it in `EVENT_STATS` otherwise.
 #[inline(always)]
-pub fn emit_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, len: u32, now: u64) {
+pub fn emit_drop(
+    pkt: &Packet,
+    ifindex: u32,
+    direction: Direction,
+    reason: Reason,
+    len: u32,
+    now: u64,
+) {
     if !take_token(now) {
         bump(EVSTAT_SUPPRESSED);
         return;
@@ -80,7 +87,7 @@ pub fn emit_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, len:
         dst_port: pkt.dst_port,
         family: pkt.family,
         proto: pkt.proto,
-        direction,
+        direction: direction.code(),
         reason: reason as u8,
         icmp_type: pkt.icmp_type,
         icmp_code: pkt.icmp_code,

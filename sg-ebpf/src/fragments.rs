@@ -4,26 +4,32 @@
 //! datagram (which carry no L4 header) follow it. A later fragment without
 //! a live first one is dropped.
 
-use sg_common::{FRAG_TIMEOUT_NS, FragKey};
+use sg_common::{Direction, FRAG_TIMEOUT_NS, FragKey};
 
 use crate::{maps::FRAGMENTS, parse::Packet};
 
 #[inline(always)]
-fn fill_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: u8) {
+fn fill_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: Direction) {
     key.src = pkt.src;
     key.dst = pkt.dst;
     key.id = pkt.frag_id;
     key.ifindex = ifindex;
     key.proto = pkt.proto;
     key.family = pkt.family;
-    key.direction = direction;
+    key.direction = direction.code();
     key._pad = 0;
 }
 
 /// A first fragment that passed lets the rest of its datagram follow.
 /// `key` is scratch space.
 #[inline(always)]
-pub fn remember_first(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: u8, now: u64) {
+pub fn remember_first(
+    key: &mut FragKey,
+    pkt: &Packet,
+    ifindex: u32,
+    direction: Direction,
+    now: u64,
+) {
     if pkt.is_fragment {
         fill_key(key, pkt, ifindex, direction);
         let _ = FRAGMENTS.insert(key, &(now + FRAG_TIMEOUT_NS), 0);
@@ -37,7 +43,7 @@ pub fn follows_first(
     key: &mut FragKey,
     pkt: &Packet,
     ifindex: u32,
-    direction: u8,
+    direction: Direction,
     now: u64,
 ) -> bool {
     fill_key(key, pkt, ifindex, direction);

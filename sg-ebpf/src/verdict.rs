@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
-    CFG_F_REVOKE_ESTABLISHED, DIR_EGRESS, DIR_INGRESS, FAMILY_V6, FragKey, IFACE_F_L3, IfacePolicy,
-    NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3, IfacePolicy, NO_RULE,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
@@ -47,13 +47,20 @@ fn is_exempt_icmpv6(pkt: &Packet) -> bool {
 
 /// Every drop is counted exactly; its event may be held back (rate limit).
 #[inline(always)]
-fn record_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, len: u32, now: u64) {
+fn record_drop(
+    pkt: &Packet,
+    ifindex: u32,
+    direction: Direction,
+    reason: Reason,
+    len: u32,
+    now: u64,
+) {
     count_drop(ifindex, direction, reason);
     emit_drop(pkt, ifindex, direction, reason, len, now);
 }
 
 #[inline(always)]
-pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verdict {
+pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Direction) -> Verdict {
     let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
         // Not enforced here (yet, or any more).
         return Verdict::Pass;
@@ -107,12 +114,12 @@ fn judge_first(
     s: &mut Scratch,
     bytes: Bytes,
     ifindex: u32,
-    direction: u8,
+    direction: Direction,
     iface: &IfacePolicy,
     cfg: &RuntimeConfig,
     now: u64,
 ) -> Result<u32, Reason> {
-    let policy = if direction == DIR_INGRESS {
+    let policy = if direction == Direction::Ingress {
         iface.ingress_policy
     } else {
         iface.egress_policy
@@ -122,7 +129,7 @@ fn judge_first(
             return Ok(NO_RULE);
         }
         let pkt = &s.pkt;
-        let peer = if direction == DIR_INGRESS {
+        let peer = if direction == Direction::Ingress {
             &pkt.src
         } else {
             &pkt.dst
@@ -132,7 +139,7 @@ fn judge_first(
             .ok_or(Reason::NoRule);
     }
     let pkt = &s.pkt;
-    let peer = if direction == DIR_INGRESS {
+    let peer = if direction == Direction::Ingress {
         &pkt.src
     } else {
         &pkt.dst
@@ -162,7 +169,7 @@ fn judge_first(
 #[inline(always)]
 fn still_allowed(s: &mut Scratch, iface: &IfacePolicy, flags: u8) -> bool {
     let opened = conntrack::opened_as(&s.flow.key, flags, &mut s.inner);
-    let (policy, peer) = if opened == DIR_INGRESS {
+    let (policy, peer) = if opened == Direction::Ingress {
         (iface.ingress_policy, &s.inner.src)
     } else {
         (iface.egress_policy, &s.inner.dst)
@@ -179,7 +186,7 @@ fn is_related(
     bytes: Bytes,
     ifindex: u32,
     iface: &IfacePolicy,
-    direction: u8,
+    direction: Direction,
     now: u64,
 ) -> bool {
     if !related::quoted_packet(bytes, &s.pkt, &mut s.inner) {
@@ -195,14 +202,18 @@ fn is_related(
 /// is judged by that direction's policy, and its reverse by this
 /// direction's. Either one allowed by an untracked-flow rule will do.
 #[inline(always)]
-fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: u8) -> bool {
+fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: Direction) -> bool {
     if s.inner.proto != PROTO_TCP && s.inner.proto != PROTO_UDP {
         return false;
     }
-    let (policy, q_policy, q_dir) = if direction == DIR_INGRESS {
-        (iface.ingress_policy, iface.egress_policy, DIR_EGRESS)
+    let (policy, q_policy, q_dir) = if direction == Direction::Ingress {
+        (iface.ingress_policy, iface.egress_policy, Direction::Egress)
     } else {
-        (iface.egress_policy, iface.ingress_policy, DIR_INGRESS)
+        (
+            iface.egress_policy,
+            iface.ingress_policy,
+            Direction::Ingress,
+        )
     };
     for round in 0..2 {
         let (policy, dir) = if round == 0 {
@@ -214,7 +225,11 @@ fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: u8) ->
             (policy, direction)
         };
         let q = &s.inner;
-        let peer = if dir == DIR_INGRESS { &q.src } else { &q.dst };
+        let peer = if dir == Direction::Ingress {
+            &q.src
+        } else {
+            &q.dst
+        };
         if let Some(rule) = allowing_rule(&mut s.keys, policy, q, peer)
             && conntrack::untracked(q, &rule, iface.flags, dir)
         {

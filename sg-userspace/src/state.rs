@@ -23,7 +23,8 @@ const RUN_DIR: &str = "/run/sg";
 pub struct State {
     /// Network namespace the state belongs to: ifindexes mean nothing elsewhere.
     pub netns: u64,
-    /// First policy/class ID not yet used; every apply takes fresh IDs.
+    /// First policy/class ID not yet used. Every compile takes fresh IDs;
+    /// `reuse` gives unchanged classes and policies their installed ones.
     pub next_id: u32,
     /// Conntrack capacity the maps were created with.
     pub ct_max_entries: u32,
@@ -52,7 +53,8 @@ pub struct AttachedIface {
     pub groups: Vec<String>,
     /// Groups came from `--groups`, not from `[interfaces.NAME]`.
     pub groups_from_cli: bool,
-    /// "native" or "generic".
+    /// How ingress is hooked: "native" or "generic" XDP, or "tc"
+    /// (`AttachMode::Tc`). Egress is always TC.
     pub xdp_mode: String,
     pub ingress_policy: u32,
     pub egress_policy: u32,

@@ -8,9 +8,84 @@
 
 pub mod search;
 
-/// Packet direction relative to the enforced interface.
-pub const DIR_INGRESS: u8 = 0;
-pub const DIR_EGRESS: u8 = 1;
+#[cfg(feature = "user")]
+extern crate std;
+
+mod names;
+pub use names::*;
+
+/// Packet direction relative to the enforced interface. The datapath keys
+/// and events carry it as its code ([`Direction::code`]).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum Direction {
+    Ingress = 0,
+    Egress = 1,
+}
+
+/// [`Direction::Ingress`] as the datapath writes it in keys and events.
+pub const DIR_INGRESS: u8 = Direction::Ingress.code();
+/// [`Direction::Egress`] as the datapath writes it in keys and events.
+pub const DIR_EGRESS: u8 = Direction::Egress.code();
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+
+    /// The code in `DropKey`, `FragKey` and `DropEvent`.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The direction of a code; any code but ingress's is egress, as the
+    /// datapath writes only these two.
+    pub const fn from_code(code: u8) -> Direction {
+        if code == DIR_INGRESS {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        }
+    }
+
+    /// The name in the config file, the CLI and every output.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    /// Same as [`Direction::name`].
+    pub const fn as_str(self) -> &'static str {
+        self.name()
+    }
+
+    pub const fn opposite(self) -> Direction {
+        match self {
+            Direction::Ingress => Direction::Egress,
+            Direction::Egress => Direction::Ingress,
+        }
+    }
+
+    /// The config key naming a rule's peers: `from` for ingress, `to` for
+    /// egress.
+    pub const fn peer_key(self) -> &'static str {
+        match self {
+            Direction::Ingress => "from",
+            Direction::Egress => "to",
+        }
+    }
+}
+
+impl core::fmt::Display for Direction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -19,6 +94,41 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
+
+/// The name of a protocol sg has a name for (config, output), or `None`.
+pub const fn proto_name(proto: u8) -> Option<&'static str> {
+    match proto {
+        PROTO_ICMP => Some("icmp"),
+        PROTO_TCP => Some("tcp"),
+        PROTO_UDP => Some("udp"),
+        PROTO_ICMPV6 => Some("icmpv6"),
+        _ => None,
+    }
+}
+
+/// An address from a kernel record's 16-byte field (see the crate docs).
+pub fn ip_addr(family: u8, raw: &[u8; 16]) -> core::net::IpAddr {
+    if family == FAMILY_V4 {
+        core::net::IpAddr::from([raw[0], raw[1], raw[2], raw[3]])
+    } else {
+        core::net::IpAddr::from(*raw)
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, which
+/// stamps conntrack expiries and events.
+#[cfg(feature = "user")]
+pub fn monotonic_ns() -> std::io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
 
 /// Why a packet was dropped. The names are stable: operators alert on them.
 #[repr(u8)]
@@ -547,6 +657,32 @@ mod tests {
         assert_eq!(size_of::<RuntimeConfig>(), 72);
         assert_eq!(size_of::<RuleHits>(), 16);
         assert_eq!(size_of::<TokenBucket>(), 16);
+    }
+
+    #[test]
+    fn direction_codes_and_names() {
+        assert_eq!((DIR_INGRESS, DIR_EGRESS), (0, 1));
+        for d in Direction::ALL {
+            assert_eq!(Direction::from_code(d.code()), d);
+            assert_eq!(d.opposite().opposite(), d);
+            assert_ne!(d.opposite(), d);
+        }
+        assert_eq!(Direction::Ingress.name(), "ingress");
+        assert_eq!(Direction::Egress.name(), "egress");
+        assert_eq!(Direction::Egress.peer_key(), "to");
+    }
+
+    #[test]
+    fn proto_names_and_addresses() {
+        assert_eq!(proto_name(PROTO_ICMPV6), Some("icmpv6"));
+        assert_eq!(proto_name(47), None);
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&[198, 18, 0, 1]);
+        assert_eq!(
+            ip_addr(FAMILY_V4, &raw),
+            core::net::IpAddr::from([198, 18, 0, 1])
+        );
+        assert_eq!(ip_addr(FAMILY_V6, &raw), core::net::IpAddr::from(raw));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use aya_ebpf::bindings::BPF_ANY;
 use sg_common::{
     CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CT_ICMP, CT_OTHER, CT_TCP_ESTABLISHED,
     CT_TCP_FIN, CT_TCP_RST, CT_TCP_SYN_RECV, CT_TCP_SYN_SENT, CT_UDP, CT_UDP_STREAM, CtKey,
-    CtValue, DIR_EGRESS, DIR_INGRESS, FAMILY_V4, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6,
+    CtValue, Direction, FAMILY_V4, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6,
     IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6, PROTO_TCP, PROTO_UDP, RULE_F_ANYWHERE, RuleRef,
     RuntimeConfig, TO_ICMP, TO_OTHER, TO_TCP_ESTABLISHED, TO_TCP_FIN, TO_TCP_RST, TO_TCP_SYN,
     TO_UDP, TO_UDP_STREAM,
@@ -41,8 +41,10 @@ pub struct Flow {
     pub from_a: bool,
 }
 
+/// An ICMP echo request or reply of the packet's family: the only ICMP
+/// that is tracked.
 #[inline(always)]
-fn is_echo(pkt: &Packet) -> bool {
+pub fn is_echo(pkt: &Packet) -> bool {
     if pkt.family == FAMILY_V4 {
         pkt.icmp_type == ICMP_ECHO_REQUEST || pkt.icmp_type == ICMP_ECHO_REPLY
     } else {
@@ -253,7 +255,7 @@ pub fn forget(key: &CtKey) {
 /// direction it was seen in. Revocation judges this packet by the rules of
 /// that direction (SPEC 1.8).
 #[inline(always)]
-pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> u8 {
+pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> Direction {
     *out = Packet::EMPTY;
     if flags & CT_F_OPENED_BY_B != 0 {
         out.src = key.addr_b;
@@ -275,9 +277,9 @@ pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> u8 {
         ICMPV6_ECHO_REQUEST
     };
     if flags & CT_F_OPENED_EGRESS != 0 {
-        DIR_EGRESS
+        Direction::Egress
     } else {
-        DIR_INGRESS
+        Direction::Ingress
     }
 }
 
@@ -285,14 +287,14 @@ pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> u8 {
 /// rule whose peer is everywhere, on an interface whose other direction
 /// allows all traffic everywhere, is not tracked.
 #[inline(always)]
-pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: u8) -> bool {
+pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: Direction) -> bool {
     if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
         return false;
     }
     if rule.flags & RULE_F_ANYWHERE == 0 {
         return false;
     }
-    let other_all = match (direction == DIR_INGRESS, pkt.family == FAMILY_V4) {
+    let other_all = match (direction == Direction::Ingress, pkt.family == FAMILY_V4) {
         (true, true) => IFACE_F_EGRESS_ALL_V4,
         (true, false) => IFACE_F_EGRESS_ALL_V6,
         (false, true) => IFACE_F_INGRESS_ALL_V4,
@@ -308,7 +310,7 @@ pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: u8) 
 pub fn open(
     flow: &Flow,
     pkt: &Packet,
-    direction: u8,
+    direction: Direction,
     rule: u32,
     cfg: &RuntimeConfig,
     now: u64,
@@ -323,7 +325,7 @@ pub fn open(
         CT_OTHER
     };
     let mut flags = if flow.from_a { 0 } else { CT_F_OPENED_BY_B };
-    if direction == DIR_EGRESS {
+    if direction == Direction::Egress {
         flags |= CT_F_OPENED_EGRESS;
     }
     let mut value = CtValue {

@@ -1,38 +1,15 @@
-//! Drop accounting: an exact per-CPU counter for every drop, and an event
-//! in the ring buffer for `sg watch`.
+//! Drop events for `sg watch`: the ring buffer, behind a per-CPU token
+//! bucket. Events are a sample; the exact counts are in `counters`.
 
-use aya_ebpf::bindings::BPF_NOEXIST;
 use sg_common::{
-    DropEvent, DropKey, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, NO_RULE,
-    PROTO_TCP, PROTO_UDP, Reason, RuleHits, TOKEN_UNITS_PER_EVENT,
+    Direction, DropEvent, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, PROTO_TCP,
+    PROTO_UDP, Reason, TOKEN_UNITS_PER_EVENT,
 };
 
 use crate::{
-    maps::{CONFIG, DROPS, EVENT_BUCKET, EVENT_STATS, EVENTS, RULE_HITS},
+    maps::{CONFIG, EVENT_BUCKET, EVENT_STATS, EVENTS},
     parse::Packet,
 };
-
-/// Counts a packet (and its bytes) that `rule` allowed, exactly, per CPU.
-#[inline(always)]
-pub fn count_hit(rule: u32, len: u32) {
-    if rule == NO_RULE {
-        return;
-    }
-    match RULE_HITS.get_ptr_mut(&rule) {
-        // Per-CPU value: no other CPU writes it.
-        Some(hits) => unsafe {
-            (*hits).packets += 1;
-            (*hits).bytes += len as u64;
-        },
-        None => {
-            let first = RuleHits {
-                packets: 1,
-                bytes: len as u64,
-            };
-            let _ = RULE_HITS.insert(&rule, &first, BPF_NOEXIST as u64);
-        }
-    }
-}
 
 #[inline(always)]
 fn bump(stat: u32) {
@@ -74,28 +51,17 @@ fn take_token(now: u64) -> bool {
     true
 }
 
+/// Writes the drop of `pkt` to the ring buffer for `sg watch`, if the
+/// token bucket allows; counts it in `EVENT_STATS` otherwise.
 #[inline(always)]
-fn count(ifindex: u32, direction: u8, reason: Reason) {
-    let key = DropKey {
-        ifindex,
-        direction,
-        reason: reason as u8,
-        _pad: 0,
-    };
-    match DROPS.get_ptr_mut(&key) {
-        // Per-CPU value: no other CPU writes it.
-        Some(counter) => unsafe { *counter += 1 },
-        None => {
-            // Lost race with another packet of this CPU is impossible; a
-            // failure here (map full) only loses the counter, not the drop.
-            let _ = DROPS.insert(&key, &1, BPF_NOEXIST as u64);
-        }
-    }
-}
-
-#[inline(always)]
-pub fn record_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, len: u32, now: u64) {
-    count(ifindex, direction, reason);
+pub fn emit_drop(
+    pkt: &Packet,
+    ifindex: u32,
+    direction: Direction,
+    reason: Reason,
+    len: u32,
+    now: u64,
+) {
     if !take_token(now) {
         bump(EVSTAT_SUPPRESSED);
         return;
@@ -121,7 +87,7 @@ pub fn record_drop(pkt: &Packet, ifindex: u32, direction: u8, reason: Reason, le
         dst_port: pkt.dst_port,
         family: pkt.family,
         proto: pkt.proto,
-        direction,
+        direction: direction.code(),
         reason: reason as u8,
         icmp_type: pkt.icmp_type,
         icmp_code: pkt.icmp_code,

@@ -3,7 +3,9 @@
 #![no_main]
 
 mod conntrack;
+mod counters;
 mod events;
+mod fragments;
 mod maps;
 mod parse;
 mod policy;
@@ -18,7 +20,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use sg_common::{DIR_EGRESS, DIR_INGRESS};
+use sg_common::Direction;
 
 use crate::{parse::Bytes, verdict::Verdict};
 
@@ -33,7 +35,7 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
         data_end: ctx.data_end(),
     };
     let len = bytes.data_end - bytes.data;
-    match verdict::judge(bytes, len, ctx.ingress_ifindex() as u32, DIR_INGRESS) {
+    match verdict::judge(bytes, len, ctx.ingress_ifindex() as u32, Direction::Ingress) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
     }
@@ -47,7 +49,7 @@ pub fn sg_baseline(_ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn sg_egress(ctx: TcContext) -> i32 {
-    tc_verdict(&ctx, DIR_EGRESS)
+    tc_verdict(&ctx, Direction::Egress)
 }
 
 /// Ingress on TC instead of XDP (`sg attach --mode tc`): on virtual
@@ -55,11 +57,11 @@ pub fn sg_egress(ctx: TcContext) -> i32 {
 /// of its own, while TC sees the aggregated skb as it is.
 #[classifier]
 pub fn sg_ingress_tc(ctx: TcContext) -> i32 {
-    tc_verdict(&ctx, DIR_INGRESS)
+    tc_verdict(&ctx, Direction::Ingress)
 }
 
 #[inline(always)]
-fn tc_verdict(ctx: &TcContext, direction: u8) -> i32 {
+fn tc_verdict(ctx: &TcContext, direction: Direction) -> i32 {
     let wire_len = ctx.len();
     let linear = (ctx.data_end() - ctx.data()) as u32;
     let want = if wire_len < TC_PULL_BYTES {

@@ -14,7 +14,7 @@
 //! An error about a flow the rules leave untracked (SPEC 1.8) is related
 //! too (see `verdict::is_related`): PMTU discovery must work for it.
 
-use sg_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use sg_common::{FAMILY_V4, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     conntrack::{self, Flow},
@@ -139,16 +139,11 @@ fn parse_inner(bytes: Bytes, l3: usize, family: u8, inner: &mut Packet) -> bool 
                 return false;
             };
             let p = unsafe { *p };
+            inner.icmp_type = p[0];
             // Only echo is tracked; an error never relates to an error.
-            let echo = if family == FAMILY_V6 {
-                p[0] == 128 || p[0] == 129
-            } else {
-                p[0] == 8 || p[0] == 0
-            };
-            if !echo {
+            if !conntrack::is_echo(inner) {
                 return false;
             }
-            inner.icmp_type = p[0];
             let id = u16::from_be_bytes([p[4], p[5]]);
             inner.src_port = id;
             inner.dst_port = id;

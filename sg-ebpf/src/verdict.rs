@@ -2,14 +2,16 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
-    CFG_F_REVOKE_ESTABLISHED, DIR_EGRESS, DIR_INGRESS, FAMILY_V6, FRAG_TIMEOUT_NS, FragKey,
-    IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3, IfacePolicy, NO_RULE,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
     conntrack::{self, Flow, Kind, Lookup},
-    events::{count_hit, record_drop},
-    maps::{CONFIG, FRAGMENTS, IFACE_POLICY, SCRATCH},
+    counters::{count_drop, count_hit},
+    events::emit_drop,
+    fragments,
+    maps::{CONFIG, IFACE_POLICY, SCRATCH},
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
     related,
@@ -43,29 +45,22 @@ fn is_exempt_icmpv6(pkt: &Packet) -> bool {
         && ((pkt.icmp_type >= 130 && pkt.icmp_type <= 137) || pkt.icmp_type == 143)
 }
 
+/// Every drop is counted exactly; its event may be held back (rate limit).
 #[inline(always)]
-fn fill_frag_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: u8) {
-    key.src = pkt.src;
-    key.dst = pkt.dst;
-    key.id = pkt.frag_id;
-    key.ifindex = ifindex;
-    key.proto = pkt.proto;
-    key.family = pkt.family;
-    key.direction = direction;
-    key._pad = 0;
-}
-
-/// A first fragment that passed lets the rest of its datagram follow.
-#[inline(always)]
-fn remember_first_fragment(s: &mut Scratch, ifindex: u32, direction: u8, now: u64) {
-    if s.pkt.is_fragment {
-        fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
-        let _ = FRAGMENTS.insert(&s.frag, &(now + FRAG_TIMEOUT_NS), 0);
-    }
+fn record_drop(
+    pkt: &Packet,
+    ifindex: u32,
+    direction: Direction,
+    reason: Reason,
+    len: u32,
+    now: u64,
+) {
+    count_drop(ifindex, direction, reason);
+    emit_drop(pkt, ifindex, direction, reason, len, now);
 }
 
 #[inline(always)]
-pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verdict {
+pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Direction) -> Verdict {
     let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
         // Not enforced here (yet, or any more).
         return Verdict::Pass;
@@ -87,24 +82,22 @@ pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: u8) -> Verd
         Parsed::Ip => {}
     }
     if is_exempt_icmpv6(&s.pkt) {
-        remember_first_fragment(s, ifindex, direction, now);
+        fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
         return Verdict::Pass;
     }
     if s.pkt.is_later_fragment {
         // Follows its first fragment, which was judged on its L4 header.
-        fill_frag_key(&mut s.frag, &s.pkt, ifindex, direction);
-        return match unsafe { FRAGMENTS.get(&s.frag) } {
-            Some(expires) if *expires >= now => Verdict::Pass,
-            _ => {
-                record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
-                Verdict::Drop
-            }
+        return if fragments::follows_first(&mut s.frag, &s.pkt, ifindex, direction, now) {
+            Verdict::Pass
+        } else {
+            record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
+            Verdict::Drop
         };
     }
     match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
         Ok(rule) => {
             count_hit(rule, len);
-            remember_first_fragment(s, ifindex, direction, now);
+            fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
             Verdict::Pass
         }
         Err(reason) => {
@@ -121,12 +114,12 @@ fn judge_first(
     s: &mut Scratch,
     bytes: Bytes,
     ifindex: u32,
-    direction: u8,
+    direction: Direction,
     iface: &IfacePolicy,
     cfg: &RuntimeConfig,
     now: u64,
 ) -> Result<u32, Reason> {
-    let policy = if direction == DIR_INGRESS {
+    let policy = if direction == Direction::Ingress {
         iface.ingress_policy
     } else {
         iface.egress_policy
@@ -136,7 +129,7 @@ fn judge_first(
             return Ok(NO_RULE);
         }
         let pkt = &s.pkt;
-        let peer = if direction == DIR_INGRESS {
+        let peer = if direction == Direction::Ingress {
             &pkt.src
         } else {
             &pkt.dst
@@ -146,7 +139,7 @@ fn judge_first(
             .ok_or(Reason::NoRule);
     }
     let pkt = &s.pkt;
-    let peer = if direction == DIR_INGRESS {
+    let peer = if direction == Direction::Ingress {
         &pkt.src
     } else {
         &pkt.dst
@@ -176,7 +169,7 @@ fn judge_first(
 #[inline(always)]
 fn still_allowed(s: &mut Scratch, iface: &IfacePolicy, flags: u8) -> bool {
     let opened = conntrack::opened_as(&s.flow.key, flags, &mut s.inner);
-    let (policy, peer) = if opened == DIR_INGRESS {
+    let (policy, peer) = if opened == Direction::Ingress {
         (iface.ingress_policy, &s.inner.src)
     } else {
         (iface.egress_policy, &s.inner.dst)
@@ -193,7 +186,7 @@ fn is_related(
     bytes: Bytes,
     ifindex: u32,
     iface: &IfacePolicy,
-    direction: u8,
+    direction: Direction,
     now: u64,
 ) -> bool {
     if !related::quoted_packet(bytes, &s.pkt, &mut s.inner) {
@@ -209,14 +202,18 @@ fn is_related(
 /// is judged by that direction's policy, and its reverse by this
 /// direction's. Either one allowed by an untracked-flow rule will do.
 #[inline(always)]
-fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: u8) -> bool {
+fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: Direction) -> bool {
     if s.inner.proto != PROTO_TCP && s.inner.proto != PROTO_UDP {
         return false;
     }
-    let (policy, q_policy, q_dir) = if direction == DIR_INGRESS {
-        (iface.ingress_policy, iface.egress_policy, DIR_EGRESS)
+    let (policy, q_policy, q_dir) = if direction == Direction::Ingress {
+        (iface.ingress_policy, iface.egress_policy, Direction::Egress)
     } else {
-        (iface.egress_policy, iface.ingress_policy, DIR_INGRESS)
+        (
+            iface.egress_policy,
+            iface.ingress_policy,
+            Direction::Ingress,
+        )
     };
     for round in 0..2 {
         let (policy, dir) = if round == 0 {
@@ -228,7 +225,11 @@ fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: u8) ->
             (policy, direction)
         };
         let q = &s.inner;
-        let peer = if dir == DIR_INGRESS { &q.src } else { &q.dst };
+        let peer = if dir == Direction::Ingress {
+            &q.src
+        } else {
+            &q.dst
+        };
         if let Some(rule) = allowing_rule(&mut s.keys, policy, q, peer)
             && conntrack::untracked(q, &rule, iface.flags, dir)
         {

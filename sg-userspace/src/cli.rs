@@ -55,7 +55,7 @@ pub enum Command {
         /// Groups to enforce, overriding [interfaces.IFACE].
         #[arg(long, value_delimiter = ',', value_name = "A,B")]
         groups: Option<Vec<String>>,
-        /// XDP mode: auto tries native, then generic.
+        /// Ingress hook: XDP (auto tries native, then generic) or tc.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
     },

@@ -17,8 +17,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use sg_common::{
-    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CtKey, CtValue, FAMILY_V4, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state_name,
+    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CtKey, CtValue, Direction, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state_name, ip_addr,
 };
 
 use crate::{
@@ -28,9 +28,7 @@ use crate::{
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn now_ns() -> Result<u64> {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .context("cannot read CLOCK_MONOTONIC")?;
-    Ok(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+    sg_common::monotonic_ns().context("cannot read CLOCK_MONOTONIC")
 }
 
 /// One tracked connection, as `sg conntrack list` shows it: from the
@@ -57,22 +55,8 @@ pub struct Entry {
     pub rule: Option<String>,
 }
 
-fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::from([raw[0], raw[1], raw[2], raw[3]])
-    } else {
-        IpAddr::from(*raw)
-    }
-}
-
 fn proto_name(proto: u8) -> String {
-    match proto {
-        PROTO_TCP => "tcp".into(),
-        PROTO_UDP => "udp".into(),
-        PROTO_ICMP => "icmp".into(),
-        PROTO_ICMPV6 => "icmpv6".into(),
-        p => p.to_string(),
-    }
+    sg_common::proto_name(proto).map_or_else(|| proto.to_string(), String::from)
 }
 
 /// Turns a raw map entry into what `list` shows.
@@ -97,14 +81,14 @@ pub fn describe(
             .cloned()
             .unwrap_or_else(|| format!("if{}", key.ifindex)),
         direction: if value.flags & CT_F_OPENED_EGRESS != 0 {
-            "egress"
+            Direction::Egress.name()
         } else {
-            "ingress"
+            Direction::Ingress.name()
         },
         proto: key.proto,
         proto_name: proto_name(key.proto),
-        src: addr(key.family, src),
-        dst: addr(key.family, dst),
+        src: ip_addr(key.family, src),
+        dst: ip_addr(key.family, dst),
         src_port: ports.then_some(sport),
         dst_port: ports.then_some(dport),
         icmp_id: icmp.then_some(sport),

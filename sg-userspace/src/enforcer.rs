@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use sg_common::{CFG_F_REVOKE_ESTABLISHED, IFACE_F_L3, RuntimeConfig};
+use sg_common::{IFACE_F_L3, RuntimeConfig};
 
 use crate::{
     compile::{Attachment, Compiled, compile},
@@ -27,15 +27,7 @@ pub fn load_config(path: &Path) -> Result<Config> {
 }
 
 pub fn runtime_config(config: &Config) -> RuntimeConfig {
-    RuntimeConfig {
-        timeouts_ns: config.conntrack.timeouts_ns(),
-        events_per_sec: config.events.per_second,
-        flags: if config.conntrack.revoke_established {
-            CFG_F_REVOKE_ESTABLISHED
-        } else {
-            0
-        },
-    }
+    config.runtime_config()
 }
 
 /// Groups of an attached interface under `config`: `[interfaces.NAME]`
@@ -187,7 +179,7 @@ fn install(
             slot: Some(*slot),
             id: r.id.clone(),
             group: r.group.clone(),
-            direction: r.direction.as_str().to_string(),
+            direction: r.direction,
             index: r.index,
             description: r.description.clone(),
         })

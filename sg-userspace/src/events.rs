@@ -3,13 +3,13 @@
 use std::{
     collections::HashMap,
     io::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use sg_common::{DIR_INGRESS, DropEvent, EV_F_ICMP, EV_F_PORTS, FAMILY_V4, Reason};
+use sg_common::{Direction, DropEvent, EV_F_ICMP, EV_F_PORTS, Reason, ip_addr, monotonic_ns};
 use tokio::io::unix::AsyncFd;
 
 use crate::{datapath::Datapath, state::StateDir};
@@ -41,14 +41,6 @@ pub struct DropRecord {
     pub len: u32,
 }
 
-pub fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
-    }
-}
-
 /// Converts the kernel's monotonic timestamps to wall-clock time.
 pub struct Clock {
     offset_ns: i128,
@@ -56,8 +48,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Result<Clock> {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
-        let mono_ns = mono.tv_sec() as i128 * 1_000_000_000 + mono.tv_nsec() as i128;
+        let mono_ns = monotonic_ns()? as i128;
         let wall_ns = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)?
             .as_nanos() as i128;
@@ -89,14 +80,10 @@ pub fn decode(ev: &DropEvent, clock: &Clock, names: &HashMap<u32, String>) -> Dr
             .get(&ev.ifindex)
             .cloned()
             .unwrap_or_else(|| format!("if{}", ev.ifindex)),
-        direction: if ev.direction == DIR_INGRESS {
-            "ingress"
-        } else {
-            "egress"
-        },
+        direction: Direction::from_code(ev.direction).name(),
         proto: ev.proto,
-        src: addr(ev.family, &ev.src),
-        dst: addr(ev.family, &ev.dst),
+        src: ip_addr(ev.family, &ev.src),
+        dst: ip_addr(ev.family, &ev.dst),
         src_port: ports.then_some(ev.src_port),
         dst_port: ports.then_some(ev.dst_port),
         icmp_type: icmp.then_some(ev.icmp_type),
@@ -107,13 +94,7 @@ pub fn decode(ev: &DropEvent, clock: &Clock, names: &HashMap<u32, String>) -> Dr
 }
 
 fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        n => format!("proto{n}"),
-    }
+    sg_common::proto_name(proto).map_or_else(|| format!("proto{proto}"), String::from)
 }
 
 fn endpoint(addr: IpAddr, port: Option<u16>) -> String {
@@ -231,11 +212,6 @@ struct Tally {
     lost: u64,
 }
 
-fn mono_now_ns() -> Result<u64> {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
-    Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-}
-
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -328,7 +304,7 @@ pub async fn watch(dir: &StateDir, opts: &WatchOptions) -> Result<()> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let started = std::time::Instant::now();
-    let start_ns = mono_now_ns()?;
+    let start_ns = monotonic_ns()?;
     let (base_suppressed, base_lost) = dp.event_stats()?;
     let per_second = dp.runtime_config()?.events_per_sec;
     let mut reported = Tally::default();

@@ -23,7 +23,8 @@ const RUN_DIR: &str = "/run/sg";
 pub struct State {
     /// Network namespace the state belongs to: ifindexes mean nothing elsewhere.
     pub netns: u64,
-    /// First policy/class ID not yet used; every apply takes fresh IDs.
+    /// First policy/class ID not yet used. Every compile takes fresh IDs;
+    /// `reuse` gives unchanged classes and policies their installed ones.
     pub next_id: u32,
     /// Conntrack capacity the maps were created with.
     pub ct_max_entries: u32,
@@ -52,7 +53,8 @@ pub struct AttachedIface {
     pub groups: Vec<String>,
     /// Groups came from `--groups`, not from `[interfaces.NAME]`.
     pub groups_from_cli: bool,
-    /// "native" or "generic".
+    /// How ingress is hooked: "native" or "generic" XDP, or "tc"
+    /// (`AttachMode::Tc`). Egress is always TC.
     pub xdp_mode: String,
     pub ingress_policy: u32,
     pub egress_policy: u32,
@@ -70,7 +72,8 @@ pub struct AttachedIface {
 pub struct RuleRecord {
     pub id: String,
     pub group: String,
-    pub direction: String,
+    /// Serialized as "ingress" or "egress", as before it was typed.
+    pub direction: sg_common::Direction,
     pub index: usize,
     pub description: Option<String>,
     /// The `RuleRef` value of this rule in the maps, stable across applies
@@ -245,5 +248,16 @@ mod tests {
         assert_ne!(meta("/x/a%25"), meta("/x/a%"));
         // The default keeps its name across upgrades.
         assert!(meta("/sys/fs/bpf/sg").ends_with("sys_fs_bpf_sg"));
+    }
+
+    #[test]
+    fn rule_records_keep_their_json() {
+        // As written while `direction` was a string.
+        let old = r#"{"id":"sgr-0","group":"g","direction":"egress","index":1,"description":null,"slot":7}"#;
+        let r: RuleRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.direction, sg_common::Direction::Egress);
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        let bad = old.replace("egress", "Egress");
+        assert!(serde_json::from_str::<RuleRecord>(&bad).is_err());
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use serde::Serialize;
-use sg_common::{DIR_INGRESS, Reason};
+use sg_common::{Direction, Reason};
 
 use crate::{
     datapath::{Datapath, MapUsage},
@@ -35,7 +35,7 @@ pub struct IfaceStatus {
     pub egress_rules: usize,
 }
 
-fn rule_count(state: &State, groups: &[String], direction: &str) -> usize {
+fn rule_count(state: &State, groups: &[String], direction: Direction) -> usize {
     state
         .rules
         .iter()
@@ -67,8 +67,8 @@ pub fn status(dir: &StateDir) -> Result<Status> {
                 link: i.link.clone(),
                 l3: i.l3,
                 groups: i.groups.clone(),
-                ingress_rules: rule_count(&state, &i.groups, "ingress"),
-                egress_rules: rule_count(&state, &i.groups, "egress"),
+                ingress_rules: rule_count(&state, &i.groups, Direction::Ingress),
+                egress_rules: rule_count(&state, &i.groups, Direction::Egress),
             })
             .collect(),
         conntrack_entries,
@@ -142,7 +142,7 @@ pub struct RuleCounter {
     /// Rule ID (`sgr-...`); null for a removed rule.
     pub rule: Option<String>,
     pub group: Option<String>,
-    pub direction: Option<String>,
+    pub direction: Option<Direction>,
     /// Position of the rule in its group's ingress or egress list.
     pub index: Option<usize>,
     pub description: Option<String>,
@@ -150,14 +150,6 @@ pub struct RuleCounter {
     pub slot: u32,
     pub packets: u64,
     pub bytes: u64,
-}
-
-fn direction_name(direction: u8) -> &'static str {
-    if direction == DIR_INGRESS {
-        "ingress"
-    } else {
-        "egress"
-    }
 }
 
 pub fn stats(dir: &StateDir) -> Result<Stats> {
@@ -183,7 +175,7 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
             iface: names
                 .get(&key.ifindex)
                 .map_or_else(|| format!("if{}", key.ifindex), |n| n.to_string()),
-            direction: direction_name(key.direction),
+            direction: Direction::from_code(key.direction).name(),
             reason,
             packets,
         });
@@ -195,14 +187,19 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
     let by_slot = state.rules_by_slot();
     let mut in_force: Vec<(u32, &crate::state::RuleRecord)> = by_slot.into_iter().collect();
     in_force.sort_by(|a, b| {
-        (&a.1.group, &a.1.direction, a.1.index).cmp(&(&b.1.group, &b.1.direction, b.1.index))
+        // By name, as when directions were strings: egress first.
+        (&a.1.group, a.1.direction.name(), a.1.index).cmp(&(
+            &b.1.group,
+            b.1.direction.name(),
+            b.1.index,
+        ))
     });
     for (slot, r) in in_force {
         let h = hits.remove(&slot).unwrap_or_default();
         out.rules.push(RuleCounter {
             rule: Some(r.id.clone()),
             group: Some(r.group.clone()),
-            direction: Some(r.direction.clone()),
+            direction: Some(r.direction),
             index: Some(r.index),
             description: r.description.clone(),
             slot,
@@ -260,7 +257,7 @@ pub fn print_stats(s: &Stats) {
             "  {:<21} {:<12} {:<7} {:>3} {:>12} {:>14}  {}",
             r.rule.as_deref().unwrap_or("(removed)"),
             r.group.as_deref().unwrap_or("-"),
-            r.direction.as_deref().unwrap_or("-"),
+            r.direction.map_or("-", Direction::name),
             r.index.map_or("-".to_string(), |i| i.to_string()),
             r.packets,
             r.bytes,
@@ -276,4 +273,21 @@ pub fn print_stats(s: &Stats) {
         "conntrack: {} of {} entries",
         s.conntrack_entries, s.conntrack_capacity
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// The map-name constants name maps the programs declare: each is a
+    /// symbol, NUL-terminated in the object's string table.
+    #[test]
+    fn map_names_are_in_the_ebpf_object() {
+        let obj = crate::EBPF_OBJ;
+        for name in sg_common::PINNED_MAPS {
+            let sym = [b"\0", name.as_bytes(), b"\0"].concat();
+            assert!(
+                obj.windows(sym.len()).any(|w| w == sym),
+                "no map {name} in the eBPF object"
+            );
+        }
+    }
 }

@@ -1,0 +1,448 @@
+//! The walk over the TOML tree: every key and value is checked where it
+//! stands, so errors and warnings carry its line and column. Rules are
+//! walked in `rule`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+use super::{
+    Config, ConfigError, ConntrackConfig, Direction, EventsConfig, Group, InterfaceConfig,
+    MAX_TEXT_CHARS, default_egress_rule, parse_cidr, parse_duration, validate_group_name,
+    validate_iface_name,
+};
+
+mod rule;
+
+use rule::RawRule;
+
+type Key<'i> = Spanned<DeString<'i>>;
+type Val<'i> = Spanned<DeValue<'i>>;
+
+pub(super) struct Ctx<'s> {
+    file: &'s str,
+    src: &'s str,
+    line_starts: Vec<usize>,
+    pub(super) warnings: Vec<String>,
+}
+
+/// The entries of a table, in file order, after checking the keys.
+struct Fields<'t, 'i> {
+    entries: Vec<(&'t Key<'i>, &'t Val<'i>)>,
+}
+
+impl<'t, 'i> Fields<'t, 'i> {
+    fn get(&self, key: &str) -> Option<&'t Val<'i>> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| *v)
+    }
+
+    fn key(&self, key: &str) -> Option<&'t Key<'i>> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| *k)
+    }
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// Entries of a table sorted by position in the file.
+fn sorted_entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Val<'i>)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+}
+
+impl<'s> Ctx<'s> {
+    pub(super) fn new(src: &'s str, file: &'s str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
+        Ctx {
+            file,
+            src,
+            line_starts,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.src.len());
+        while !self.src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self.src[start..offset].chars().count() + 1;
+        (line, column)
+    }
+
+    pub(super) fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.position(span.start);
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: impl fmt::Display) {
+        let (line, column) = self.position(span.start);
+        self.warnings
+            .push(format!("{}:{line}:{column}: {message}", self.file));
+    }
+
+    fn fields<'t, 'i>(
+        &self,
+        table: &'t DeTable<'i>,
+        allowed: &[&str],
+        what: &str,
+    ) -> Result<Fields<'t, 'i>, ConfigError> {
+        let entries = sorted_entries(table);
+        for (k, _) in &entries {
+            if !allowed.contains(&k.get_ref().as_ref()) {
+                return Err(self.err(
+                    k.span(),
+                    format!(
+                        "unknown key `{}` in {what}; expected one of: {}",
+                        k.get_ref(),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Fields { entries })
+    }
+
+    fn table<'t, 'i>(&self, v: &'t Val<'i>, what: &str) -> Result<&'t DeTable<'i>, ConfigError> {
+        match v.get_ref() {
+            DeValue::Table(t) => Ok(t),
+            other => Err(self.err(
+                v.span(),
+                format!("expected a table for {what}, found {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn array<'t, 'i>(
+        &self,
+        v: &'t Val<'i>,
+        what: &str,
+    ) -> Result<&'t [Spanned<DeValue<'i>>], ConfigError> {
+        match v.get_ref() {
+            DeValue::Array(a) => Ok(a),
+            other => Err(self.err(
+                v.span(),
+                format!("expected an array for {what}, found {}", type_name(other)),
+            )),
+        }
+    }
+
+    fn string<'t>(&self, v: &'t Val<'_>, what: &str) -> Result<&'t str, ConfigError> {
+        match v.get_ref() {
+            DeValue::String(s) => Ok(s),
+            other => Err(self.err(
+                v.span(),
+                format!("expected a string for {what}, found {}", type_name(other)),
+            )),
+        }
+    }
+
+    /// One string or an array of strings.
+    fn strings<'t>(
+        &self,
+        v: &'t Val<'_>,
+        what: &str,
+    ) -> Result<Vec<(&'t str, Range<usize>)>, ConfigError> {
+        match v.get_ref() {
+            DeValue::String(s) => Ok(vec![(s.as_ref(), v.span())]),
+            DeValue::Array(items) => items
+                .iter()
+                .map(|item| Ok((self.string(item, what)?, item.span())))
+                .collect(),
+            other => Err(self.err(
+                v.span(),
+                format!(
+                    "expected a string or an array of strings for {what}, found {}",
+                    type_name(other)
+                ),
+            )),
+        }
+    }
+
+    fn integer(&self, v: &Val<'_>, what: &str) -> Result<Option<i128>, ConfigError> {
+        match v.get_ref() {
+            DeValue::Integer(i) => Ok(Some(
+                i128::from_str_radix(i.as_str(), i.radix())
+                    .map_err(|_| self.err(v.span(), format!("{what} is out of range")))?,
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    fn int_in(&self, v: &Val<'_>, what: &str, min: i128, max: i128) -> Result<i128, ConfigError> {
+        match self.integer(v, what)? {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            Some(n) => Err(self.err(v.span(), format!("{what} {n} is out of range {min}-{max}"))),
+            None => Err(self.err(
+                v.span(),
+                format!(
+                    "expected an integer for {what}, found {}",
+                    type_name(v.get_ref())
+                ),
+            )),
+        }
+    }
+
+    fn text(&self, v: &Val<'_>, what: &str) -> Result<String, ConfigError> {
+        let s = self.string(v, what)?;
+        let n = s.chars().count();
+        if n > MAX_TEXT_CHARS {
+            return Err(self.err(
+                v.span(),
+                format!("{what} is {n} characters long; at most {MAX_TEXT_CHARS} are allowed"),
+            ));
+        }
+        Ok(s.to_string())
+    }
+
+    // -- top level ----------------------------------------------------------
+
+    pub(super) fn config(&mut self, root: &DeTable<'_>) -> Result<Config, ConfigError> {
+        let top = self.fields(
+            root,
+            &["groups", "interfaces", "conntrack", "events"],
+            "the top level",
+        )?;
+        let mut config = Config::default();
+
+        // Group names first: rules may reference groups defined later.
+        let mut group_tables = Vec::new();
+        if let Some(v) = top.get("groups") {
+            let t = self.table(v, "`groups`")?;
+            for (k, v) in sorted_entries(t) {
+                validate_group_name(k.get_ref()).map_err(|m| self.err(k.span(), m))?;
+                let gt = self.table(v, &format!("group `{}`", k.get_ref()))?;
+                group_tables.push((k.get_ref().to_string(), gt));
+            }
+        }
+        let names: BTreeSet<String> = group_tables.iter().map(|(n, _)| n.clone()).collect();
+        for (name, t) in group_tables {
+            let group = self.group(&name, t, &names)?;
+            config.groups.insert(name, group);
+        }
+
+        if let Some(v) = top.get("interfaces") {
+            let t = self.table(v, "`interfaces`")?;
+            for (k, v) in sorted_entries(t) {
+                let name = k.get_ref().to_string();
+                validate_iface_name(&name).map_err(|m| self.err(k.span(), m))?;
+                let iface = self.interface(&name, v, &names)?;
+                config.interfaces.insert(name, iface);
+            }
+        }
+        if let Some(v) = top.get("conntrack") {
+            config.conntrack = self.conntrack(v)?;
+        }
+        if let Some(v) = top.get("events") {
+            config.events = self.events(v)?;
+        }
+        Ok(config)
+    }
+
+    fn group(
+        &mut self,
+        name: &str,
+        t: &DeTable<'_>,
+        names: &BTreeSet<String>,
+    ) -> Result<Group, ConfigError> {
+        let what = format!("group `{name}`");
+        let f = self.fields(t, &["description", "members", "ingress", "egress"], &what)?;
+        let description = f
+            .get("description")
+            .map(|v| self.text(v, "the group's `description`"))
+            .transpose()?;
+        let mut members = Vec::new();
+        if let Some(v) = f.get("members") {
+            for (s, span) in self.strings(v, "`members`")? {
+                let (net, normalized) = parse_cidr(s).map_err(|m| {
+                    self.err(
+                        span.clone(),
+                        format!("{m} in `members`: expected a CIDR or an address"),
+                    )
+                })?;
+                if normalized {
+                    self.warn(span, format_args!("normalized {s} to {net}"));
+                }
+                members.push(net);
+            }
+        }
+        members.sort();
+        members.dedup();
+
+        let mut group = Group {
+            name: name.to_string(),
+            description,
+            members,
+            ingress: Vec::new(),
+            egress: Vec::new(),
+        };
+        for direction in Direction::ALL {
+            let key = direction.as_str();
+            let rules = match f.get(key) {
+                Some(v) => {
+                    let items = self.array(v, &format!("`{key}` (a list of rules)"))?;
+                    let mut rules: Vec<RawRule> = Vec::with_capacity(items.len());
+                    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
+                    for (index, item) in items.iter().enumerate() {
+                        let raw = self.rule(name, direction, index, item, names)?;
+                        if let Some(&prev) = seen.get(&raw.rule.id) {
+                            let prev = &rules[prev];
+                            let (line, col) = self.position(prev.span.start);
+                            return Err(self.err(
+                                raw.span,
+                                format!(
+                                    "duplicate rule {}: same as rule {} of {key} in group \
+                                     `{name}` (at {line}:{col}); remove one of them",
+                                    raw.rule.id, prev.rule.index
+                                ),
+                            ));
+                        }
+                        seen.insert(raw.rule.id.clone(), rules.len());
+                        rules.push(raw);
+                    }
+                    rules.into_iter().map(|r| r.rule).collect()
+                }
+                None if direction == Direction::Egress => vec![default_egress_rule(name)],
+                None => Vec::new(),
+            };
+            match direction {
+                Direction::Ingress => group.ingress = rules,
+                Direction::Egress => group.egress = rules,
+            }
+        }
+        Ok(group)
+    }
+
+    fn interface(
+        &mut self,
+        name: &str,
+        v: &Val<'_>,
+        names: &BTreeSet<String>,
+    ) -> Result<InterfaceConfig, ConfigError> {
+        let t = self.table(v, &format!("interface `{name}`"))?;
+        let f = self.fields(t, &["groups"], &format!("interface `{name}`"))?;
+        let Some(gv) = f.get("groups") else {
+            return Err(self.err(
+                v.span(),
+                format!("interface `{name}` needs `groups = [...]`"),
+            ));
+        };
+        let items = self.strings(gv, "`groups`")?;
+        if items.is_empty() {
+            return Err(self.err(
+                gv.span(),
+                format!("interface `{name}` needs at least one group"),
+            ));
+        }
+        let mut groups: Vec<String> = Vec::new();
+        for (g, span) in items {
+            if !names.contains(g) {
+                return Err(self.err(span, format!("unknown group `{g}`")));
+            }
+            if groups.iter().any(|x| x == g) {
+                self.warn(span, format_args!("group `{g}` is listed twice"));
+                continue;
+            }
+            groups.push(g.to_string());
+        }
+        Ok(InterfaceConfig { groups })
+    }
+
+    fn conntrack(&self, v: &Val<'_>) -> Result<ConntrackConfig, ConfigError> {
+        let t = self.table(v, "`conntrack`")?;
+        let f = self.fields(
+            t,
+            &[
+                "tcp_established",
+                "tcp_syn",
+                "tcp_fin",
+                "tcp_rst",
+                "udp",
+                "udp_stream",
+                "icmp",
+                "other",
+                "max_entries",
+                "revoke_established",
+            ],
+            "`[conntrack]`",
+        )?;
+        let mut c = ConntrackConfig::default();
+        for (k, v) in &f.entries {
+            let key = k.get_ref().as_ref();
+            match key {
+                "max_entries" => {
+                    c.max_entries = self.int_in(v, "max_entries", 1, i128::from(u32::MAX))? as u32;
+                }
+                "revoke_established" => match v.get_ref() {
+                    DeValue::Boolean(b) => c.revoke_established = *b,
+                    other => {
+                        return Err(self.err(
+                            v.span(),
+                            format!(
+                                "expected a boolean for `revoke_established`, found {}",
+                                type_name(other)
+                            ),
+                        ));
+                    }
+                },
+                _ => {
+                    let s = match v.get_ref() {
+                        DeValue::String(s) => s,
+                        other => {
+                            return Err(self.err(
+                                v.span(),
+                                format!(
+                                    "expected a duration string such as \"90s\" for `{key}`, \
+                                     found {}",
+                                    type_name(other)
+                                ),
+                            ));
+                        }
+                    };
+                    let d = parse_duration(s).map_err(|m| self.err(v.span(), m))?;
+                    if let Some(slot) = c.duration_mut(key) {
+                        *slot = d;
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn events(&self, v: &Val<'_>) -> Result<EventsConfig, ConfigError> {
+        let t = self.table(v, "`events`")?;
+        let f = self.fields(t, &["per_second"], "`[events]`")?;
+        let mut e = EventsConfig::default();
+        if let Some(v) = f.get("per_second") {
+            e.per_second = self.int_in(v, "per_second", 0, i128::from(u32::MAX))? as u32;
+        }
+        Ok(e)
+    }
+}

@@ -757,7 +757,9 @@ pub fn detach_links(state: &StateDir, iface: &str) -> Result<()> {
 /// Every policy and class ID a compiled policy set uses.
 pub fn ids_of(compiled: &Compiled) -> HashSet<u32> {
     let policies = compiled.policies.iter().map(|p| p.id);
-    let classes_v4 = compiled.peers_v4.iter().map(|(_, _, class)| *class);
-    let classes_v6 = compiled.peers_v6.iter().map(|(_, _, class)| *class);
-    policies.chain(classes_v4).chain(classes_v6).collect()
+    let classes = compiled
+        .policies
+        .iter()
+        .flat_map(|p| p.peers.iter().map(|peer| peer.class));
+    policies.chain(classes).collect()
 }

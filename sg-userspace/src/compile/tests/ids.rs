@@ -122,3 +122,29 @@ fn spec_example_compiles_and_summarizes() {
         Some("bastion")
     );
 }
+
+/// Slots replace compile positions in every interval, and nowhere else.
+#[test]
+fn renumbered_rules_name_their_slots() {
+    let src = r#"
+[groups.g]
+ingress = [
+  { proto = "tcp", ports = "22", from = "198.18.0.0/16" },
+  { proto = "udp", ports = "53", from = "2001:db8::/32" },
+]
+"#;
+    let (_, c) = build(src, &[att("eth0", &["g"], &[])]);
+    let mut renumbered = c.clone();
+    renumbered.renumber_rules(|r| 100 + r);
+    assert_eq!(renumbered.policies, c.policies);
+    let pi = c.ifaces["eth0"].ingress_policy;
+    let pe = c.ifaces["eth0"].egress_policy;
+    for (policy, p, rule) in [
+        (pi, pkt("198.18.1.1", 6, 22), 0),
+        (pi, pkt("2001:db8::1", 17, 53), 1),
+        (pe, pkt("198.19.0.1", 47, 0), 2),
+    ] {
+        assert_eq!(lookup(&c, policy, &p), Some(rule));
+        assert_eq!(lookup(&renumbered, policy, &p), Some(100 + rule));
+    }
+}

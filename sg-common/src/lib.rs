@@ -214,9 +214,6 @@ pub const IFACE_F_EGRESS_ALL_V6: u32 = 8;
 /// packets start with the IP header, whose version nibble tells v4 from v6.
 pub const IFACE_F_L3: u32 = 16;
 
-/// Bits of a prefix key that hold the policy or class ID.
-pub const ID_PREFIX_BITS: u32 = 32;
-
 /// Key of `PEER_HOSTS_V4`: policy ID (big endian), then a host address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

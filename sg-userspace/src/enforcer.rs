@@ -75,8 +75,8 @@ fn reserve_ids(dir: &StateDir, state: &State, next_id: u32, slots: &[u32]) -> Re
 }
 
 /// Gives every rule of `compiled` its slot: the slot it had before if its
-/// ID was in force, else a fresh one. Rewrites the match blocks' values from
-/// compile positions to slots, so hit counters and the rules recorded in
+/// ID was in force, else a fresh one. Makes the intervals name slots instead
+/// of compile positions, so hit counters and the rules recorded in
 /// tracked connections keep naming the same rule across applies.
 fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
     let old: BTreeMap<&str, u32> = state
@@ -101,9 +101,7 @@ fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
         })
         .collect();
     let mut remapped = compiled.clone();
-    for (_, _, rule) in &mut remapped.rule_entries {
-        rule.rule = slots[rule.rule as usize];
-    }
+    remapped.renumber_rules(|rule| slots[rule as usize]);
     (remapped, slots)
 }
 

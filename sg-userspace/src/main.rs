@@ -149,15 +149,18 @@ fn run(cli: Cli) -> Result<()> {
                     "interfaces": s.interfaces,
                     "policies": s.policies,
                     "classes": s.classes,
-                    "peer_entries_v4": s.peer_entries_v4,
-                    "peer_entries_v6": s.peer_entries_v6,
-                    "rule_entries": s.rule_entries,
+                    "peer_hosts_v4": s.peer_hosts_v4,
+                    "peer_hosts_v6": s.peer_hosts_v6,
+                    "peer_prefixes_v4": s.peer_prefixes_v4,
+                    "peer_prefixes_v6": s.peer_prefixes_v6,
+                    "length_trees": s.length_trees,
+                    "rule_sets": s.rule_sets,
                     "rule_intervals": s.rule_intervals,
                 });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!("{}: ok", config.path.display());
-                print!("{s}");
+                println!("{s}");
             }
         }
         Command::Watch {

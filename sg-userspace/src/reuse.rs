@@ -2,9 +2,9 @@
 //!
 //! Every compile hands out fresh policy and class IDs, which is what makes
 //! a switch atomic. Before writing, the new classes and policies are
-//! matched by content against what is installed: a class whose rule
-//! entries are the same as an installed class takes that class's ID and is
-//! not written again; a policy whose peer entries (naming classes by
+//! matched by content against what is installed: a class whose port
+//! sets are the same as an installed class takes that class's ID and is
+//! not written again; a policy whose peer prefixes (naming classes by
 //! content) are the same takes the installed policy's ID, and neither its
 //! peer entries nor its interfaces' switch are written. Only what changed
 //! gets fresh IDs, so a packet still sees one whole policy or the other.
@@ -26,10 +26,9 @@ pub struct Installed {
 
 /// What to write, and what is in force once it is.
 pub struct Plan {
-    /// `compiled` with IDs mapped to installed ones, holding only the
-    /// entries that are not installed yet.
+    /// `compiled` with IDs mapped to installed ones.
     pub write: Compiled,
-    /// The kernel's entries for `write`.
+    /// The kernel's entries of what in `write` is not installed yet.
     pub tables: KernelTables,
     /// Every policy and class ID in force after the switch.
     pub live: HashSet<u32>,
@@ -50,65 +49,41 @@ fn hex(digest: impl AsRef<[u8]>) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Digest of each class's rule entries, by class ID.
+/// Digest of each class's port sets (its family aside: classes of both
+/// families with the same sets share one ID), by class ID.
 fn class_digests(compiled: &Compiled) -> HashMap<u32, String> {
-    let mut by_class: HashMap<u32, Vec<[u8; 15]>> = HashMap::new();
-    for (prefix, key, rule) in &compiled.rule_entries {
-        let mut e = [0u8; 15];
-        e[..4].copy_from_slice(&prefix.to_be_bytes());
-        e[4] = key.proto;
-        e[5..7].copy_from_slice(&key.port);
-        e[7..11].copy_from_slice(&rule.rule.to_be_bytes());
-        e[11..15].copy_from_slice(&rule.flags.to_be_bytes());
-        by_class
-            .entry(u32::from_be_bytes(key.class))
-            .or_default()
-            .push(e);
-    }
     compiled
         .classes
         .iter()
         .map(|c| {
-            let mut entries = by_class.remove(&c.id).unwrap_or_default();
-            entries.sort_unstable();
             let mut h = Sha256::new();
-            for e in &entries {
-                h.update(e);
+            for set in &c.port_sets {
+                // Protocol, or 256 for the fallback set.
+                h.update(set.proto.map_or(256u16, u16::from).to_be_bytes());
+                h.update((set.intervals.len() as u32).to_be_bytes());
+                for i in &set.intervals {
+                    h.update(i.lo.to_be_bytes());
+                    h.update(i.hi.to_be_bytes());
+                    h.update(i.rule.rule.to_be_bytes());
+                    h.update(i.rule.flags.to_be_bytes());
+                }
             }
             (c.id, hex(h.finalize()))
         })
         .collect()
 }
 
-/// Digest of each policy's peer entries, naming classes by digest.
+/// Digest of each policy's peer prefixes, naming classes by digest.
 fn policy_digests(compiled: &Compiled, classes: &HashMap<u32, String>) -> HashMap<u32, String> {
-    let mut by_policy: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
-    let mut add = |policy: [u8; 4], family: u8, prefix: u32, addr: &[u8], class: u32| {
-        let mut e = vec![family];
-        e.extend_from_slice(&prefix.to_be_bytes());
-        e.extend_from_slice(addr);
-        e.extend_from_slice(classes[&class].as_bytes());
-        by_policy
-            .entry(u32::from_be_bytes(policy))
-            .or_default()
-            .push(e);
-    };
-    for (prefix, key, class) in &compiled.peers_v4 {
-        add(key.policy, 4, *prefix, &key.addr, *class);
-    }
-    for (prefix, key, class) in &compiled.peers_v6 {
-        add(key.policy, 6, *prefix, &key.addr, *class);
-    }
     compiled
         .policies
         .iter()
         .map(|p| {
-            let mut entries = by_policy.remove(&p.id).unwrap_or_default();
-            entries.sort_unstable();
             let mut h = Sha256::new();
-            for e in &entries {
-                h.update((e.len() as u32).to_be_bytes());
-                h.update(e);
+            for peer in &p.peers {
+                h.update([peer.family.code(), peer.len]);
+                h.update(peer.addr.to_be_bytes());
+                h.update(classes[&peer.class].as_bytes());
             }
             (p.id, hex(h.finalize()))
         })
@@ -142,28 +117,11 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
     }
 
     let mut write = compiled.clone();
-    let fresh_policy = |old: [u8; 4]| {
-        let id = u32::from_be_bytes(old);
-        policy_id[&id] == id
-    };
-    write
-        .peers_v4
-        .retain(|(_, key, _)| fresh_policy(key.policy));
-    write
-        .peers_v6
-        .retain(|(_, key, _)| fresh_policy(key.policy));
-    let v4 = write.peers_v4.iter_mut().map(|(_, _, class)| class);
-    let v6 = write.peers_v6.iter_mut().map(|(_, _, class)| class);
-    for class in v4.chain(v6) {
-        *class = class_id[class];
-    }
-    // A class's entries are written once, under the ID it keeps.
-    write.rule_entries.retain(|(_, key, _)| {
-        let id = u32::from_be_bytes(key.class);
-        class_id[&id] == id
-    });
     for p in &mut write.policies {
         p.id = policy_id[&p.id];
+        for peer in &mut p.peers {
+            peer.class = class_id[&peer.class];
+        }
     }
     for c in &mut write.classes {
         c.id = class_id[&c.id];
@@ -172,6 +130,23 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
         b.ingress_policy = policy_id[&b.ingress_policy];
         b.egress_policy = policy_id[&b.egress_policy];
     }
+    // Only what keeps its fresh ID is written; a class's sets once, under
+    // the ID it keeps.
+    let fresh = |old: u32, new: u32| old == new;
+    let tables = KernelTables::build(
+        compiled
+            .policies
+            .iter()
+            .zip(&write.policies)
+            .filter(|(old, new)| fresh(old.id, new.id))
+            .map(|(_, new)| new),
+        compiled
+            .classes
+            .iter()
+            .zip(&write.classes)
+            .filter(|(old, new)| fresh(old.id, new.id))
+            .map(|(_, new)| new),
+    );
 
     let live: HashSet<u32> = policy_id
         .values()
@@ -191,7 +166,7 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
             .collect(),
     };
     Plan {
-        tables: KernelTables::of(&write),
+        tables,
         write,
         live,
         installed,
@@ -268,28 +243,32 @@ ingress = [{ type = "postgresql", from = "sg:web" }, { type = "ssh", from = "198
             first.write.ifaces["b"].egress_policy
         );
         // Written: only the peer entries of b's new ingress policy and the
-        // rule entries of classes whose content changed.
-        let new_ingress = second.write.ifaces["b"].ingress_policy.to_be_bytes();
+        // rule sets of classes whose content changed.
+        let new_ingress = second.write.ifaces["b"].ingress_policy;
+        let p = &second.tables.peers;
+        assert!(!p.hosts_v4.is_empty());
         assert!(
-            second
-                .write
-                .peers_v4
+            p.hosts_v4
                 .iter()
-                .all(|(_, k, _)| k.policy == new_ingress)
+                .all(|(k, _)| k.policy == new_ingress.to_be_bytes())
         );
         assert!(
-            second
-                .write
-                .peers_v6
+            p.hosts_v6
                 .iter()
-                .all(|(_, k, _)| k.policy == new_ingress)
+                .all(|(k, _)| k.policy == new_ingress.to_be_bytes())
         );
+        assert!(
+            p.nets_v4
+                .iter()
+                .all(|(k, _)| k.policy == new_ingress.to_be_bytes())
+        );
+        assert!(p.lengths.iter().all(|(k, _)| k.policy == new_ingress));
         assert!(second.entries_written() < first.entries_written());
         assert!(second.classes_reused > 0);
         // Every ID in use is live, and the old ingress policy of b is not.
         let old_ingress = first.write.ifaces["b"].ingress_policy;
         assert!(!second.live.contains(&old_ingress));
-        for (_, _, class) in second.write.peers_v4.iter() {
+        for (_, class) in second.tables.peers.hosts_v4.iter() {
             assert!(second.live.contains(class));
         }
     }
@@ -312,7 +291,7 @@ ingress = [{ type = "postgresql", from = "sg:web" }, { type = "ssh", from = "198
             first.write.ifaces["b"].ingress_policy
         );
         assert!(
-            second.write.rule_entries.is_empty(),
+            second.tables.rule_sets.is_empty(),
             "no class content changed"
         );
     }

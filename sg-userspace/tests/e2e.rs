@@ -418,6 +418,39 @@ fn validate_needs_no_root_and_reports_counts() {
     };
     assert_eq!(count("groups:").as_deref(), Some("2"), "{text}");
     assert_eq!(count("rules:").as_deref(), Some("3"), "{text}");
+    // No [interfaces]: nothing to enforce, no map entries.
+    assert_eq!(count("rule sets:").as_deref(), Some("0"), "{text}");
+    // With web on an interface: what the kernel maps will hold. Peers of
+    // web's ingress: anywhere (a /0 per family, one length tree each) and
+    // sg:admins (a host per family); per family a class {http} and a class
+    // {http, ssh}, each one TCP rule set, of one and two intervals.
+    let with_iface = TempFile::new(
+        "toml",
+        &format!("{WEB}[interfaces.eth0]\ngroups = [\"web\"]\n"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sg"))
+        .args(["validate", "-c", with_iface.path()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let count = |field: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|v| v.trim().to_string())
+    };
+    for (field, want) in [
+        ("peer hosts v4:", "1"),
+        ("peer hosts v6:", "1"),
+        ("peer prefixes v4:", "1"),
+        ("peer prefixes v6:", "1"),
+        ("length trees:", "2"),
+        ("rule sets:", "4"),
+        ("rule intervals:", "6"),
+    ] {
+        assert_eq!(count(field).as_deref(), Some(want), "{field}\n{text}");
+    }
+    assert!(!text.contains("entries"), "no format a map holds: {text}");
     let bad = TempFile::new(
         "toml",
         "[groups.x]\ningress = [{ proto = \"tcp\", ports = \"22\", from = \"sg:nope\" }]\n",

@@ -13,123 +13,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sg_common::{
-    FAMILY_V4, FAMILY_V6, PEER_F_LONGER, PEER_MAX_LENGTHS, PeerKeyV4, PeerKeyV6, PeerLengths,
-    PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
-};
+use sg_common::{PEER_F_LONGER, PEER_MAX_LENGTHS, PeerLengths, PeerNet};
 
-use super::{Family, ID_PREFIX_BITS, mask};
-
-/// Everything the kernel's peer lookup reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerTables {
-    pub hosts_v4: Vec<(PeerKeyV4, u32)>,
-    pub hosts_v6: Vec<(PeerKeyV6, u32)>,
-    pub nets_v4: Vec<(PeerNetKeyV4, PeerNet)>,
-    pub nets_v6: Vec<(PeerNetKeyV6, PeerNet)>,
-    pub lengths: Vec<(PeerLengthsKey, PeerLengths)>,
-}
+use super::{Family, resolve::mask};
 
 /// A family's prefixes of one policy: `(length, address in the low bits)`
 /// -> class.
-type Prefixes = HashMap<(u8, u128), u32>;
+pub(super) type Prefixes = HashMap<(u8, u128), u32>;
 
 /// Prefixes and markers of one policy and family: `(length, address)` ->
 /// their `PEER_NETS` value.
-type Nets = BTreeMap<(u8, u128), PeerNet>;
-
-/// Builds the tables from the compiler's peer entries (`(32 + length,
-/// key, class)`, as in [`super::Compiled::peers_v4`]).
-pub fn peer_tables(
-    peers_v4: &[(u32, PeerKeyV4, u32)],
-    peers_v6: &[(u32, PeerKeyV6, u32)],
-) -> PeerTables {
-    let mut out = PeerTables::default();
-    // (policy, length, address in the low bits, class) of both families.
-    let v4 = peers_v4.iter().map(|(prefix, key, class)| {
-        let addr = u128::from(u32::from_be_bytes(key.addr));
-        (key.policy, prefix - ID_PREFIX_BITS, addr, *class)
-    });
-    let v6 = peers_v6.iter().map(|(prefix, key, class)| {
-        let addr = u128::from_be_bytes(key.addr);
-        (key.policy, prefix - ID_PREFIX_BITS, addr, *class)
-    });
-    out.hosts_v4 = peers_v4
-        .iter()
-        .filter(|(prefix, _, _)| *prefix == ID_PREFIX_BITS + 32)
-        .map(|(_, key, class)| (*key, *class))
-        .collect();
-    out.hosts_v6 = peers_v6
-        .iter()
-        .filter(|(prefix, _, _)| *prefix == ID_PREFIX_BITS + 128)
-        .map(|(_, key, class)| (*key, *class))
-        .collect();
-    for (policy, lengths, nets) in nets_by_policy(v4, Family::V4) {
-        out.lengths.push((lengths_key(policy, FAMILY_V4), lengths));
-        let policy = policy.to_be_bytes();
-        out.nets_v4
-            .extend(nets.into_iter().map(|((len, addr), net)| {
-                let addr = (addr as u32).to_be_bytes();
-                let key = PeerNetKeyV4 {
-                    policy,
-                    len,
-                    _pad: [0; 3],
-                    addr,
-                };
-                (key, net)
-            }));
-    }
-    for (policy, lengths, nets) in nets_by_policy(v6, Family::V6) {
-        out.lengths.push((lengths_key(policy, FAMILY_V6), lengths));
-        let policy = policy.to_be_bytes();
-        out.nets_v6
-            .extend(nets.into_iter().map(|((len, addr), net)| {
-                let addr = addr.to_be_bytes();
-                let key = PeerNetKeyV6 {
-                    policy,
-                    len,
-                    _pad: [0; 3],
-                    addr,
-                };
-                (key, net)
-            }));
-    }
-    out.nets_v4.sort_unstable_by_key(|(k, _)| *k);
-    out.nets_v6.sort_unstable_by_key(|(k, _)| *k);
-    out
-}
-
-/// The search tables of each policy, from `(policy, length, address,
-/// class)` entries of one family; hosts are left out.
-fn nets_by_policy(
-    entries: impl Iterator<Item = ([u8; 4], u32, u128, u32)>,
-    family: Family,
-) -> Vec<(u32, PeerLengths, Nets)> {
-    let mut by_policy: BTreeMap<u32, Prefixes> = BTreeMap::new();
-    for (policy, len, addr, class) in entries {
-        if len < u32::from(family.bits()) {
-            by_policy
-                .entry(u32::from_be_bytes(policy))
-                .or_default()
-                .insert((len as u8, addr), class);
-        }
-    }
-    by_policy
-        .into_iter()
-        .map(|(policy, prefixes)| {
-            let (lengths, nets) = search_tables(&prefixes, family);
-            (policy, lengths, nets)
-        })
-        .collect()
-}
-
-fn lengths_key(policy: u32, family: u8) -> PeerLengthsKey {
-    PeerLengthsKey {
-        policy,
-        family,
-        _pad: [0; 3],
-    }
-}
+pub(super) type Nets = BTreeMap<(u8, u128), PeerNet>;
 
 /// `addr` with only its first `len` bits.
 fn masked(addr: u128, len: u8, family: Family) -> u128 {
@@ -155,7 +49,7 @@ fn tree(sorted: &[u8]) -> Vec<u8> {
 
 /// The length tree and the hash entries (prefixes and markers) of one
 /// policy's prefixes of one family.
-fn search_tables(prefixes: &Prefixes, family: Family) -> (PeerLengths, Nets) {
+pub(super) fn search_tables(prefixes: &Prefixes, family: Family) -> (PeerLengths, Nets) {
     let sorted: Vec<u8> = prefixes
         .keys()
         .map(|&(len, _)| len)
@@ -278,26 +172,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn hosts_go_to_the_exact_hash_and_policies_stay_apart() {
-        let key = |policy: u32, addr: [u8; 4]| PeerKeyV4 {
-            policy: policy.to_be_bytes(),
-            addr,
-        };
-        let peers = vec![
-            (ID_PREFIX_BITS + 32, key(1, [198, 18, 0, 1]), 10),
-            (ID_PREFIX_BITS + 24, key(1, [198, 18, 0, 0]), 11),
-            (ID_PREFIX_BITS + 16, key(2, [198, 18, 0, 0]), 12),
-        ];
-        let t = peer_tables(&peers, &[]);
-        assert_eq!(t.hosts_v4, vec![(key(1, [198, 18, 0, 1]), 10)]);
-        assert_eq!(t.nets_v4.len(), 2);
-        assert_eq!(t.lengths.len(), 2);
-        assert!(t.lengths.iter().all(|(_, l)| l.count == 1));
-        assert_eq!(t.lengths[0].0.policy, 1);
-        assert_eq!(t.lengths[0].1.lens[0], 24);
-        assert_eq!(t.lengths[1].1.lens[0], 16);
     }
 }

@@ -1,0 +1,153 @@
+//! Steps 2 and 3 of the compiler: policies, then peer classes.
+//!
+//! A policy is the union of the rules of one group list in one direction;
+//! interfaces with the same groups share it. For each policy and address
+//! family, the distinct peer CIDRs of its rules are split into classes:
+//! the class of CIDR `c` is the set of rules with a peer CIDR that contains
+//! `c`. The longest prefix that holds an address then carries every rule
+//! whose peer covers the address (prefixes that hold one address are
+//! nested, so the longest one is inside every other). Identical rule sets
+//! of a family share one class.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sg_common::{
+    IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6,
+};
+
+use super::{
+    ClassInfo, CompileError, Family, Ids, IfaceBinding, PeerPrefix, PolicyInfo,
+    resolve::{Net, RuleIndex, anywhere, mask},
+};
+use crate::config::{Config, Direction, Proto};
+
+/// One policy per distinct group list and direction (peers not yet
+/// filled in), and each interface's binding to its pair.
+pub(super) fn build_policies(
+    config: &Config,
+    index: &RuleIndex<'_>,
+    rule_nets: &[Vec<Net>],
+    iface_lists: &[(&str, Vec<String>)],
+    ids: &mut Ids,
+) -> Result<(Vec<PolicyInfo>, BTreeMap<String, IfaceBinding>), CompileError> {
+    let lists: BTreeSet<&Vec<String>> = iface_lists.iter().map(|(_, l)| l).collect();
+    let mut policies = Vec::new();
+    let mut pair_of: HashMap<&Vec<String>, IfaceBinding> = HashMap::new();
+    for list in lists {
+        let mut binding = IfaceBinding {
+            ingress_policy: 0,
+            egress_policy: 0,
+            flags: 0,
+        };
+        for d in Direction::ALL {
+            let id = ids.alloc()?;
+            let rules: Vec<u32> = list.iter().flat_map(|g| index.of(config, g, d)).collect();
+            // All traffic, everywhere: a rule of protocol `all` whose peers
+            // include the whole address space of a family.
+            let all_to = |family: Family| {
+                rules.iter().any(|&r| {
+                    index.all[r as usize].proto == Proto::All
+                        && anywhere(&rule_nets[r as usize], family)
+                })
+            };
+            let (v4_bit, v6_bit) = match d {
+                Direction::Ingress => (IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6),
+                Direction::Egress => (IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6),
+            };
+            if all_to(Family::V4) {
+                binding.flags |= v4_bit;
+            }
+            if all_to(Family::V6) {
+                binding.flags |= v6_bit;
+            }
+            match d {
+                Direction::Ingress => binding.ingress_policy = id,
+                Direction::Egress => binding.egress_policy = id,
+            }
+            policies.push(PolicyInfo {
+                id,
+                direction: d,
+                groups: list.clone(),
+                rule_count: rules.len(),
+                rules,
+                peers: Vec::new(),
+            });
+        }
+        pair_of.insert(list, binding);
+    }
+    let ifaces = iface_lists
+        .iter()
+        .map(|(iface, list)| (iface.to_string(), pair_of[list]))
+        .collect();
+    Ok((policies, ifaces))
+}
+
+/// Fills in each policy's peer prefixes and returns the classes they name
+/// (port sets not yet built), in ID order.
+pub(super) fn build_classes(
+    policies: &mut [PolicyInfo],
+    rule_nets: &[Vec<Net>],
+    ids: &mut Ids,
+) -> Result<Vec<ClassInfo>, CompileError> {
+    let mut classes: Vec<ClassInfo> = Vec::new();
+    let mut class_ids: HashMap<(Family, Vec<u32>), u32> = HashMap::new();
+    for policy in policies.iter_mut() {
+        for family in [Family::V4, Family::V6] {
+            // CIDR → the rules that name it, ascending.
+            let mut by_cidr: HashMap<(u8, u128), Vec<u32>> = HashMap::new();
+            for &r in &policy.rules {
+                for n in rule_nets[r as usize].iter().filter(|n| n.family == family) {
+                    let v = by_cidr.entry((n.len, n.addr)).or_default();
+                    if v.last() != Some(&r) {
+                        v.push(r);
+                    }
+                }
+            }
+            if by_cidr.is_empty() {
+                continue;
+            }
+            // Only probe the prefix lengths that exist.
+            let lens: Vec<u8> = by_cidr
+                .keys()
+                .map(|&(l, _)| l)
+                .collect::<BTreeSet<u8>>()
+                .into_iter()
+                .collect();
+            let mut cidrs: Vec<(u8, u128)> = by_cidr.keys().copied().collect();
+            cidrs.sort_unstable_by_key(|&(l, a)| (a, l));
+            let mut set: Vec<u32> = Vec::new();
+            for (len, addr) in cidrs {
+                set.clear();
+                for &l in lens.iter().take_while(|&&l| l <= len) {
+                    if let Some(v) = by_cidr.get(&(l, addr & mask(family, l))) {
+                        set.extend_from_slice(v);
+                    }
+                }
+                set.sort_unstable();
+                set.dedup();
+                let class = match class_ids.get(&(family, set.clone())) {
+                    Some(&id) => id,
+                    None => {
+                        let id = ids.alloc()?;
+                        class_ids.insert((family, set.clone()), id);
+                        classes.push(ClassInfo {
+                            id,
+                            family,
+                            rules: set.clone(),
+                            port_sets: Vec::new(),
+                        });
+                        id
+                    }
+                };
+                policy.peers.push(PeerPrefix {
+                    family,
+                    len,
+                    addr,
+                    class,
+                });
+            }
+        }
+        policy.peers.sort_unstable();
+    }
+    Ok(classes)
+}

@@ -1,0 +1,168 @@
+//! The loaded eBPF object: its pinned maps and its programs.
+//!
+//! - this module: opening the object with its maps pinned, and access to
+//!   the maps other modules read (conntrack, counters, events, config);
+//! - [`policy`]: writing and removing policy entries, switching
+//!   interfaces, all or nothing;
+//! - [`links`]: loading the programs and attaching them to interfaces;
+//! - [`usage`]: how full the policy maps are.
+
+use std::collections::HashSet;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
+};
+use sg_common::{
+    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey, IfacePolicy, RuleHits,
+    RuntimeConfig,
+};
+
+use crate::{compile::Compiled, state::StateDir};
+
+mod links;
+mod policy;
+mod usage;
+
+pub use links::{
+    AttachMode, BASELINE_PROGRAM, SWEEP_ARM_PROGRAM, TC_INGRESS_PROGRAM, TC_PROGRAM, XDP_PROGRAM,
+    detach_links, unpin_link,
+};
+pub use policy::Undo;
+pub use usage::MapUsage;
+
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Opens the object with its maps pinned under the state dir: existing
+    /// pins are reused, missing ones are created. Programs are not loaded.
+    pub fn open(state: &StateDir, ct_max_entries: u32) -> Result<Datapath> {
+        crate::bpffs::ensure_state_dir(&state.pins)?;
+        let maps_dir = state.maps_dir();
+        std::fs::create_dir_all(&maps_dir)
+            .with_context(|| format!("cannot create {}", maps_dir.display()))?;
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .map_max_entries("CONNTRACK", ct_max_entries)
+            .load(crate::EBPF_OBJ)
+            .context("cannot load the sg eBPF object")?;
+        Ok(Datapath { ebpf })
+    }
+
+    fn map<'a, T>(&'a mut self, name: &str) -> Result<T>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+        T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+    }
+
+    pub fn iface_policy(&mut self) -> Result<HashMap<&mut MapData, u32, IfacePolicy>> {
+        self.map("IFACE_POLICY")
+    }
+
+    pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
+        self.map("CONNTRACK")
+    }
+
+    pub fn fragments(&mut self) -> Result<HashMap<&mut MapData, FragKey, u64>> {
+        self.map("FRAGMENTS")
+    }
+
+    pub fn drops(&mut self) -> Result<PerCpuHashMap<&mut MapData, DropKey, u64>> {
+        self.map("DROPS")
+    }
+
+    pub fn rule_hits(&mut self) -> Result<PerCpuHashMap<&mut MapData, u32, RuleHits>> {
+        self.map("RULE_HITS")
+    }
+
+    /// Hit counters summed over CPUs, by rule slot.
+    pub fn rule_hit_totals(&mut self) -> Result<std::collections::BTreeMap<u32, RuleHits>> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.rule_hits()?.iter() {
+            let (slot, per_cpu) = item?;
+            let total: &mut RuleHits = out.entry(slot).or_default();
+            for h in per_cpu.iter() {
+                total.packets += h.packets;
+                total.bytes += h.bytes;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the hit counters of the slots `doomed` picks.
+    pub fn remove_rule_hits(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        let mut hits = self.rule_hits()?;
+        let stale: Vec<u32> = hits
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|s| doomed(*s))
+            .collect();
+        for slot in &stale {
+            deleted(hits.remove(slot))?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Events the kernel did not emit, summed over CPUs:
+    /// `(suppressed by the rate limit, lost to a full ring buffer)`.
+    pub fn event_stats(&mut self) -> Result<(u64, u64)> {
+        let stats: PerCpuArray<&mut MapData, u64> = self.map("EVENT_STATS")?;
+        let sum = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
+        Ok((sum(EVSTAT_SUPPRESSED)?, sum(EVSTAT_RING_FULL)?))
+    }
+
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS map missing"))?;
+        Ok(aya::maps::RingBuf::try_from(map)?)
+    }
+
+    pub fn runtime_config(&mut self) -> Result<RuntimeConfig> {
+        let array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
+        Ok(array.get(&0, 0)?)
+    }
+
+    pub fn set_runtime_config(&mut self, cfg: &RuntimeConfig) -> Result<()> {
+        crate::failpoint::write("CONFIG")?;
+        let mut array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
+        array.set(0, cfg, 0)?;
+        Ok(())
+    }
+}
+
+/// The result of deleting a map entry: `Ok(true)` if it was deleted,
+/// `Ok(false)` if it was already gone (the datapath, another `sg`, or a
+/// lost bpffs got there first), which is never an error for a delete.
+/// (aya reports a missing key on delete as ENOENT, not `KeyNotFound`.)
+pub fn deleted(result: Result<(), aya::maps::MapError>) -> Result<bool, aya::maps::MapError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Every policy and class ID a compiled policy set uses.
+pub fn ids_of(compiled: &Compiled) -> HashSet<u32> {
+    let policies = compiled.policies.iter().map(|p| p.id);
+    let classes = compiled
+        .policies
+        .iter()
+        .flat_map(|p| p.peers.iter().map(|peer| peer.class));
+    policies.chain(classes).collect()
+}

@@ -1,0 +1,382 @@
+//! Policy entries: written under fresh IDs, switched to with one map
+//! update per interface, removed once nothing points at them. Every write
+//! goes through `failpoint::write`, so the tests can fail any one of them.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Pod,
+    maps::{Array, HashMap, MapData},
+};
+use sg_common::{
+    IfacePolicy, PeerKeyV4, PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4,
+    PeerNetKeyV6, RULE_INTERVAL_CAPACITY, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig,
+};
+
+use super::{Datapath, deleted, ids_of};
+use crate::compile::{Compiled, KernelTables, RuleSet};
+
+pub(super) const RULE_SETS: &str = "RULE_SETS";
+pub(super) const RULE_INTERVALS: &str = "RULE_INTERVALS";
+
+type RuleMapHandles<'a> = (
+    HashMap<&'a mut MapData, RuleSetKey, RuleSpan>,
+    Array<&'a mut MapData, RuleInterval>,
+);
+
+impl Datapath {
+    /// Writes `tables`, whose policy and class IDs are the `fresh` ones
+    /// (plus installed IDs it only refers to), so nothing a packet can
+    /// reach changes until the interfaces are switched to them. Every
+    /// table's room is checked before anything is written. On failure the
+    /// entries of `fresh` IDs are removed again, and only those: a reused
+    /// ID is live policy.
+    pub fn write_policies(&mut self, tables: &KernelTables, fresh: &HashSet<u32>) -> Result<()> {
+        let firsts = self.check_room(tables)?;
+        let result = self.try_write_policies(tables, &firsts);
+        if result.is_err() {
+            let _ = self.remove_entries(|id| fresh.contains(&id));
+        }
+        result
+    }
+
+    /// Fails, naming the table, unless every table has room for `tables`
+    /// beside what it holds. Returns where the rule sets' intervals go.
+    pub fn check_room(&mut self, tables: &KernelTables) -> Result<Vec<u32>> {
+        let p = &tables.peers;
+        let needs = [
+            ("PEER_HOSTS_V4", p.hosts_v4.len()),
+            ("PEER_HOSTS_V6", p.hosts_v6.len()),
+            ("PEER_NETS_V4", p.nets_v4.len()),
+            ("PEER_NETS_V6", p.nets_v6.len()),
+            ("PEER_LENGTHS", p.lengths.len()),
+            (RULE_SETS, tables.rule_sets.len()),
+        ];
+        for (name, need) in needs {
+            // Counting a hash walks it: only where this change writes.
+            if need == 0 {
+                continue;
+            }
+            let usage = match name {
+                "PEER_HOSTS_V4" => self.hash_usage::<PeerKeyV4, u32>("PEER_HOSTS_V4")?,
+                "PEER_HOSTS_V6" => self.hash_usage::<PeerKeyV6, u32>("PEER_HOSTS_V6")?,
+                "PEER_NETS_V4" => self.hash_usage::<PeerNetKeyV4, PeerNet>("PEER_NETS_V4")?,
+                "PEER_NETS_V6" => self.hash_usage::<PeerNetKeyV6, PeerNet>("PEER_NETS_V6")?,
+                "PEER_LENGTHS" => self.hash_usage::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS")?,
+                _ => self.hash_usage::<RuleSetKey, RuleSpan>(RULE_SETS)?,
+            };
+            usage.check(need as u64)?;
+        }
+        let (spans, _) = self.rule_maps()?;
+        let in_use: Vec<RuleSpan> = spans
+            .iter()
+            .map(|item| item.map(|(_, span)| span))
+            .collect::<Result<_, _>>()
+            .context("reading RULE_SETS")?;
+        let sizes: Vec<u32> = tables
+            .rule_sets
+            .iter()
+            .map(|s| s.intervals.len() as u32)
+            .collect();
+        crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY).map_err(|full| {
+            anyhow!(
+                "{RULE_INTERVALS} has room for {} entries; {} are in use and this change needs {} \
+                 more (in runs of one rule set each)",
+                full.capacity,
+                full.in_use,
+                full.needed
+            )
+        })
+    }
+
+    fn try_write_policies(&mut self, tables: &KernelTables, firsts: &[u32]) -> Result<()> {
+        let peers = &tables.peers;
+        self.write_hash("PEER_HOSTS_V4", &peers.hosts_v4)?;
+        self.write_hash("PEER_HOSTS_V6", &peers.hosts_v6)?;
+        self.write_hash("PEER_NETS_V4", &peers.nets_v4)?;
+        self.write_hash("PEER_NETS_V6", &peers.nets_v6)?;
+        // Last: a policy's lengths make its prefixes reachable.
+        self.write_hash("PEER_LENGTHS", &peers.lengths)?;
+        self.write_rule_sets(&tables.rule_sets, firsts)
+    }
+
+    fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
+        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
+        for (key, value) in entries {
+            crate::failpoint::write(name)?;
+            map.insert(key, value, 0)
+                .with_context(|| format!("writing {name} (map full?)"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the entries of hash `name` whose ID `doomed` picks.
+    fn remove_hash<K: Pod, V: Pod>(
+        &mut self,
+        name: &str,
+        id_of: impl Fn(&K) -> u32,
+        doomed: &impl Fn(u32) -> bool,
+    ) -> Result<usize> {
+        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
+        let stale: Vec<K> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(id_of(k)))
+            .collect();
+        for key in &stale {
+            crate::failpoint::write(name)?;
+            deleted(map.remove(key))?;
+        }
+        Ok(stale.len())
+    }
+
+    /// Writes rule sets: their intervals into the free room `firsts` names
+    /// (see [`Datapath::check_room`]), then the hash entries that point at
+    /// them. Their classes are fresh, so no packet reaches them before the
+    /// switch.
+    fn write_rule_sets(&mut self, sets: &[RuleSet], firsts: &[u32]) -> Result<()> {
+        let (mut spans, mut intervals) = self.rule_maps()?;
+        for (set, &first) in sets.iter().zip(firsts) {
+            for (index, interval) in (first..).zip(&set.intervals) {
+                crate::failpoint::write(RULE_INTERVALS)?;
+                intervals
+                    .set(index, interval, 0)
+                    .context("writing RULE_INTERVALS")?;
+            }
+        }
+        for (set, &first) in sets.iter().zip(firsts) {
+            let span = RuleSpan {
+                first,
+                len: set.intervals.len() as u32,
+            };
+            crate::failpoint::write(RULE_SETS)?;
+            spans
+                .insert(&set.key, &span, 0)
+                .context("writing RULE_SETS (map full?)")?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn rule_maps(&mut self) -> Result<RuleMapHandles<'_>> {
+        let [spans, intervals] = self.ebpf.maps_disjoint_mut([RULE_SETS, RULE_INTERVALS]);
+        let spans = spans.ok_or_else(|| anyhow!("map {RULE_SETS} missing"))?;
+        let intervals = intervals.ok_or_else(|| anyhow!("map {RULE_INTERVALS} missing"))?;
+        Ok((HashMap::try_from(spans)?, Array::try_from(intervals)?))
+    }
+
+    /// Installs a compiled policy set: writes its entries, switches every
+    /// interface to it (one map update each, so a packet sees the old
+    /// policy or the new one, never a mix), then removes everything else:
+    /// the previous policy, and leftovers of an apply killed half way.
+    pub fn install(
+        &mut self,
+        compiled: &Compiled,
+        runtime: &RuntimeConfig,
+        ifindex_of: impl Fn(&str) -> Result<u32>,
+    ) -> Result<()> {
+        let live = ids_of(compiled);
+        let tables = KernelTables::of(compiled);
+        self.write_and_switch(compiled, &tables, &live, runtime, ifindex_of)?;
+        self.remove_entries(|id| !live.contains(&id))?;
+        Ok(())
+    }
+
+    /// The first two steps of [`Datapath::install`]: write `tables`, the
+    /// kernel's entries of `compiled` under its `fresh` IDs, then switch
+    /// its interfaces. All or nothing: on failure every interface is
+    /// switched back and the fresh entries go. Removing what is no longer
+    /// in force is left to the caller, which can still undo the switch
+    /// with the returned [`Undo`].
+    pub fn write_and_switch(
+        &mut self,
+        compiled: &Compiled,
+        tables: &KernelTables,
+        fresh: &HashSet<u32>,
+        runtime: &RuntimeConfig,
+        ifindex_of: impl Fn(&str) -> Result<u32>,
+    ) -> Result<Undo> {
+        let switches: Vec<(u32, IfacePolicy)> = compiled
+            .ifaces
+            .iter()
+            .map(|(name, b)| {
+                let value = IfacePolicy {
+                    ingress_policy: b.ingress_policy,
+                    egress_policy: b.egress_policy,
+                    flags: b.flags,
+                    _pad: 0,
+                };
+                Ok((ifindex_of(name)?, value))
+            })
+            .collect::<Result<_>>()?;
+        self.write_policies(tables, fresh)?;
+        let mut undo = Undo {
+            runtime: None,
+            ifaces: Vec::new(),
+            fresh: fresh.clone(),
+        };
+        let switched = (|| -> Result<()> {
+            undo.runtime = Some(self.runtime_config()?);
+            self.set_runtime_config(runtime)?;
+            for (ifindex, value) in &switches {
+                let before = match self.iface_policy()?.get(ifindex, 0) {
+                    Ok(v) => Some(v),
+                    Err(aya::maps::MapError::KeyNotFound) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                undo.ifaces.push((*ifindex, before));
+                self.put_iface(*ifindex, value)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = switched {
+            if let Err(undo_err) = self.undo(&undo) {
+                eprintln!("warning: could not undo a failed switch: {undo_err:#}");
+            }
+            return Err(e);
+        }
+        Ok(undo)
+    }
+
+    /// Puts back what [`Datapath::write_and_switch`] changed: interfaces
+    /// first (each one map update), then the runtime config, then the
+    /// fresh entries, which no packet can reach any more.
+    pub fn undo(&mut self, undo: &Undo) -> Result<()> {
+        let mut first_err = None;
+        for (ifindex, before) in undo.ifaces.iter().rev() {
+            let r = match before {
+                Some(v) => self.put_iface(*ifindex, v),
+                None => self.forget_iface(*ifindex),
+            };
+            first_err = first_err.or(r.err());
+        }
+        if let Some(runtime) = &undo.runtime {
+            first_err = first_err.or(self.set_runtime_config(runtime).err());
+        }
+        let fresh = &undo.fresh;
+        first_err = first_err.or(self.remove_entries(|id| fresh.contains(&id)).err());
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Points an interface at its policies: one map update, so a packet sees
+    /// either the old policy or the new one.
+    pub fn switch_iface(
+        &mut self,
+        ifindex: u32,
+        ingress: u32,
+        egress: u32,
+        flags: u32,
+    ) -> Result<()> {
+        let value = IfacePolicy {
+            ingress_policy: ingress,
+            egress_policy: egress,
+            flags,
+            _pad: 0,
+        };
+        self.put_iface(ifindex, &value)
+    }
+
+    fn put_iface(&mut self, ifindex: u32, value: &IfacePolicy) -> Result<()> {
+        crate::failpoint::write("IFACE_POLICY")?;
+        self.iface_policy()?.insert(&ifindex, value, 0)?;
+        Ok(())
+    }
+
+    pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
+        crate::failpoint::write("IFACE_POLICY")?;
+        deleted(self.iface_policy()?.remove(&ifindex))?;
+        Ok(())
+    }
+
+    /// Deletes every policy (peer maps) and class (rule sets) entry whose
+    /// ID `doomed` picks. Returns how many entries went.
+    /// Their intervals stay in the array, unreachable, until the room is
+    /// needed again.
+    pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        let id = u32::from_be_bytes;
+        Ok(
+            // Lengths first: a policy's prefixes become unreachable at once.
+            self.remove_hash::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS", |k| k.policy, &doomed)?
+                + self.remove_hash::<PeerKeyV4, u32>("PEER_HOSTS_V4", |k| id(k.policy), &doomed)?
+                + self.remove_hash::<PeerKeyV6, u32>("PEER_HOSTS_V6", |k| id(k.policy), &doomed)?
+                + self.remove_hash::<PeerNetKeyV4, PeerNet>(
+                    "PEER_NETS_V4",
+                    |k| id(k.policy),
+                    &doomed,
+                )?
+                + self.remove_hash::<PeerNetKeyV6, PeerNet>(
+                    "PEER_NETS_V6",
+                    |k| id(k.policy),
+                    &doomed,
+                )?
+                + self.remove_hash::<RuleSetKey, RuleSpan>(RULE_SETS, |k| k.class, &doomed)?,
+        )
+    }
+
+    /// Every entry a packet's verdict can depend on, as sorted text: the
+    /// interfaces' policies, the peer and rule-set entries with the
+    /// intervals each set points at, and the runtime config. Equal dumps
+    /// mean equal enforcement; the all-or-nothing tests compare them.
+    pub fn dump_policy(&mut self) -> Result<BTreeMap<&'static str, Vec<String>>> {
+        fn entries<K: Pod + std::fmt::Debug, V: Pod + std::fmt::Debug>(
+            dp: &mut Datapath,
+            name: &str,
+        ) -> Result<Vec<String>> {
+            let map: HashMap<&mut MapData, K, V> = dp.map(name)?;
+            let mut out: Vec<String> = map
+                .iter()
+                .map(|item| item.map(|(k, v)| format!("{k:?} => {v:?}")))
+                .collect::<Result<_, _>>()?;
+            out.sort();
+            Ok(out)
+        }
+        let mut out = BTreeMap::new();
+        out.insert(
+            "IFACE_POLICY",
+            entries::<u32, IfacePolicy>(self, "IFACE_POLICY")?,
+        );
+        out.insert(
+            "PEER_HOSTS_V4",
+            entries::<PeerKeyV4, u32>(self, "PEER_HOSTS_V4")?,
+        );
+        out.insert(
+            "PEER_HOSTS_V6",
+            entries::<PeerKeyV6, u32>(self, "PEER_HOSTS_V6")?,
+        );
+        out.insert(
+            "PEER_NETS_V4",
+            entries::<PeerNetKeyV4, PeerNet>(self, "PEER_NETS_V4")?,
+        );
+        out.insert(
+            "PEER_NETS_V6",
+            entries::<PeerNetKeyV6, PeerNet>(self, "PEER_NETS_V6")?,
+        );
+        out.insert(
+            "PEER_LENGTHS",
+            entries::<PeerLengthsKey, PeerLengths>(self, "PEER_LENGTHS")?,
+        );
+        let (spans, intervals) = self.rule_maps()?;
+        let mut sets = Vec::new();
+        for item in spans.iter() {
+            let (key, span) = item?;
+            let run: Vec<RuleInterval> = (span.first..span.first + span.len)
+                .map(|i| intervals.get(&i, 0))
+                .collect::<Result<_, _>>()?;
+            sets.push(format!("{key:?} => {span:?} {run:?}"));
+        }
+        sets.sort();
+        out.insert(RULE_SETS, sets);
+        out.insert("CONFIG", vec![format!("{:?}", self.runtime_config()?)]);
+        Ok(out)
+    }
+}
+
+/// What [`Datapath::write_and_switch`] changed, to put back with
+/// [`Datapath::undo`] when the change cannot be committed.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    runtime: Option<RuntimeConfig>,
+    /// Interfaces switched, with their entry before (`None`: none).
+    ifaces: Vec<(u32, Option<IfacePolicy>)>,
+    fresh: HashSet<u32>,
+}

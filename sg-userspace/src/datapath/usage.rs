@@ -1,0 +1,83 @@
+//! How full the policy maps are, for room checks and `sg status`.
+
+use anyhow::Result;
+use aya::{
+    Pod,
+    maps::{HashMap, MapData},
+};
+use sg_common::{
+    PeerKeyV4, PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
+    RuleSetKey, RuleSpan,
+};
+
+use super::{
+    Datapath,
+    policy::{RULE_INTERVALS, RULE_SETS},
+};
+
+impl Datapath {
+    /// How full each policy map is. An apply needs room for the policy in
+    /// force and the new one side by side (less what it reuses).
+    pub fn policy_usage(&mut self) -> Result<Vec<MapUsage>> {
+        let mut out = vec![
+            self.hash_usage::<PeerKeyV4, u32>("PEER_HOSTS_V4")?,
+            self.hash_usage::<PeerKeyV6, u32>("PEER_HOSTS_V6")?,
+            self.hash_usage::<PeerNetKeyV4, PeerNet>("PEER_NETS_V4")?,
+            self.hash_usage::<PeerNetKeyV6, PeerNet>("PEER_NETS_V6")?,
+            self.hash_usage::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS")?,
+            self.hash_usage::<RuleSetKey, RuleSpan>(RULE_SETS)?,
+        ];
+        // The interval array is always full size: what counts is how much
+        // of it the rule sets point at.
+        let (spans, intervals) = self.rule_maps()?;
+        let used = spans
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, span)| u64::from(span.len))
+            .sum();
+        out.push(MapUsage {
+            map: RULE_INTERVALS,
+            entries: used,
+            capacity: intervals.len(),
+        });
+        Ok(out)
+    }
+
+    pub(super) fn hash_usage<K: Pod, V: Pod>(&mut self, name: &'static str) -> Result<MapUsage> {
+        let capacity = match self.ebpf.map(name) {
+            Some(aya::maps::Map::HashMap(data)) => data.info()?.max_entries(),
+            _ => anyhow::bail!("map {name} missing or not a hash"),
+        };
+        let map: HashMap<&mut MapData, K, V> = self.map(name)?;
+        let entries = map.keys().filter(Result::is_ok).count() as u64;
+        Ok(MapUsage {
+            map: name,
+            entries,
+            capacity,
+        })
+    }
+}
+
+/// Entries in use in a policy map, and how many it can hold.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapUsage {
+    pub map: &'static str,
+    pub entries: u64,
+    pub capacity: u32,
+}
+
+impl MapUsage {
+    /// Fails, naming the map, unless `need` more entries fit.
+    pub fn check(&self, need: u64) -> Result<()> {
+        if self.entries + need > u64::from(self.capacity) {
+            anyhow::bail!(
+                "{} has room for {} entries; {} are in use and this change needs {} more",
+                self.map,
+                self.capacity,
+                self.entries,
+                need
+            );
+        }
+        Ok(())
+    }
+}

@@ -7,6 +7,10 @@
 //! - [`links`]: loading the programs and attaching them to interfaces;
 //! - [`usage`]: how full the policy maps are.
 
+use sg_common::{
+    MAP_CONFIG, MAP_CONNTRACK, MAP_DROPS, MAP_EVENT_STATS, MAP_EVENTS, MAP_FRAGMENTS,
+    MAP_IFACE_POLICY, MAP_RULE_HITS,
+};
 use std::collections::HashSet;
 
 use anyhow::{Context as _, Result, anyhow};
@@ -46,7 +50,7 @@ impl Datapath {
             .with_context(|| format!("cannot create {}", maps_dir.display()))?;
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
-            .map_max_entries("CONNTRACK", ct_max_entries)
+            .map_max_entries(MAP_CONNTRACK, ct_max_entries)
             .load(crate::EBPF_OBJ)
             .context("cannot load the sg eBPF object")?;
         Ok(Datapath { ebpf })
@@ -64,23 +68,23 @@ impl Datapath {
     }
 
     pub fn iface_policy(&mut self) -> Result<HashMap<&mut MapData, u32, IfacePolicy>> {
-        self.map("IFACE_POLICY")
+        self.map(MAP_IFACE_POLICY)
     }
 
     pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
-        self.map("CONNTRACK")
+        self.map(MAP_CONNTRACK)
     }
 
     pub fn fragments(&mut self) -> Result<HashMap<&mut MapData, FragKey, u64>> {
-        self.map("FRAGMENTS")
+        self.map(MAP_FRAGMENTS)
     }
 
     pub fn drops(&mut self) -> Result<PerCpuHashMap<&mut MapData, DropKey, u64>> {
-        self.map("DROPS")
+        self.map(MAP_DROPS)
     }
 
     pub fn rule_hits(&mut self) -> Result<PerCpuHashMap<&mut MapData, u32, RuleHits>> {
-        self.map("RULE_HITS")
+        self.map(MAP_RULE_HITS)
     }
 
     /// Hit counters summed over CPUs, by rule slot.
@@ -114,7 +118,7 @@ impl Datapath {
     /// Events the kernel did not emit, summed over CPUs:
     /// `(suppressed by the rate limit, lost to a full ring buffer)`.
     pub fn event_stats(&mut self) -> Result<(u64, u64)> {
-        let stats: PerCpuArray<&mut MapData, u64> = self.map("EVENT_STATS")?;
+        let stats: PerCpuArray<&mut MapData, u64> = self.map(MAP_EVENT_STATS)?;
         let sum = |i: u32| -> Result<u64> { Ok(stats.get(&i, 0)?.iter().sum()) };
         Ok((sum(EVSTAT_SUPPRESSED)?, sum(EVSTAT_RING_FULL)?))
     }
@@ -122,19 +126,19 @@ impl Datapath {
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map("EVENTS")
+            .take_map(MAP_EVENTS)
             .ok_or_else(|| anyhow!("EVENTS map missing"))?;
         Ok(aya::maps::RingBuf::try_from(map)?)
     }
 
     pub fn runtime_config(&mut self) -> Result<RuntimeConfig> {
-        let array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
+        let array: Array<&mut MapData, RuntimeConfig> = self.map(MAP_CONFIG)?;
         Ok(array.get(&0, 0)?)
     }
 
     pub fn set_runtime_config(&mut self, cfg: &RuntimeConfig) -> Result<()> {
-        crate::failpoint::write("CONFIG")?;
-        let mut array: Array<&mut MapData, RuntimeConfig> = self.map("CONFIG")?;
+        crate::failpoint::write(MAP_CONFIG)?;
+        let mut array: Array<&mut MapData, RuntimeConfig> = self.map(MAP_CONFIG)?;
         array.set(0, cfg, 0)?;
         Ok(())
     }

@@ -2,6 +2,10 @@
 //! update per interface, removed once nothing points at them. Every write
 //! goes through `failpoint::write`, so the tests can fail any one of them.
 
+use sg_common::{
+    MAP_CONFIG, MAP_IFACE_POLICY, MAP_PEER_HOSTS_V4, MAP_PEER_HOSTS_V6, MAP_PEER_LENGTHS,
+    MAP_PEER_NETS_V4, MAP_PEER_NETS_V6, MAP_RULE_INTERVALS, MAP_RULE_SETS,
+};
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context as _, Result, anyhow};
@@ -16,9 +20,6 @@ use sg_common::{
 
 use super::{Datapath, deleted, ids_of};
 use crate::compile::{Compiled, KernelTables, RuleSet};
-
-pub(super) const RULE_SETS: &str = "RULE_SETS";
-pub(super) const RULE_INTERVALS: &str = "RULE_INTERVALS";
 
 type RuleMapHandles<'a> = (
     HashMap<&'a mut MapData, RuleSetKey, RuleSpan>,
@@ -46,12 +47,12 @@ impl Datapath {
     pub fn check_room(&mut self, tables: &KernelTables) -> Result<Vec<u32>> {
         let p = &tables.peers;
         let needs = [
-            ("PEER_HOSTS_V4", p.hosts_v4.len()),
-            ("PEER_HOSTS_V6", p.hosts_v6.len()),
-            ("PEER_NETS_V4", p.nets_v4.len()),
-            ("PEER_NETS_V6", p.nets_v6.len()),
-            ("PEER_LENGTHS", p.lengths.len()),
-            (RULE_SETS, tables.rule_sets.len()),
+            (MAP_PEER_HOSTS_V4, p.hosts_v4.len()),
+            (MAP_PEER_HOSTS_V6, p.hosts_v6.len()),
+            (MAP_PEER_NETS_V4, p.nets_v4.len()),
+            (MAP_PEER_NETS_V6, p.nets_v6.len()),
+            (MAP_PEER_LENGTHS, p.lengths.len()),
+            (MAP_RULE_SETS, tables.rule_sets.len()),
         ];
         for (name, need) in needs {
             // Counting a hash walks it: only where this change writes.
@@ -59,12 +60,14 @@ impl Datapath {
                 continue;
             }
             let usage = match name {
-                "PEER_HOSTS_V4" => self.hash_usage::<PeerKeyV4, u32>("PEER_HOSTS_V4")?,
-                "PEER_HOSTS_V6" => self.hash_usage::<PeerKeyV6, u32>("PEER_HOSTS_V6")?,
-                "PEER_NETS_V4" => self.hash_usage::<PeerNetKeyV4, PeerNet>("PEER_NETS_V4")?,
-                "PEER_NETS_V6" => self.hash_usage::<PeerNetKeyV6, PeerNet>("PEER_NETS_V6")?,
-                "PEER_LENGTHS" => self.hash_usage::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS")?,
-                _ => self.hash_usage::<RuleSetKey, RuleSpan>(RULE_SETS)?,
+                MAP_PEER_HOSTS_V4 => self.hash_usage::<PeerKeyV4, u32>(MAP_PEER_HOSTS_V4)?,
+                MAP_PEER_HOSTS_V6 => self.hash_usage::<PeerKeyV6, u32>(MAP_PEER_HOSTS_V6)?,
+                MAP_PEER_NETS_V4 => self.hash_usage::<PeerNetKeyV4, PeerNet>(MAP_PEER_NETS_V4)?,
+                MAP_PEER_NETS_V6 => self.hash_usage::<PeerNetKeyV6, PeerNet>(MAP_PEER_NETS_V6)?,
+                MAP_PEER_LENGTHS => {
+                    self.hash_usage::<PeerLengthsKey, PeerLengths>(MAP_PEER_LENGTHS)?
+                }
+                _ => self.hash_usage::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?,
             };
             usage.check(need as u64)?;
         }
@@ -73,7 +76,7 @@ impl Datapath {
             .iter()
             .map(|item| item.map(|(_, span)| span))
             .collect::<Result<_, _>>()
-            .context("reading RULE_SETS")?;
+            .context("reading MAP_RULE_SETS")?;
         let sizes: Vec<u32> = tables
             .rule_sets
             .iter()
@@ -81,7 +84,7 @@ impl Datapath {
             .collect();
         crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY).map_err(|full| {
             anyhow!(
-                "{RULE_INTERVALS} has room for {} entries; {} are in use and this change needs {} \
+                "{MAP_RULE_INTERVALS} has room for {} entries; {} are in use and this change needs {} \
                  more (in runs of one rule set each)",
                 full.capacity,
                 full.in_use,
@@ -92,12 +95,12 @@ impl Datapath {
 
     fn try_write_policies(&mut self, tables: &KernelTables, firsts: &[u32]) -> Result<()> {
         let peers = &tables.peers;
-        self.write_hash("PEER_HOSTS_V4", &peers.hosts_v4)?;
-        self.write_hash("PEER_HOSTS_V6", &peers.hosts_v6)?;
-        self.write_hash("PEER_NETS_V4", &peers.nets_v4)?;
-        self.write_hash("PEER_NETS_V6", &peers.nets_v6)?;
+        self.write_hash(MAP_PEER_HOSTS_V4, &peers.hosts_v4)?;
+        self.write_hash(MAP_PEER_HOSTS_V6, &peers.hosts_v6)?;
+        self.write_hash(MAP_PEER_NETS_V4, &peers.nets_v4)?;
+        self.write_hash(MAP_PEER_NETS_V6, &peers.nets_v6)?;
         // Last: a policy's lengths make its prefixes reachable.
-        self.write_hash("PEER_LENGTHS", &peers.lengths)?;
+        self.write_hash(MAP_PEER_LENGTHS, &peers.lengths)?;
         self.write_rule_sets(&tables.rule_sets, firsts)
     }
 
@@ -139,10 +142,10 @@ impl Datapath {
         let (mut spans, mut intervals) = self.rule_maps()?;
         for (set, &first) in sets.iter().zip(firsts) {
             for (index, interval) in (first..).zip(&set.intervals) {
-                crate::failpoint::write(RULE_INTERVALS)?;
+                crate::failpoint::write(MAP_RULE_INTERVALS)?;
                 intervals
                     .set(index, interval, 0)
-                    .context("writing RULE_INTERVALS")?;
+                    .context("writing MAP_RULE_INTERVALS")?;
             }
         }
         for (set, &first) in sets.iter().zip(firsts) {
@@ -150,18 +153,20 @@ impl Datapath {
                 first,
                 len: set.intervals.len() as u32,
             };
-            crate::failpoint::write(RULE_SETS)?;
+            crate::failpoint::write(MAP_RULE_SETS)?;
             spans
                 .insert(&set.key, &span, 0)
-                .context("writing RULE_SETS (map full?)")?;
+                .context("writing MAP_RULE_SETS (map full?)")?;
         }
         Ok(())
     }
 
     pub(super) fn rule_maps(&mut self) -> Result<RuleMapHandles<'_>> {
-        let [spans, intervals] = self.ebpf.maps_disjoint_mut([RULE_SETS, RULE_INTERVALS]);
-        let spans = spans.ok_or_else(|| anyhow!("map {RULE_SETS} missing"))?;
-        let intervals = intervals.ok_or_else(|| anyhow!("map {RULE_INTERVALS} missing"))?;
+        let [spans, intervals] = self
+            .ebpf
+            .maps_disjoint_mut([MAP_RULE_SETS, MAP_RULE_INTERVALS]);
+        let spans = spans.ok_or_else(|| anyhow!("map {MAP_RULE_SETS} missing"))?;
+        let intervals = intervals.ok_or_else(|| anyhow!("map {MAP_RULE_INTERVALS} missing"))?;
         Ok((HashMap::try_from(spans)?, Array::try_from(intervals)?))
     }
 
@@ -277,13 +282,13 @@ impl Datapath {
     }
 
     fn put_iface(&mut self, ifindex: u32, value: &IfacePolicy) -> Result<()> {
-        crate::failpoint::write("IFACE_POLICY")?;
+        crate::failpoint::write(MAP_IFACE_POLICY)?;
         self.iface_policy()?.insert(&ifindex, value, 0)?;
         Ok(())
     }
 
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
-        crate::failpoint::write("IFACE_POLICY")?;
+        crate::failpoint::write(MAP_IFACE_POLICY)?;
         deleted(self.iface_policy()?.remove(&ifindex))?;
         Ok(())
     }
@@ -296,20 +301,27 @@ impl Datapath {
         let id = u32::from_be_bytes;
         Ok(
             // Lengths first: a policy's prefixes become unreachable at once.
-            self.remove_hash::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS", |k| k.policy, &doomed)?
-                + self.remove_hash::<PeerKeyV4, u32>("PEER_HOSTS_V4", |k| id(k.policy), &doomed)?
-                + self.remove_hash::<PeerKeyV6, u32>("PEER_HOSTS_V6", |k| id(k.policy), &doomed)?
-                + self.remove_hash::<PeerNetKeyV4, PeerNet>(
-                    "PEER_NETS_V4",
-                    |k| id(k.policy),
-                    &doomed,
-                )?
-                + self.remove_hash::<PeerNetKeyV6, PeerNet>(
-                    "PEER_NETS_V6",
-                    |k| id(k.policy),
-                    &doomed,
-                )?
-                + self.remove_hash::<RuleSetKey, RuleSpan>(RULE_SETS, |k| k.class, &doomed)?,
+            self.remove_hash::<PeerLengthsKey, PeerLengths>(
+                MAP_PEER_LENGTHS,
+                |k| k.policy,
+                &doomed,
+            )? + self.remove_hash::<PeerKeyV4, u32>(
+                MAP_PEER_HOSTS_V4,
+                |k| id(k.policy),
+                &doomed,
+            )? + self.remove_hash::<PeerKeyV6, u32>(
+                MAP_PEER_HOSTS_V6,
+                |k| id(k.policy),
+                &doomed,
+            )? + self.remove_hash::<PeerNetKeyV4, PeerNet>(
+                MAP_PEER_NETS_V4,
+                |k| id(k.policy),
+                &doomed,
+            )? + self.remove_hash::<PeerNetKeyV6, PeerNet>(
+                MAP_PEER_NETS_V6,
+                |k| id(k.policy),
+                &doomed,
+            )? + self.remove_hash::<RuleSetKey, RuleSpan>(MAP_RULE_SETS, |k| k.class, &doomed)?,
         )
     }
 
@@ -332,28 +344,28 @@ impl Datapath {
         }
         let mut out = BTreeMap::new();
         out.insert(
-            "IFACE_POLICY",
-            entries::<u32, IfacePolicy>(self, "IFACE_POLICY")?,
+            MAP_IFACE_POLICY,
+            entries::<u32, IfacePolicy>(self, MAP_IFACE_POLICY)?,
         );
         out.insert(
-            "PEER_HOSTS_V4",
-            entries::<PeerKeyV4, u32>(self, "PEER_HOSTS_V4")?,
+            MAP_PEER_HOSTS_V4,
+            entries::<PeerKeyV4, u32>(self, MAP_PEER_HOSTS_V4)?,
         );
         out.insert(
-            "PEER_HOSTS_V6",
-            entries::<PeerKeyV6, u32>(self, "PEER_HOSTS_V6")?,
+            MAP_PEER_HOSTS_V6,
+            entries::<PeerKeyV6, u32>(self, MAP_PEER_HOSTS_V6)?,
         );
         out.insert(
-            "PEER_NETS_V4",
-            entries::<PeerNetKeyV4, PeerNet>(self, "PEER_NETS_V4")?,
+            MAP_PEER_NETS_V4,
+            entries::<PeerNetKeyV4, PeerNet>(self, MAP_PEER_NETS_V4)?,
         );
         out.insert(
-            "PEER_NETS_V6",
-            entries::<PeerNetKeyV6, PeerNet>(self, "PEER_NETS_V6")?,
+            MAP_PEER_NETS_V6,
+            entries::<PeerNetKeyV6, PeerNet>(self, MAP_PEER_NETS_V6)?,
         );
         out.insert(
-            "PEER_LENGTHS",
-            entries::<PeerLengthsKey, PeerLengths>(self, "PEER_LENGTHS")?,
+            MAP_PEER_LENGTHS,
+            entries::<PeerLengthsKey, PeerLengths>(self, MAP_PEER_LENGTHS)?,
         );
         let (spans, intervals) = self.rule_maps()?;
         let mut sets = Vec::new();
@@ -365,8 +377,8 @@ impl Datapath {
             sets.push(format!("{key:?} => {span:?} {run:?}"));
         }
         sets.sort();
-        out.insert(RULE_SETS, sets);
-        out.insert("CONFIG", vec![format!("{:?}", self.runtime_config()?)]);
+        out.insert(MAP_RULE_SETS, sets);
+        out.insert(MAP_CONFIG, vec![format!("{:?}", self.runtime_config()?)]);
         Ok(out)
     }
 }

@@ -6,26 +6,27 @@ use aya::{
     maps::{HashMap, MapData},
 };
 use sg_common::{
+    MAP_PEER_HOSTS_V4, MAP_PEER_HOSTS_V6, MAP_PEER_LENGTHS, MAP_PEER_NETS_V4, MAP_PEER_NETS_V6,
+    MAP_RULE_INTERVALS, MAP_RULE_SETS,
+};
+use sg_common::{
     PeerKeyV4, PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
     RuleSetKey, RuleSpan,
 };
 
-use super::{
-    Datapath,
-    policy::{RULE_INTERVALS, RULE_SETS},
-};
+use super::Datapath;
 
 impl Datapath {
     /// How full each policy map is. An apply needs room for the policy in
     /// force and the new one side by side (less what it reuses).
     pub fn policy_usage(&mut self) -> Result<Vec<MapUsage>> {
         let mut out = vec![
-            self.hash_usage::<PeerKeyV4, u32>("PEER_HOSTS_V4")?,
-            self.hash_usage::<PeerKeyV6, u32>("PEER_HOSTS_V6")?,
-            self.hash_usage::<PeerNetKeyV4, PeerNet>("PEER_NETS_V4")?,
-            self.hash_usage::<PeerNetKeyV6, PeerNet>("PEER_NETS_V6")?,
-            self.hash_usage::<PeerLengthsKey, PeerLengths>("PEER_LENGTHS")?,
-            self.hash_usage::<RuleSetKey, RuleSpan>(RULE_SETS)?,
+            self.hash_usage::<PeerKeyV4, u32>(MAP_PEER_HOSTS_V4)?,
+            self.hash_usage::<PeerKeyV6, u32>(MAP_PEER_HOSTS_V6)?,
+            self.hash_usage::<PeerNetKeyV4, PeerNet>(MAP_PEER_NETS_V4)?,
+            self.hash_usage::<PeerNetKeyV6, PeerNet>(MAP_PEER_NETS_V6)?,
+            self.hash_usage::<PeerLengthsKey, PeerLengths>(MAP_PEER_LENGTHS)?,
+            self.hash_usage::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?,
         ];
         // The interval array is always full size: what counts is how much
         // of it the rule sets point at.
@@ -36,7 +37,7 @@ impl Datapath {
             .map(|(_, span)| u64::from(span.len))
             .sum();
         out.push(MapUsage {
-            map: RULE_INTERVALS,
+            map: MAP_RULE_INTERVALS,
             entries: used,
             capacity: intervals.len(),
         });

@@ -5,16 +5,15 @@
 
 use std::{net::IpAddr, thread::sleep, time::Duration};
 
-use sg::{
-    config,
-    conntrack::now_ns,
+use sg::{config, conntrack::now_ns};
+use sg_common::{CtKey, CtValue, Reason, ct_state_name};
+use sg_testkit::{
     packet::{self, ACK, FIN, PSH, RST, SYN},
     testrun::{
         TestBed,
         Verdict::{self, Drop, Pass},
     },
 };
-use sg_common::{CtKey, CtValue, Reason, ct_state_name};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

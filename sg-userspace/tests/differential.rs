@@ -1,7 +1,7 @@
 //! Differential test: random configs and random packet sequences, every
 //! verdict of the real XDP (ingress) and TC (egress) programs, run through
 //! BPF_PROG_TEST_RUN, compared with the reference evaluator
-//! (`sg::reference`, written straight from SPEC 1).
+//! (`sg_testkit::reference`, written straight from SPEC 1).
 //!
 //! - `SG_SEED=N` replays a run; otherwise the seed is random. It is printed.
 //! - `SG_VERDICTS=N` sets how many verdicts a run compares (default 500,000).
@@ -26,13 +26,13 @@ use std::{
 };
 
 use ipnet::IpNet;
-use sg::{
-    config::{self, Config, Direction},
+use sg::config::{self, Config, Direction};
+use sg_common::{DIR_EGRESS, DIR_INGRESS, Reason};
+use sg_testkit::{
     packet::{self, ACK, Ext, FIN, PSH, RST, SYN, TcpSeg},
     reference::{self, ConntrackModel, Frag, Framing, L4, Outcome, PacketSpec},
     testrun::{BedIface, TestBed, Verdict},
 };
-use sg_common::{DIR_EGRESS, DIR_INGRESS, Reason};
 
 const URG: u8 = 0x20;
 const ECE: u8 = 0x40;

@@ -10,8 +10,8 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use sg::{
-    config::{self, Direction},
+use sg::config::{self, Direction};
+use sg_testkit::{
     packet::{ACK, FIN, RST, SYN},
     reference::{ConntrackModel, L4, PacketSpec, verdict},
     testrun::{TestBed, Verdict},

@@ -6,8 +6,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sg::{
-    config,
+use sg::config;
+use sg_common::{DIR_EGRESS, DIR_INGRESS, Reason};
+use sg_testkit::{
     packet::{
         self, ACK, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, Ext, FIN, IP_DF, IP_MF, PSH,
         RST, SYN,
@@ -17,7 +18,6 @@ use sg::{
         Verdict::{self, Drop, Pass},
     },
 };
-use sg_common::{DIR_EGRESS, DIR_INGRESS, Reason};
 
 const URG: u8 = 0x20;
 

@@ -14,7 +14,7 @@ use std::{
 
 mod support;
 
-use sg::lab::{Host, unique_name};
+use sg_lab::{Host, unique_name};
 use support::{Sg, pair};
 
 /// xorshift: reproducible from the printed seed.

@@ -16,7 +16,7 @@ use regex::Regex;
 use serde_json::Value;
 mod support;
 
-use sg::lab::{Host, Lab, Link};
+use sg_lab::{Host, Lab, Link};
 use support::{Sg, TempFile};
 
 /// Starts a long-running `sg` command (watch, metrics) with piped

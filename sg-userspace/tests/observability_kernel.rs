@@ -7,10 +7,13 @@ use std::{net::IpAddr, time::Instant};
 
 use sg::{
     compile::{Attachment, compile},
-    config, packet,
-    testrun::{TestBed, Verdict::Pass, XDP_DROP},
+    config,
 };
 use sg_common::{DIR_INGRESS, Reason};
+use sg_testkit::{
+    packet,
+    testrun::{TestBed, Verdict::Pass, XDP_DROP},
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -73,7 +76,7 @@ fn rule_hits_count_new_flows_and_their_tracked_packets() {
     // The reply leaves through the connection: egress has no rules at all.
     assert_eq!(b.egress(&reply).unwrap(), Pass);
     let (ret, _) = b.run_xdp(&request, 100).unwrap();
-    assert_eq!(ret, sg::testrun::XDP_PASS);
+    assert_eq!(ret, sg_testkit::testrun::XDP_PASS);
     let hits = b.dp.rule_hit_totals().unwrap();
     let app = slot_of(&config, "app");
     assert_eq!(hits.len(), 1, "only the app rule was hit: {hits:?}");
@@ -87,7 +90,7 @@ fn rule_hits_count_new_flows_and_their_tracked_packets() {
     // Denied packets hit no rule.
     assert_eq!(
         b.ingress(&packet::udp(peer, local, 40000, 5001)).unwrap(),
-        sg::testrun::Verdict::Drop
+        sg_testkit::testrun::Verdict::Drop
     );
     assert_eq!(b.dp.rule_hit_totals().unwrap()[&app].packets, 102);
 }

@@ -16,7 +16,7 @@ use aya::{
 };
 use sg_common::{CtKey, CtValue, DropKey, FragKey, Reason};
 
-use crate::{
+use sg::{
     compile::{Attachment, compile},
     config::Config,
     datapath::Datapath,
@@ -310,8 +310,8 @@ impl TestBed {
             verified: info.verified_instruction_count().unwrap_or(0),
         };
         Ok(vec![
-            size(crate::datapath::XDP_PROGRAM, self.dp.xdp()?.info()?),
-            size(crate::datapath::TC_PROGRAM, self.dp.tc()?.info()?),
+            size(sg::datapath::XDP_PROGRAM, self.dp.xdp()?.info()?),
+            size(sg::datapath::TC_PROGRAM, self.dp.tc()?.info()?),
         ])
     }
 

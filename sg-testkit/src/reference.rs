@@ -53,10 +53,9 @@ use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use sg_common::Reason;
 
-use crate::{
-    config::{Config, ConntrackConfig, Direction, Peer, PortMatch, Proto, Rule},
-    packet::{self, Ext, TcpSeg},
-};
+use sg::config::{Config, ConntrackConfig, Direction, Peer, PortMatch, Proto, Rule};
+
+use crate::packet::{self, Ext, TcpSeg};
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;

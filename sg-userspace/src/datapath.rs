@@ -395,24 +395,7 @@ impl Datapath {
         })
     }
 
-    /// Installs a compiled policy set: writes its entries, switches every
-    /// interface to it (one map update each, so a packet sees the old
-    /// policy or the new one, never a mix), then removes everything else:
-    /// the previous policy, and leftovers of an apply killed half way.
-    pub fn install(
-        &mut self,
-        compiled: &Compiled,
-        runtime: &RuntimeConfig,
-        ifindex_of: impl Fn(&str) -> Result<u32>,
-    ) -> Result<()> {
-        let live = ids_of(compiled);
-        let tables = KernelTables::of(compiled);
-        self.write_and_switch(compiled, &tables, &live, runtime, ifindex_of)?;
-        self.remove_entries(|id| !live.contains(&id))?;
-        Ok(())
-    }
-
-    /// The first two steps of [`Datapath::install`]: write `tables`, the
+    /// The write and switch steps of [`crate::install::install`]: write `tables`, the
     /// kernel's entries of `compiled` under its `fresh` IDs, then switch
     /// its interfaces. All or nothing: on failure every interface is
     /// switched back and the fresh entries go. Removing what is no longer

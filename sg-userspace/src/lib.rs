@@ -15,6 +15,7 @@ pub mod enforcer;
 pub mod events;
 pub mod failpoint;
 pub mod ifaces;
+pub mod install;
 pub mod metrics;
 pub mod netns;
 pub mod reuse;

@@ -36,7 +36,8 @@ per_second = {per_second}
     config::parse(&toml, "test.toml").expect("valid").config
 }
 
-/// The slot (RuleRef) TestBed gives the rule described `description`.
+/// The slot (RuleRef) a fresh TestBed gives the rule described
+/// `description`: slots follow compile order until an apply moves rules.
 fn slot_of(config: &config::Config, description: &str) -> u32 {
     let attachment = Attachment {
         iface: "lo".into(),

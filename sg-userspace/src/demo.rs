@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::lab::{Host, Lab, SgCli, unique_name};
+use sg_lab::{Host, Lab, SgCli, unique_name};
 
 fn config(admin: &[IpAddr], ifaces: &[&str], ssh_from_outsiders: bool) -> String {
     let members: Vec<String> = admin.iter().map(|a| format!("\"{a}\"")).collect();

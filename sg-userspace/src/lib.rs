@@ -2,9 +2,8 @@
 //!
 //! `config` parses the TOML file, `compile` turns it into map entries (pure,
 //! no kernel), `datapath` owns the eBPF object and its pinned maps,
-//! `enforcer` runs attach/apply/detach on top of them.
-pub mod bench;
-pub mod bench_e2e;
+//! `enforcer` runs attach/apply/detach on top of them. The test and bench
+//! harness lives in the `sg-testkit` and `sg-lab` crates.
 pub mod bpffs;
 pub mod cli;
 pub mod compile;
@@ -16,16 +15,13 @@ pub mod enforcer;
 pub mod events;
 pub mod failpoint;
 pub mod ifaces;
-pub mod lab;
+pub mod install;
 pub mod metrics;
 pub mod netns;
-pub mod packet;
-pub mod reference;
 pub mod reuse;
 pub mod rule_store;
 pub mod state;
 pub mod status;
-pub mod testrun;
 
 /// The eBPF object built by `build.rs` from `sg-ebpf`.
 pub static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sg"));

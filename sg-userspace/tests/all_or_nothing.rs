@@ -14,11 +14,8 @@ use std::{fmt::Write as _, net::IpAddr, path::Path};
 
 mod support;
 
-use sg::{
-    datapath::Datapath,
-    lab::{Host, Lab, Link},
-    state::StateDir,
-};
+use sg::{datapath::Datapath, state::StateDir};
+use sg_lab::{Host, Lab, Link};
 use support::{Sg, TempFile};
 
 /// A server with two interfaces: s0 towards client c0 (a member of

@@ -12,7 +12,7 @@ use std::{
 
 mod support;
 
-use sg::lab::{Background, Host};
+use sg_lab::{Background, Host};
 use support::{Sg, TempFile, pair};
 
 const PORT: u16 = 5201;

@@ -12,7 +12,7 @@ use std::{
 
 mod support;
 
-use sg::lab::{Background, Host, Lab};
+use sg_lab::{Background, Host, Lab};
 use support::{Sg, TempFile};
 
 /// scapy lives in the system Python (python3-scapy), not in a pyenv one.

@@ -10,10 +10,11 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use sg::{
-    config::{self, Direction},
+use sg::config::{self, Direction};
+use sg_testkit::{
     packet::{ACK, FIN, RST, SYN},
     reference::{ConntrackModel, L4, PacketSpec, verdict},
+    rng::Rng,
     testrun::{TestBed, Verdict},
 };
 
@@ -48,24 +49,13 @@ fn now() -> Duration {
     Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// One random packet of one of a few flows between the local host and a
 /// peer, in either direction.
 fn packet(rng: &mut Rng) -> (Direction, PacketSpec) {
     let local: IpAddr = "198.19.0.1".parse().unwrap();
     let peer: IpAddr = "198.18.5.5".parse().unwrap();
     let inbound = rng.below(2) == 0;
-    let flags = [SYN, SYN | ACK, ACK, FIN | ACK, RST, ACK][rng.below(6) as usize];
+    let flags = [SYN, SYN | ACK, ACK, FIN | ACK, RST, ACK][rng.below(6)];
     // Flows (seen from the peer): a connection to a local port, one from a
     // remote port, UDP both ways (a stream once answered twice), ping, GRE.
     // Either direction may carry any of them: replies and strays both occur.
@@ -138,7 +128,7 @@ fn kernel_and_evaluator_agree_as_time_passes() {
     let mut history: Vec<String> = Vec::new();
     let deadline = now() + Duration::from_secs(20);
     while now() < deadline {
-        let pause = pauses_ms[rng.below(pauses_ms.len() as u64) as usize];
+        let pause = pauses_ms[rng.below(pauses_ms.len())];
         std::thread::sleep(Duration::from_millis(pause));
         // A burst after each pause: state builds up, then ages.
         for _ in 0..1 + rng.below(8) {

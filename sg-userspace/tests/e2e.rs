@@ -11,7 +11,7 @@ use std::{
 
 mod support;
 
-use sg::lab::{Background, Host, ScanKind};
+use sg_lab::{Background, Host, ScanKind};
 use support::{Sg, TempFile, pair};
 
 const WEB: &str = r#"

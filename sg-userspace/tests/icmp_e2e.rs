@@ -10,7 +10,7 @@ use std::{
 
 mod support;
 
-use sg::lab::{Background, Host, Lab};
+use sg_lab::{Background, Host, Lab};
 use support::{Sg, TempFile};
 
 /// Reads everything a TCP server at `dst:port` sends, from inside `host`.

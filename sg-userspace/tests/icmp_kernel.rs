@@ -6,8 +6,8 @@
 
 use std::net::IpAddr;
 
-use sg::{
-    config,
+use sg::config;
+use sg_testkit::{
     packet::{self, ACK, Ext, PSH, SYN},
     testrun::{
         TestBed,

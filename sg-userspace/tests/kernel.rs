@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use sg::{
-    config,
+use sg::config;
+use sg_testkit::{
     packet::{self, ACK, FIN, PSH, RST, SYN},
     testrun::{
         TestBed,

@@ -17,23 +17,23 @@ use std::{
 
 mod support;
 
-use sg::{
-    config,
-    lab::{Host, Lab},
+use sg::config;
+use sg_common::{DIR_INGRESS, Reason};
+use sg_lab::{Host, Lab};
+use sg_testkit::{
     packet::{self, SYN},
     testrun::{
         TestBed,
         Verdict::{self, Drop, Pass},
     },
 };
-use sg_common::{DIR_INGRESS, Reason};
 use support::{Sg, TempFile};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The IP datagram of an Ethernet frame built by `sg::packet`.
+/// The IP datagram of an Ethernet frame built by `sg_testkit::packet`.
 fn l3(frame: Vec<u8>) -> Vec<u8> {
     frame[14..].to_vec()
 }

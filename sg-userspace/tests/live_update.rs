@@ -14,23 +14,9 @@ use std::{
 
 mod support;
 
-use sg::lab::{Host, unique_name};
+use sg_lab::{Host, unique_name};
+use sg_testkit::rng::Rng;
 use support::{Sg, pair};
-
-/// xorshift: reproducible from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("SG_SEED")
@@ -131,7 +117,7 @@ fn two_hundred_live_changes_lose_no_packet_of_allowed_flows() {
 
     let started = Instant::now();
     for _ in 0..200 {
-        let extra = rng.below(40) as usize;
+        let extra = rng.below(40);
         std::fs::write(&path, config(&mut rng, extra, true)).unwrap();
         sg.ok(&["apply", "-c", cfg]);
     }
@@ -217,7 +203,7 @@ fn a_killed_apply_leaves_the_old_or_the_new_policy_never_a_mix() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.below(60_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(60_000) as u64));
         let _ = child.kill();
         let _ = child.wait();
         let http = client.tcp_connects(server4, 80);

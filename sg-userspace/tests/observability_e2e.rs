@@ -5,7 +5,6 @@
 //! Needs root; without it every test fails loudly.
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, TcpStream},
     process::{Child, Stdio},
@@ -16,8 +15,13 @@ use regex::Regex;
 use serde_json::Value;
 mod support;
 
-use sg::lab::{Host, Lab, Link};
+use prometheus::{parse_prometheus, sample};
+use sg_lab::{Host, Lab, Link};
 use support::{Sg, TempFile};
+
+// A test crate root finds modules beside it, so the path is spelled out.
+#[path = "observability_e2e/prometheus.rs"]
+mod prometheus;
 
 /// Starts a long-running `sg` command (watch, metrics) with piped
 /// output, and waits for its ready line on stderr.
@@ -216,96 +220,6 @@ fn scrape(host: &Host, port: u16) -> (String, String) {
         let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP head and body");
         (head.to_string(), body.to_string())
     })
-}
-
-/// One sample of the exposition: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// A strict enough parser of the Prometheus / OpenMetrics text format:
-/// every line is a comment (`# HELP`, `# TYPE`, `# UNIT`, `# EOF`) or a
-/// sample `name{label="value",...} number`, and every sample belongs to a
-/// family declared by `# TYPE` before it.
-fn parse_prometheus(text: &str) -> Vec<Sample> {
-    let name_re = Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").unwrap();
-    let sample_re =
-        Regex::new(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ([-+]?[0-9.eE+-]+|NaN|[+-]Inf)$")
-            .unwrap();
-    let label_re = Regex::new(r#"^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"$"#).unwrap();
-    let mut families: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = Vec::new();
-    let mut saw_eof = false;
-    for line in text.lines() {
-        assert!(!saw_eof, "nothing may follow # EOF: {line}");
-        if line == "# EOF" {
-            saw_eof = true;
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let kind = parts.next().unwrap();
-            let name = parts.next().expect("metadata names a family");
-            assert!(name_re.is_match(name), "bad family name: {line}");
-            match kind {
-                "TYPE" => {
-                    let t = parts.next().expect("TYPE has a type");
-                    assert!(
-                        [
-                            "counter",
-                            "gauge",
-                            "histogram",
-                            "summary",
-                            "unknown",
-                            "info"
-                        ]
-                        .contains(&t),
-                        "bad type: {line}"
-                    );
-                    families.insert(name.to_string(), t.to_string());
-                }
-                "HELP" | "UNIT" => {}
-                other => panic!("unknown metadata {other}: {line}"),
-            }
-            continue;
-        }
-        let caps = sample_re
-            .captures(line)
-            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
-        let name = caps[1].to_string();
-        let family = families
-            .keys()
-            .find(|f| name == **f || name.strip_prefix(f.as_str()).is_some_and(|s| s == "_total"))
-            .unwrap_or_else(|| panic!("sample {name} has no # TYPE"));
-        if families[family] == "counter" {
-            assert!(
-                name.ends_with("_total"),
-                "counter sample {name} must end in _total"
-            );
-        }
-        let mut labels = BTreeMap::new();
-        if let Some(body) = caps.get(3).map(|m| m.as_str()).filter(|b| !b.is_empty()) {
-            for pair in body.split(',') {
-                let l = label_re
-                    .captures(pair)
-                    .unwrap_or_else(|| panic!("bad label {pair:?} in {line}"));
-                labels.insert(l[1].to_string(), l[2].to_string());
-            }
-        }
-        let value: f64 = caps[4].parse().expect("a number");
-        samples.push((name, labels, value));
-    }
-    samples
-}
-
-fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|(n, labels, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, _, v)| *v)
 }
 
 #[test]

@@ -7,10 +7,13 @@ use std::{net::IpAddr, time::Instant};
 
 use sg::{
     compile::{Attachment, compile},
-    config, packet,
-    testrun::{TestBed, Verdict::Pass, XDP_DROP},
+    config,
 };
 use sg_common::{DIR_INGRESS, Reason};
+use sg_testkit::{
+    packet,
+    testrun::{TestBed, Verdict::Pass, XDP_DROP},
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -33,7 +36,8 @@ per_second = {per_second}
     config::parse(&toml, "test.toml").expect("valid").config
 }
 
-/// The slot (RuleRef) TestBed gives the rule described `description`.
+/// The slot (RuleRef) a fresh TestBed gives the rule described
+/// `description`: slots follow compile order until an apply moves rules.
 fn slot_of(config: &config::Config, description: &str) -> u32 {
     let attachment = Attachment {
         iface: "lo".into(),
@@ -73,7 +77,7 @@ fn rule_hits_count_new_flows_and_their_tracked_packets() {
     // The reply leaves through the connection: egress has no rules at all.
     assert_eq!(b.egress(&reply).unwrap(), Pass);
     let (ret, _) = b.run_xdp(&request, 100).unwrap();
-    assert_eq!(ret, sg::testrun::XDP_PASS);
+    assert_eq!(ret, sg_testkit::testrun::XDP_PASS);
     let hits = b.dp.rule_hit_totals().unwrap();
     let app = slot_of(&config, "app");
     assert_eq!(hits.len(), 1, "only the app rule was hit: {hits:?}");
@@ -87,7 +91,7 @@ fn rule_hits_count_new_flows_and_their_tracked_packets() {
     // Denied packets hit no rule.
     assert_eq!(
         b.ingress(&packet::udp(peer, local, 40000, 5001)).unwrap(),
-        sg::testrun::Verdict::Drop
+        sg_testkit::testrun::Verdict::Drop
     );
     assert_eq!(b.dp.rule_hit_totals().unwrap()[&app].packets, 102);
 }
@@ -132,4 +136,47 @@ fn a_rate_of_zero_turns_events_off_but_not_counters() {
     assert_eq!(b.dp.event_stats().unwrap(), (300, 0));
     let mut ring = b.dp.take_events().unwrap();
     assert!(ring.next().is_none(), "no event at rate 0");
+}
+
+/// The bed installs through `sg apply`'s pipeline: a rule keeps its slot,
+/// and so its hit counter, when an apply puts another rule before it; the
+/// new rule gets a slot never used before.
+#[test]
+fn a_rule_keeps_its_slot_across_an_apply_that_moves_it() {
+    let before = cfg(1000);
+    let mut b = TestBed::new(&before, &["app"]).unwrap();
+    let web = slot_of(&before, "web");
+    let peer = ip("198.18.7.7");
+    let local = ip("198.18.0.1");
+    let syn = |sport| packet::tcp(peer, local, sport, 80, packet::SYN);
+    assert_eq!(b.ingress(&syn(40000)).unwrap(), Pass);
+    let toml = r#"
+[groups.app]
+ingress = [
+  { proto = "tcp", ports = "22", from = "anywhere", description = "ssh" },
+  { proto = "tcp", ports = "80", from = "anywhere", description = "web" },
+  { proto = "udp", ports = "5000", from = "198.18.0.0/15", description = "app" },
+]
+"#;
+    let after = config::parse(toml, "test.toml").expect("valid").config;
+    assert_ne!(
+        slot_of(&after, "web"),
+        web,
+        "the rule moved in compile order"
+    );
+    b.apply(&after, &["app"]).unwrap();
+    assert_eq!(b.ingress(&syn(40001)).unwrap(), Pass);
+    assert_eq!(
+        b.ingress(&packet::tcp(peer, local, 40002, 22, packet::SYN))
+            .unwrap(),
+        Pass
+    );
+    let hits = b.dp.rule_hit_totals().unwrap();
+    assert_eq!(
+        hits[&web].packets, 2,
+        "both SYNs to 80 count as web: {hits:?}"
+    );
+    // Slots 0 and 1 are web and app; ssh is new.
+    assert_eq!(hits[&2].packets, 1, "ssh has a fresh slot: {hits:?}");
+    assert_eq!(hits.len(), 2, "{hits:?}");
 }

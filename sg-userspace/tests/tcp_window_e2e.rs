@@ -11,7 +11,7 @@ use std::{
 
 mod support;
 
-use sg::lab::Host;
+use sg_lab::Host;
 use support::{Sg, TempFile, pair};
 
 /// Replies need conntrack (`egress = []`); a RST-state entry dies in 2 s.

@@ -5,15 +5,15 @@
 
 use std::net::IpAddr;
 
-use sg::{
-    config,
+use sg::config;
+use sg_common::{CtValue, DIR_EGRESS, DIR_INGRESS, Reason, ct_state_name};
+use sg_testkit::{
     packet::{self, ACK, FIN, PSH, RST, SYN, TcpSeg},
     testrun::{
         TestBed,
         Verdict::{Drop, Pass},
     },
 };
-use sg_common::{CtValue, DIR_EGRESS, DIR_INGRESS, Reason, ct_state_name};
 
 /// Only conntrack lets the server's replies out (`egress = []`).
 const SERVER: &str = "[groups.g]\negress = []\ningress = [{ proto = \"tcp\", ports = \"80\", from = \"anywhere\" }]\n";

@@ -70,6 +70,8 @@ unsafe extern "C" {
 
 fn lint() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    // Over the default members: the product, the harness crates (sg-lab,
+    // sg-testkit) and xtask.
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     Ok(())
 }
@@ -133,28 +135,22 @@ fn fuzz(args: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-/// Builds one binary of sg-userspace into target/release.
-fn build_release(bin: &str) -> Result<()> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "sg-userspace",
-        "--bin",
-        bin,
-    ]))
+/// Builds binary `bin` of `package` into target/release.
+fn build_release(package: &str, bin: &str) -> Result<()> {
+    run(cargo().args(["build", "--release", "--package", package, "--bin", bin]))
 }
 
 fn demo() -> Result<()> {
     require_root("the demo")?;
-    build_release("sg")?;
+    build_release("sg-userspace", "sg")?;
     run(Command::new("target/release/sg").args(["demo"]))?;
     leftover_namespaces()
 }
 
 fn bench(sizes: &[String]) -> Result<()> {
     require_root("the benchmark")?;
-    build_release("sg-bench")?;
+    // The harness lives outside the product crate (sg-testkit).
+    build_release("sg-testkit", "sg-bench")?;
     let out = Command::new("target/release/sg-bench")
         .args(sizes)
         .stderr(std::process::Stdio::inherit())

@@ -69,7 +69,8 @@ impl Datapath {
         };
         let result = aya::programs::TestRun::test_run(prog, opts)
             .context("running the conntrack sweep timer program")?;
-        if result.return_value != crate::testrun::XDP_PASS {
+        const XDP_PASS: u32 = 2;
+        if result.return_value != XDP_PASS {
             anyhow::bail!(
                 "cannot start the conntrack sweep timer (program returned {})",
                 result.return_value

@@ -18,7 +18,7 @@ use sg_common::{
     PeerNetKeyV6, RULE_INTERVAL_CAPACITY, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig,
 };
 
-use super::{Datapath, deleted, ids_of};
+use super::{Datapath, deleted};
 use crate::compile::{Compiled, KernelTables, RuleSet};
 
 type RuleMapHandles<'a> = (
@@ -170,24 +170,8 @@ impl Datapath {
         Ok((HashMap::try_from(spans)?, Array::try_from(intervals)?))
     }
 
-    /// Installs a compiled policy set: writes its entries, switches every
-    /// interface to it (one map update each, so a packet sees the old
-    /// policy or the new one, never a mix), then removes everything else:
-    /// the previous policy, and leftovers of an apply killed half way.
-    pub fn install(
-        &mut self,
-        compiled: &Compiled,
-        runtime: &RuntimeConfig,
-        ifindex_of: impl Fn(&str) -> Result<u32>,
-    ) -> Result<()> {
-        let live = ids_of(compiled);
-        let tables = KernelTables::of(compiled);
-        self.write_and_switch(compiled, &tables, &live, runtime, ifindex_of)?;
-        self.remove_entries(|id| !live.contains(&id))?;
-        Ok(())
-    }
-
-    /// The first two steps of [`Datapath::install`]: write `tables`, the
+    /// The write and switch steps of [`crate::install::install`]: write
+    /// `tables`, the
     /// kernel's entries of `compiled` under its `fresh` IDs, then switch
     /// its interfaces. All or nothing: on failure every interface is
     /// switched back and the fresh entries go. Removing what is no longer

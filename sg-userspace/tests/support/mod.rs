@@ -8,7 +8,7 @@ use std::{
     process::{Command, Output},
 };
 
-use sg::lab::{Host, Lab, Link, SgCli, unique_name};
+use sg_lab::{Host, Lab, Link, SgCli, unique_name};
 
 /// The `sg` binary built for these tests, as [`SgCli`], with answers a
 /// test can assert on.

@@ -6,7 +6,7 @@
 //! (`--only` keeps the workloads whose label contains TEXT, e.g. "V4 mixed")
 
 use anyhow::Result;
-use sg::{
+use sg_testkit::{
     bench::{Family, Workload, measure, program_sizes},
     bench_e2e,
 };

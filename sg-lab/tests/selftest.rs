@@ -1,7 +1,7 @@
-//! Self-test of the test-network harness (sg::lab).
+//! Self-test of the test-network harness (sg-lab).
 //! Needs root, ip, ping, socat, ss and nmap.
 
-use sg::lab::{Lab, ScanKind, netns_list, parse_nmap_xml};
+use sg_lab::{Lab, ScanKind, netns_list, parse_nmap_xml};
 use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -198,10 +198,10 @@ fn router_two_hops() {
     let (la, ra) = lab.link(&a, &r, 10);
     let (rb, lb) = lab.link(&r, &b, 11);
     // link(a, r, 10): a is 198.18.10.1, r is 198.18.10.2.
-    a.add_route(&sg::lab::subnet_v4(11), IpAddr::V4(ra.v4));
-    a.add_route(&sg::lab::subnet_v6(11), IpAddr::V6(ra.v6));
-    b.add_route(&sg::lab::subnet_v4(10), IpAddr::V4(rb.v4));
-    b.add_route(&sg::lab::subnet_v6(10), IpAddr::V6(rb.v6));
+    a.add_route(&sg_lab::subnet_v4(11), IpAddr::V4(ra.v4));
+    a.add_route(&sg_lab::subnet_v6(11), IpAddr::V6(ra.v6));
+    b.add_route(&sg_lab::subnet_v4(10), IpAddr::V4(rb.v4));
+    b.add_route(&sg_lab::subnet_v6(10), IpAddr::V6(rb.v6));
     assert_eq!(a.ping(IpAddr::V4(lb.v4), 2), 2);
     assert_eq!(a.ping(IpAddr::V6(lb.v6), 2), 2);
     let _srv = b.tcp_listen(22);
@@ -258,8 +258,8 @@ fn refuses_addresses_outside_test_ranges() {
         ))
         .is_err()
     );
-    assert!(sg::lab::is_test_addr("198.19.255.255".parse().unwrap()));
-    assert!(!sg::lab::is_test_addr("198.20.0.1".parse().unwrap()));
+    assert!(sg_lab::is_test_addr("198.19.255.255".parse().unwrap()));
+    assert!(!sg_lab::is_test_addr("198.20.0.1".parse().unwrap()));
 }
 
 #[test]
@@ -279,8 +279,8 @@ fn nmap_xml_parsing() {
 
 #[test]
 fn unique_names_differ() {
-    let a = sg::lab::unique_name("state");
-    let b = sg::lab::unique_name("state");
+    let a = sg_lab::unique_name("state");
+    let b = sg_lab::unique_name("state");
     assert_ne!(a, b);
     assert!(a.starts_with("state-"));
 }

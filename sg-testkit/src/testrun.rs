@@ -16,13 +16,14 @@ use aya::{
 };
 use sg_common::{CtKey, CtValue, DropKey, FragKey, Reason};
 
-use crate::{
+use sg::{
     compile::{Attachment, compile},
     config::Config,
     datapath::Datapath,
-    enforcer::runtime_config,
     ifaces,
-    state::StateDir,
+    install::install,
+    netns,
+    state::{AttachedIface, State, StateDir},
 };
 
 /// The device test runs use.
@@ -44,11 +45,10 @@ pub enum Verdict {
 pub struct TestBed {
     pub dp: Datapath,
     dir: StateDir,
-    next_id: u32,
+    /// What `sg` would record: the bed installs through the same pipeline.
+    state: State,
     /// Frames on the test-run device have no link header (`IFACE_F_L3`).
     l3: bool,
-    /// Ifindexes bound by the last apply.
-    bound: Vec<u32>,
 }
 
 /// An interface a test bed enforces on: its groups, and whether it has no
@@ -76,9 +76,13 @@ impl TestBed {
     /// until something else removes them.
     pub fn without_sweeper(config: &Config, groups: &[&str]) -> Result<TestBed> {
         let n = NEXT_BED.fetch_add(1, Ordering::Relaxed);
-        let pins =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/sg-testrun-{}-{n}", std::process::id()));
-        let dir = StateDir::new(&pins);
+        let name = format!("sg-testrun-{}-{n}", std::process::id());
+        // Metadata on tmpfs: the pipeline syncs the state file on every
+        // apply, and the differential test applies thousands of times.
+        let dir = StateDir {
+            pins: std::path::Path::new("/sys/fs/bpf").join(&name),
+            meta: std::path::Path::new("/dev/shm").join(name),
+        };
         dir.remove_all()?;
         let dp = match Datapath::open(&dir, config.conntrack.max_entries)
             .and_then(|mut dp| dp.load_programs().map(|()| dp))
@@ -90,12 +94,17 @@ impl TestBed {
                 return Err(e);
             }
         };
+        let state = State {
+            netns: netns::current_id()?,
+            next_id: 1,
+            ct_max_entries: config.conntrack.max_entries,
+            ..State::default()
+        };
         let mut bed = TestBed {
             dp,
             dir,
-            next_id: 1,
+            state,
             l3: false,
-            bound: Vec::new(),
         };
         bed.apply(config, groups)?;
         Ok(bed)
@@ -135,9 +144,25 @@ impl TestBed {
     }
 
     /// Replaces the policy with one enforcing on each of `ifaces` (devices
-    /// of the caller's network namespace); any other interface bound
-    /// before is forgotten.
+    /// of the caller's network namespace), through the pipeline `sg apply`
+    /// runs (`sg::install`); any other interface bound before is forgotten,
+    /// as `sg detach` does.
     pub fn apply_ifaces(&mut self, config: &Config, ifaces: &[BedIface]) -> Result<()> {
+        let mut interfaces = std::collections::BTreeMap::new();
+        for i in ifaces {
+            let iface = AttachedIface {
+                ifindex: ifaces::index(&i.name)?,
+                groups: i.groups.clone(),
+                groups_from_cli: true,
+                xdp_mode: String::new(),
+                ingress_policy: 0,
+                egress_policy: 0,
+                link: String::new(),
+                l3: i.l3,
+            };
+            interfaces.insert(i.name.clone(), iface);
+        }
+        // No member addresses: the bed's interfaces are not group members.
         let attachments: Vec<Attachment> = ifaces
             .iter()
             .map(|i| Attachment {
@@ -146,24 +171,21 @@ impl TestBed {
                 addrs: Vec::new(),
             })
             .collect();
-        let mut compiled = compile(config, &attachments, self.next_id)?;
-        self.next_id = compiled.next_id;
-        let mut index = std::collections::BTreeMap::new();
-        for i in ifaces {
-            index.insert(i.name.clone(), ifaces::index(&i.name)?);
-            if i.l3 {
-                let binding = compiled.ifaces.get_mut(&i.name).context("compiled iface")?;
-                binding.flags |= sg_common::IFACE_F_L3;
+        let compiled = compile(config, &attachments, self.state.next_id)?;
+        let kept = |old: &AttachedIface| interfaces.values().any(|i| i.ifindex == old.ifindex);
+        for old in self.state.interfaces.values() {
+            if !kept(old) {
+                self.dp.forget_iface(old.ifindex)?;
             }
         }
-        for old in std::mem::take(&mut self.bound) {
-            if !index.values().any(|&i| i == old) {
-                self.dp.forget_iface(old)?;
-            }
+        let mut before = std::mem::replace(&mut self.state.interfaces, interfaces.clone());
+        let installed = install(&self.dir, &mut self.dp, &mut self.state, &compiled, config);
+        if installed.is_err() {
+            // The previous policy stays on the interfaces still bound.
+            before.retain(|_, old| kept(old));
+            self.state.interfaces = before;
         }
-        self.bound = index.values().copied().collect();
-        self.dp
-            .install(&compiled, &runtime_config(config), |name| Ok(index[name]))
+        installed
     }
 
     /// [`TestBed::ingress`] as if the frame arrived on `ifindex`.
@@ -310,8 +332,8 @@ impl TestBed {
             verified: info.verified_instruction_count().unwrap_or(0),
         };
         Ok(vec![
-            size(crate::datapath::XDP_PROGRAM, self.dp.xdp()?.info()?),
-            size(crate::datapath::TC_PROGRAM, self.dp.tc()?.info()?),
+            size(sg::datapath::XDP_PROGRAM, self.dp.xdp()?.info()?),
+            size(sg::datapath::TC_PROGRAM, self.dp.tc()?.info()?),
         ])
     }
 

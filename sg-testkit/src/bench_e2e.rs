@@ -10,10 +10,9 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::{
-    bench::{Family, rule_set},
-    lab::{Host, Lab, Link, SgCli, unique_name},
-};
+use sg_lab::{Host, Lab, Link, SgCli, unique_name};
+
+use crate::bench::{Family, rule_set};
 
 /// Packets of each flood: a few seconds at the rates reached here.
 const FLOOD_PACKETS: u64 = 1_500_000;

@@ -10,8 +10,9 @@ use std::{
 use anyhow::Result;
 use serde::Serialize;
 
+use sg::config;
+
 use crate::{
-    config,
     packet::{self, ACK, SYN},
     testrun::TestBed,
 };

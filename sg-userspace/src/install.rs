@@ -1,0 +1,169 @@
+//! The apply pipeline, one for `sg attach`/`apply`/`detach` and for the
+//! test bed (sg-testkit): a compiled policy set goes into the kernel as
+//! rule slots assigned -> IDs reserved on disk -> `reuse::plan` (only what
+//! changed is written) -> write + switch (undone on failure) -> state
+//! recorded (the commit point) -> what is no longer in force removed.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{Context as _, Result};
+use sg_common::IFACE_F_L3;
+
+use crate::{
+    compile::Compiled,
+    config::Config,
+    datapath::{Datapath, ids_of},
+    state::{RuleRecord, State, StateDir},
+};
+
+/// Records on disk that IDs below `next_id` are taken, before any entry
+/// with them is written: an apply killed after writing (or even switching)
+/// must never see its IDs handed out again, or the next apply would
+/// overwrite entries that packets are using.
+fn reserve_ids(dir: &StateDir, state: &State, next_id: u32, slots: &[u32]) -> Result<()> {
+    let mut on_disk = dir.load()?.unwrap_or_else(|| State {
+        interfaces: Default::default(),
+        rules: Vec::new(),
+        ..state.clone()
+    });
+    on_disk.next_id = on_disk.next_id.max(next_id);
+    // Rule slots too: a reused slot would add one rule's hits to another's.
+    let next_slot = slots.iter().map(|s| s + 1).max().unwrap_or(0);
+    on_disk.next_rule_slot = on_disk.next_rule_slot.max(next_slot);
+    dir.save(&on_disk)
+}
+
+/// Gives every rule of `compiled` its slot: the slot it had before if its
+/// ID was in force, else a fresh one. Rewrites the match blocks' values from
+/// compile positions to slots, so hit counters and the rules recorded in
+/// tracked connections keep naming the same rule across applies.
+fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
+    let old: BTreeMap<&str, u32> = state
+        .rules_by_slot()
+        .into_iter()
+        .map(|(slot, r)| (r.id.as_str(), slot))
+        .collect();
+    let mut next = old
+        .values()
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
+        .max(state.next_rule_slot);
+    let slots: Vec<u32> = compiled
+        .rules
+        .iter()
+        .map(|r| {
+            old.get(r.id.as_str()).copied().unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    let mut remapped = compiled.clone();
+    remapped.renumber_rules(|rule| slots[rule as usize]);
+    (remapped, slots)
+}
+
+/// Installs `compiled` and records it in `state`, all or nothing: the
+/// state file saved with everything in it is the commit point. Any failure
+/// before it (no room in a table, a map write, a switch, the save) puts
+/// back every interface's policy and removes what this call wrote, and
+/// only that. Clean-up after the commit only warns: the next apply
+/// collects what it leaves. `compiled` binds interfaces of
+/// `state.interfaces` (their ifindex and link kind come from there).
+pub fn install(
+    dir: &StateDir,
+    dp: &mut Datapath,
+    state: &mut State,
+    compiled: &Compiled,
+    config: &Config,
+) -> Result<()> {
+    let (compiled, slots) = assign_slots(state, compiled);
+    let compiled = &compiled;
+    reserve_ids(dir, state, compiled.next_id, &slots)?;
+    let ifindexes: BTreeMap<String, u32> = state
+        .interfaces
+        .iter()
+        .map(|(n, i)| (n.clone(), i.ifindex))
+        .collect();
+    let mut plan = crate::reuse::plan(compiled, &state.installed);
+    for (name, binding) in plan.write.ifaces.iter_mut() {
+        if state.interfaces.get(name).is_some_and(|i| i.l3) {
+            binding.flags |= IFACE_F_L3;
+        }
+    }
+    // Reused IDs are live policy: a failed write must never remove them.
+    let in_force: HashSet<u32> = state
+        .installed
+        .classes
+        .values()
+        .chain(state.installed.policies.values())
+        .copied()
+        .collect();
+    let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
+    let undo = dp.write_and_switch(
+        &plan.write,
+        &plan.tables,
+        &fresh,
+        &config.runtime_config(),
+        |name| {
+            ifindexes
+                .get(name)
+                .copied()
+                .with_context(|| format!("compiled an interface that is not attached: {name}"))
+        },
+    )?;
+    let mut next = state.clone();
+    next.installed = plan.installed.clone();
+    next.last_written = plan.entries_written();
+    for (name, binding) in &plan.write.ifaces {
+        if let Some(iface) = next.interfaces.get_mut(name) {
+            iface.ingress_policy = binding.ingress_policy;
+            iface.egress_policy = binding.egress_policy;
+        }
+    }
+    next.next_id = next.next_id.max(compiled.next_id);
+    next.next_rule_slot = slots
+        .iter()
+        .map(|s| s + 1)
+        .max()
+        .unwrap_or(0)
+        .max(state.next_rule_slot);
+    next.rules = compiled
+        .rules
+        .iter()
+        .zip(&slots)
+        .map(|(r, slot)| RuleRecord {
+            slot: Some(*slot),
+            id: r.id.clone(),
+            group: r.group.clone(),
+            direction: r.direction,
+            index: r.index,
+            description: r.description.clone(),
+        })
+        .collect();
+    // The commit: recorded before anything old is removed, so an apply
+    // killed after the removal never leaves a state naming deleted IDs.
+    if let Err(e) = dir.save(&next) {
+        if let Err(undo_err) = dp.undo(&undo) {
+            eprintln!("warning: could not undo the switch: {undo_err:#}");
+        }
+        return Err(e);
+    }
+    *state = next;
+    if let Err(e) = dp.remove_entries(|id| !plan.live.contains(&id)) {
+        eprintln!("warning: old policy entries stay until the next apply: {e:#}");
+    }
+    // The sweep timer collects expired entries every second; sweeping here
+    // too makes the counts of a following `sg status` exact.
+    if let Err(e) = crate::conntrack::sweep_expired(dp) {
+        eprintln!("warning: conntrack garbage collection failed: {e:#}");
+    }
+    // Counters of rules that went: a connection they opened may still
+    // count, and `sg stats` then shows its slot without a rule ID.
+    let live: HashSet<u32> = slots.iter().copied().collect();
+    if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
+        eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
+    }
+    Ok(())
+}

@@ -251,3 +251,25 @@ fn wrong_types() {
     let r = r#"{ type = "ssh", from = "10.0.0.0/8", name = 1 }"#;
     rule_fails(r, "expected a string for `name`", col(r, "1 }"));
 }
+
+/// The README's TOML blocks are configs an operator will copy: they must
+/// parse, as `examples/sg.toml` does.
+#[test]
+fn readme_and_example_configs_parse() {
+    let readme = include_str!("../../../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(!blocks.is_empty(), "the README shows no TOML config");
+    for (i, block) in blocks.iter().enumerate() {
+        if let Err(e) = crate::config::parse(block, "README.md") {
+            panic!("README TOML block {i} does not parse: {e}\n{block}");
+        }
+    }
+    let example = include_str!("../../../../examples/sg.toml");
+    let loaded = crate::config::parse(example, "examples/sg.toml").expect("example parses");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.groups.len(), 2);
+}

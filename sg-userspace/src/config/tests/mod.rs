@@ -74,30 +74,4 @@ fn cidr(s: &str) -> Peer {
 }
 
 /// The config example of SPEC 2, with every optional section.
-pub(crate) const SPEC_EXAMPLE: &str = r#"
-[groups.web]
-description = "web tier"
-ingress = [
-  { proto = "tcp", ports = "80", from = ["0.0.0.0/0", "::/0"], description = "http" },
-  { proto = "tcp", ports = "22", from = "sg:bastion" },
-  { proto = "icmp", icmp_type = 8, from = "198.18.0.0/15" },
-]
-# no `egress` key: the AWS default allow-all egress rule
-
-[groups.bastion]
-members = ["198.18.0.10"]
-ingress = [{ proto = "tcp", ports = "22", from = "198.19.0.0/16" }]
-egress = [{ proto = "tcp", ports = "all", to = "sg:web" }]
-
-[interfaces.eth0]
-groups = ["web"]
-
-[conntrack]            # optional; every key has the default of 1.7 / 1.9
-tcp_established = "5d" # also: tcp_syn, tcp_fin, tcp_rst, udp_stream, icmp, other
-udp = "30s"            # durations: "90s", "2m", "1h", "5d"
-max_entries = 262144
-revoke_established = false
-
-[events]               # optional
-per_second = 1000      # drop events per second per CPU (SPEC 5); counters are never limited
-"#;
+pub(crate) const SPEC_EXAMPLE: &str = include_str!("../../../../examples/sg.toml");

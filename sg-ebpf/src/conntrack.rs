@@ -26,7 +26,7 @@ const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// How a packet relates to connection tracking.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// TCP, UDP, ICMP echo, or another protocol: has a flow.
     Flow,
     /// Can be judged by rules but never opens or joins a flow
@@ -35,7 +35,7 @@ pub enum Kind {
 }
 
 /// A packet's flow and which side of it sent the packet.
-pub struct Flow {
+pub(crate) struct Flow {
     pub key: CtKey,
     /// The packet was sent by endpoint `a` of the key.
     pub from_a: bool,
@@ -44,7 +44,7 @@ pub struct Flow {
 /// An ICMP echo request or reply of the packet's family: the only ICMP
 /// that is tracked.
 #[inline(always)]
-pub fn is_echo(pkt: &Packet) -> bool {
+pub(crate) fn is_echo(pkt: &Packet) -> bool {
     if pkt.family == FAMILY_V4 {
         pkt.icmp_type == ICMP_ECHO_REQUEST || pkt.icmp_type == ICMP_ECHO_REPLY
     } else {
@@ -59,7 +59,7 @@ fn is_echo_request(pkt: &Packet) -> bool {
 }
 
 #[inline(always)]
-pub fn kind(pkt: &Packet) -> Kind {
+pub(crate) fn kind(pkt: &Packet) -> Kind {
     if pkt.is_icmp() && !is_echo(pkt) {
         Kind::Stateless
     } else {
@@ -96,7 +96,7 @@ fn endpoint_le(addr_x: &[u8; 16], port_x: u16, addr_y: &[u8; 16], port_y: u16) -
 
 /// Fills `flow` with the packet's canonical conntrack key.
 #[inline(always)]
-pub fn flow_of(pkt: &Packet, ifindex: u32, flow: &mut Flow) {
+pub(crate) fn flow_of(pkt: &Packet, ifindex: u32, flow: &mut Flow) {
     let (sport, dport) = if pkt.proto == PROTO_TCP || pkt.proto == PROTO_UDP || pkt.is_icmp() {
         (pkt.src_port, pkt.dst_port)
     } else {
@@ -124,7 +124,7 @@ pub fn flow_of(pkt: &Packet, ifindex: u32, flow: &mut Flow) {
 /// May this packet, once a rule allows it, open a tracked connection?
 /// A TCP packet that is not a bare SYN never does (SPEC 1.6).
 #[inline(always)]
-pub fn may_open(pkt: &Packet) -> bool {
+pub(crate) fn may_open(pkt: &Packet) -> bool {
     if pkt.proto == PROTO_TCP {
         return pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
     }
@@ -149,7 +149,7 @@ fn timeout(cfg: &RuntimeConfig, state: u8) -> u64 {
     cfg.timeouts_ns[idx]
 }
 
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// A live entry covers the packet; it has been advanced. Carries the
     /// entry's `CT_F_*` flags (who opened it, in which direction) and the
     /// rule that opened the connection, for hit counters.
@@ -172,7 +172,7 @@ pub enum Lookup {
 /// RST or FIN outside its direction's window changes nothing (`tcpwin`).
 /// Every packet re-arms the state's timeout (SPEC 1.7).
 #[inline(always)]
-pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup {
+pub(crate) fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup {
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key) else {
         return Lookup::Untracked;
     };
@@ -237,7 +237,7 @@ pub fn track(flow: &Flow, pkt: &Packet, cfg: &RuntimeConfig, now: u64) -> Lookup
 /// Is there a live entry under `key`? Looks only; related ICMP errors do
 /// not keep a connection alive.
 #[inline(always)]
-pub fn is_live(key: &CtKey, now: u64) -> bool {
+pub(crate) fn is_live(key: &CtKey, now: u64) -> bool {
     match unsafe { CONNTRACK.get(key) } {
         Some(entry) => now <= entry.expires_ns,
         None => false,
@@ -246,7 +246,7 @@ pub fn is_live(key: &CtKey, now: u64) -> bool {
 
 /// Deletes a connection (revocation).
 #[inline(always)]
-pub fn forget(key: &CtKey) {
+pub(crate) fn forget(key: &CtKey) {
     let _ = CONNTRACK.remove(key);
 }
 
@@ -255,7 +255,7 @@ pub fn forget(key: &CtKey) {
 /// direction it was seen in. Revocation judges this packet by the rules of
 /// that direction (SPEC 1.8).
 #[inline(always)]
-pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> Direction {
+pub(crate) fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> Direction {
     *out = Packet::EMPTY;
     if flags & CT_F_OPENED_BY_B != 0 {
         out.src = key.addr_b;
@@ -287,7 +287,12 @@ pub fn opened_as(key: &CtKey, flags: u8, out: &mut Packet) -> Direction {
 /// rule whose peer is everywhere, on an interface whose other direction
 /// allows all traffic everywhere, is not tracked.
 #[inline(always)]
-pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: Direction) -> bool {
+pub(crate) fn untracked(
+    pkt: &Packet,
+    rule: &RuleRef,
+    iface_flags: u32,
+    direction: Direction,
+) -> bool {
     if pkt.proto != PROTO_TCP && pkt.proto != PROTO_UDP {
         return false;
     }
@@ -307,7 +312,7 @@ pub fn untracked(pkt: &Packet, rule: &RuleRef, iface_flags: u32, direction: Dire
 /// full; nothing is evicted (SPEC 1.9), and nothing is swept here: the
 /// sweep timer reclaims expired entries off the packet path (SPEC 1.13).
 #[inline(always)]
-pub fn open(
+pub(crate) fn open(
     flow: &Flow,
     pkt: &Packet,
     direction: Direction,

@@ -9,7 +9,7 @@ use crate::maps::{DROPS, RULE_HITS};
 
 /// Counts a packet (and its bytes) that `rule` allowed, exactly, per CPU.
 #[inline(always)]
-pub fn count_hit(rule: u32, len: u32) {
+pub(crate) fn count_hit(rule: u32, len: u32) {
     if rule == NO_RULE {
         return;
     }
@@ -31,7 +31,7 @@ pub fn count_hit(rule: u32, len: u32) {
 
 /// Counts a dropped packet, exactly, per CPU.
 #[inline(always)]
-pub fn count_drop(ifindex: u32, direction: Direction, reason: Reason) {
+pub(crate) fn count_drop(ifindex: u32, direction: Direction, reason: Reason) {
     let key = DropKey {
         ifindex,
         direction: direction.code(),

@@ -54,7 +54,7 @@ fn take_token(now: u64) -> bool {
 /// Writes the drop of `pkt` to the ring buffer for `sg watch`, if the
 /// token bucket allows; counts it in `EVENT_STATS` otherwise.
 #[inline(always)]
-pub fn emit_drop(
+pub(crate) fn emit_drop(
     pkt: &Packet,
     ifindex: u32,
     direction: Direction,

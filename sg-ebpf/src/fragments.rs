@@ -23,7 +23,7 @@ fn fill_key(key: &mut FragKey, pkt: &Packet, ifindex: u32, direction: Direction)
 /// A first fragment that passed lets the rest of its datagram follow.
 /// `key` is scratch space.
 #[inline(always)]
-pub fn remember_first(
+pub(crate) fn remember_first(
     key: &mut FragKey,
     pkt: &Packet,
     ifindex: u32,
@@ -39,7 +39,7 @@ pub fn remember_first(
 /// Did the first fragment of the later fragment `pkt` pass, recently
 /// enough? `key` is scratch space.
 #[inline(always)]
-pub fn follows_first(
+pub(crate) fn follows_first(
     key: &mut FragKey,
     pkt: &Packet,
     ifindex: u32,

@@ -29,7 +29,7 @@ use crate::{parse::Bytes, verdict::Verdict};
 const TC_PULL_BYTES: u32 = 256;
 
 #[xdp]
-pub fn sg_ingress(ctx: XdpContext) -> u32 {
+pub(crate) fn sg_ingress(ctx: XdpContext) -> u32 {
     let bytes = Bytes {
         data: ctx.data(),
         data_end: ctx.data_end(),
@@ -43,12 +43,12 @@ pub fn sg_ingress(ctx: XdpContext) -> u32 {
 
 /// A program that does nothing: the yardstick benchmarks divide by.
 #[xdp]
-pub fn sg_baseline(_ctx: XdpContext) -> u32 {
+pub(crate) fn sg_baseline(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
 #[classifier]
-pub fn sg_egress(ctx: TcContext) -> i32 {
+pub(crate) fn sg_egress(ctx: TcContext) -> i32 {
     tc_verdict(&ctx, Direction::Egress)
 }
 
@@ -56,7 +56,7 @@ pub fn sg_egress(ctx: TcContext) -> i32 {
 /// interfaces such as veth, XDP must copy every GRO/GSO packet into a page
 /// of its own, while TC sees the aggregated skb as it is.
 #[classifier]
-pub fn sg_ingress_tc(ctx: TcContext) -> i32 {
+pub(crate) fn sg_ingress_tc(ctx: TcContext) -> i32 {
     tc_verdict(&ctx, Direction::Ingress)
 }
 
@@ -82,7 +82,7 @@ fn tc_verdict(ctx: &TcContext, direction: Direction) -> i32 {
     match verdict::judge(bytes, wire_len as usize, ifindex, direction) {
         // UNSPEC lets any later TC program run too.
         Verdict::Pass => TC_ACT_UNSPEC,
-        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Drop => TC_ACT_SHOT,
     }
 }
 

@@ -16,14 +16,14 @@ use sg_common::{
 
 /// ifindex -> the interface's current ingress/egress policy IDs.
 #[map]
-pub static IFACE_POLICY: HashMap<u32, IfacePolicy> = HashMap::pinned(IFACE_MAP_CAPACITY, 0);
+pub(crate) static IFACE_POLICY: HashMap<u32, IfacePolicy> = HashMap::pinned(IFACE_MAP_CAPACITY, 0);
 
 /// (policy, host address) -> peer class: hosts cost one lookup.
 #[map]
-pub static PEER_HOSTS_V4: HashMap<PeerKeyV4, u32> =
+pub(crate) static PEER_HOSTS_V4: HashMap<PeerKeyV4, u32> =
     HashMap::pinned(PEER_HOST_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
-pub static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
+pub(crate) static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
     HashMap::pinned(PEER_HOST_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// (policy, prefix length, masked address) -> peer class, for prefixes
@@ -32,15 +32,15 @@ pub static PEER_HOSTS_V6: HashMap<PeerKeyV6, u32> =
 /// most 8 hash lookups, however many prefixes there are (an LPM trie
 /// grows deeper with every prefix).
 #[map]
-pub static PEER_NETS_V4: HashMap<PeerNetKeyV4, PeerNet> =
+pub(crate) static PEER_NETS_V4: HashMap<PeerNetKeyV4, PeerNet> =
     HashMap::pinned(PEER_NET_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
-pub static PEER_NETS_V6: HashMap<PeerNetKeyV6, PeerNet> =
+pub(crate) static PEER_NETS_V6: HashMap<PeerNetKeyV6, PeerNet> =
     HashMap::pinned(PEER_NET_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// (policy, family) -> the prefix lengths to search, as a tree.
 #[map]
-pub static PEER_LENGTHS: HashMap<PeerLengthsKey, PeerLengths> =
+pub(crate) static PEER_LENGTHS: HashMap<PeerLengthsKey, PeerLengths> =
     HashMap::pinned(PEER_LENGTHS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// (class, protocol) -> its sorted, disjoint port intervals in
@@ -48,62 +48,64 @@ pub static PEER_LENGTHS: HashMap<PeerLengthsKey, PeerLengths> =
 /// on the rules of one class, not on the rules of every class (an LPM trie
 /// over all classes grows deeper with every rule).
 #[map]
-pub static RULE_SETS: HashMap<RuleSetKey, RuleSpan> =
+pub(crate) static RULE_SETS: HashMap<RuleSetKey, RuleSpan> =
     HashMap::pinned(RULE_SET_CAPACITY, BPF_F_NO_PREALLOC);
 /// An array, so the verifier inlines each probe of the search.
 #[map]
-pub static RULE_INTERVALS: Array<RuleInterval> = Array::pinned(RULE_INTERVAL_CAPACITY, 0);
+pub(crate) static RULE_INTERVALS: Array<RuleInterval> = Array::pinned(RULE_INTERVAL_CAPACITY, 0);
 
 /// Timeouts and switches; index 0 only.
 #[map]
-pub static CONFIG: Array<RuntimeConfig> = Array::pinned(1, 0);
+pub(crate) static CONFIG: Array<RuntimeConfig> = Array::pinned(1, 0);
 
 /// Tracked connections. A plain hash (not LRU): a full table refuses new
 /// flows instead of evicting established ones (SPEC 1.9). The loader sets
 /// the capacity from `[conntrack] max_entries`.
 #[map]
-pub static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::pinned(DEFAULT_CT_CAPACITY, 0);
+pub(crate) static CONNTRACK: HashMap<CtKey, CtValue> = HashMap::pinned(DEFAULT_CT_CAPACITY, 0);
 
 /// First fragments that passed -> expiry; later fragments follow them.
 /// LRU, so a full table makes room on insert without a walk.
 #[map]
-pub static FRAGMENTS: LruHashMap<FragKey, u64> = LruHashMap::pinned(FRAG_MAP_CAPACITY, 0);
+pub(crate) static FRAGMENTS: LruHashMap<FragKey, u64> = LruHashMap::pinned(FRAG_MAP_CAPACITY, 0);
 
 /// Exact drop counters by interface, direction and reason.
 #[map]
-pub static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::pinned(DROP_COUNTER_CAPACITY, 0);
+pub(crate) static DROPS: PerCpuHashMap<DropKey, u64> =
+    PerCpuHashMap::pinned(DROP_COUNTER_CAPACITY, 0);
 
 /// Exact allowed packets and bytes by rule slot (`RuleRef.rule`). Entries
 /// are allocated on a rule's first hit, so the bound costs nothing unused.
 #[map]
-pub static RULE_HITS: PerCpuHashMap<u32, RuleHits> =
+pub(crate) static RULE_HITS: PerCpuHashMap<u32, RuleHits> =
     PerCpuHashMap::pinned(RULE_HITS_CAPACITY, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// The token bucket in front of `EVENTS`, one per CPU.
 #[map]
-pub static EVENT_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::pinned(1, 0);
+pub(crate) static EVENT_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::pinned(1, 0);
 
 /// Events not emitted, by cause (`EVSTAT_*`), exact per CPU.
 #[map]
-pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(EVSTAT_COUNT, 0);
+pub(crate) static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::pinned(EVSTAT_COUNT, 0);
 
 /// Drop events for `sg watch`.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::pinned(EVENT_RING_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::pinned(EVENT_RING_BYTES, 0);
 
 /// Per-CPU scratch space: keeps the parsed packet and the map keys off the
 /// 512-byte BPF stack.
 #[map]
-pub static SCRATCH: PerCpuArray<crate::verdict::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<crate::verdict::Scratch> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Working space of the TCP option walk (`parse::tcp_wscale`): a SYN's
 /// options and the walk's cursor. `bytes` is 64 long so that any index
 /// below 64 is in bounds for the verifier.
-pub struct TcpOptions {
+pub(crate) struct TcpOptions {
     pub bytes: [u8; 64],
     pub cursor: u8,
     pub wscale: u8,
 }
 
 #[map]
-pub static TCP_OPTIONS: PerCpuArray<TcpOptions> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static TCP_OPTIONS: PerCpuArray<TcpOptions> = PerCpuArray::with_max_entries(1, 0);

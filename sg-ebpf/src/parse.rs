@@ -27,7 +27,7 @@ const VLAN_HLEN: usize = 4;
 /// IPv6 extension headers walked before giving up on the packet.
 const MAX_V6_EXT_HEADERS: usize = 6;
 /// No header may start further in than this; keeps offsets verifier-bounded.
-pub const MAX_L4_OFFSET: usize = 512;
+pub(crate) const MAX_L4_OFFSET: usize = 512;
 
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
@@ -35,13 +35,13 @@ const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
 
 /// What the parser learned about an IP packet.
-pub struct Packet {
+pub(crate) struct Packet {
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub src_port: u16,
@@ -72,7 +72,7 @@ pub struct Packet {
 }
 
 impl Packet {
-    pub const EMPTY: Packet = Packet {
+    pub(crate) const EMPTY: Packet = Packet {
         src: [0; 16],
         dst: [0; 16],
         src_port: 0,
@@ -94,13 +94,13 @@ impl Packet {
         tcp_wscale: TCP_WSCALE_UNKNOWN,
     };
 
-    pub fn is_icmp(&self) -> bool {
+    pub(crate) fn is_icmp(&self) -> bool {
         (self.family == FAMILY_V4 && self.proto == PROTO_ICMP)
             || (self.family == FAMILY_V6 && self.proto == PROTO_ICMPV6)
     }
 }
 
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// Not IP (ARP, LLDP, ...): always passes (SPEC 1.10).
     NotIp,
     Ip,
@@ -110,14 +110,14 @@ pub enum Parsed {
 
 /// A bounds-checked view of `[data, data_end)`.
 #[derive(Clone, Copy)]
-pub struct Bytes {
+pub(crate) struct Bytes {
     pub data: usize,
     pub data_end: usize,
 }
 
 impl Bytes {
     #[inline(always)]
-    pub fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
+    pub(crate) fn ptr_at<T>(&self, offset: usize) -> Option<*const T> {
         let start = self.data + offset;
         if start + size_of::<T>() > self.data_end {
             return None;
@@ -136,7 +136,7 @@ impl Bytes {
 /// exceed the linear bytes in `bytes`. `l3`: the interface has no link
 /// header, so the frame starts with the IP header.
 #[inline(always)]
-pub fn parse(bytes: Bytes, wire_len: usize, l3: bool, pkt: &mut Packet) -> Parsed {
+pub(crate) fn parse(bytes: Bytes, wire_len: usize, l3: bool, pkt: &mut Packet) -> Parsed {
     *pkt = Packet::EMPTY;
     let parsed = if l3 {
         parse_l3(bytes, wire_len, pkt)
@@ -280,7 +280,7 @@ fn parse_v6(bytes: Bytes, l3: usize, wire_len: usize, pkt: &mut Packet) -> Parse
 /// then holds the header the walk stopped at). Used for packets and for
 /// the packets quoted by ICMPv6 errors.
 #[inline(always)]
-pub fn walk_v6_exts(
+pub(crate) fn walk_v6_exts(
     bytes: Bytes,
     mut next: u8,
     mut off: usize,

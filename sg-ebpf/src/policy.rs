@@ -22,7 +22,7 @@ use crate::{
 
 /// Keys of the peer search, kept in per-CPU scratch rather than on the
 /// stack.
-pub struct LookupKeys {
+pub(crate) struct LookupKeys {
     pub net_v4: PeerNetKeyV4,
     pub net_v6: PeerNetKeyV6,
 }
@@ -30,7 +30,7 @@ pub struct LookupKeys {
 /// Returns the rule of `policy` that allows `pkt`, whose remote
 /// end is `peer` (the source on ingress, the destination on egress).
 #[inline(always)]
-pub fn allowing_rule(
+pub(crate) fn allowing_rule(
     keys: &mut LookupKeys,
     policy: u32,
     pkt: &Packet,
@@ -100,7 +100,7 @@ fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -
     let lo = u64::from_be_bytes(half);
     let best = longest_prefix_class(lens, |len| {
         let len = len as u32;
-        let found = if v4 {
+        if v4 {
             let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
             keys.net_v4 = PeerNetKeyV4 {
                 policy: policy_be,
@@ -125,8 +125,7 @@ fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -
                 addr,
             };
             unsafe { PEER_NETS_V6.get(&keys.net_v6) }
-        };
-        found
+        }
     });
     if best == 0 { None } else { Some(best) }
 }

@@ -34,7 +34,7 @@ const IPV6_HDR_LEN: usize = 40;
 
 /// Is this an ICMP error that may be related to a connection?
 #[inline(always)]
-pub fn is_error(pkt: &Packet) -> bool {
+pub(crate) fn is_error(pkt: &Packet) -> bool {
     if !pkt.has_l4 || !pkt.is_icmp() {
         return false;
     }
@@ -60,7 +60,7 @@ fn same_addr(x: &[u8; 16], y: &[u8; 16]) -> bool {
 /// `inner`. False when it cannot be read, carries no L4 header (a later
 /// fragment), or was not sent by the error's destination.
 #[inline(always)]
-pub fn quoted_packet(bytes: Bytes, pkt: &Packet, inner: &mut Packet) -> bool {
+pub(crate) fn quoted_packet(bytes: Bytes, pkt: &Packet, inner: &mut Packet) -> bool {
     let l4 = pkt.l4_off as usize;
     if l4 > MAX_L4_OFFSET {
         return false;
@@ -71,7 +71,7 @@ pub fn quoted_packet(bytes: Bytes, pkt: &Packet, inner: &mut Packet) -> bool {
 /// Does the quoted packet `inner` belong to a live connection on
 /// `ifindex`? `flow` is scratch space.
 #[inline(always)]
-pub fn is_tracked(inner: &Packet, ifindex: u32, flow: &mut Flow, now: u64) -> bool {
+pub(crate) fn is_tracked(inner: &Packet, ifindex: u32, flow: &mut Flow, now: u64) -> bool {
     conntrack::flow_of(inner, ifindex, flow);
     conntrack::is_live(&flow.key, now)
 }

@@ -28,7 +28,7 @@ const CLOCK_MONOTONIC: u64 = 1;
 /// The value of `SWEEPER`. The kernel finds the timer through the map's
 /// BTF: the field's type must be the C `struct bpf_timer`.
 #[repr(C)]
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     timer: bpf_timer,
 }
 
@@ -103,7 +103,7 @@ extern "C" fn sweep(_map: *mut c_void, _key: *const u32, sweeper: *mut Sweeper) 
 /// Arms the sweep timer; run once by the loader, never attached. Returns
 /// `XDP_PASS` when the timer runs, `XDP_ABORTED` when a helper failed.
 #[xdp]
-pub fn sg_sweep_arm(_ctx: XdpContext) -> u32 {
+pub(crate) fn sg_sweep_arm(_ctx: XdpContext) -> u32 {
     let Some(sweeper) = SWEEPER.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };

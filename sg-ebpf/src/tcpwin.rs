@@ -74,7 +74,7 @@ fn init(s: &mut TcpWindow, r: &TcpWindow, pkt: &Packet) {
 
 /// The opener's SYN starts the connection's window data.
 #[inline(always)]
-pub fn open(value: &mut CtValue, pkt: &Packet) {
+pub(crate) fn open(value: &mut CtValue, pkt: &Packet) {
     // Until its SYN-ACK shows otherwise, the responder offers no scaling.
     value.tcp[CT_SIDE_RESPONDER].wscale = TCP_WSCALE_UNKNOWN;
     let responder = value.tcp[CT_SIDE_RESPONDER];
@@ -85,7 +85,7 @@ pub fn open(value: &mut CtValue, pkt: &Packet) {
 /// inside, records it. Returns false for a RST or FIN outside the window:
 /// the caller drops it and must change nothing else.
 #[inline(always)]
-pub fn advance(value: &mut CtValue, from_opener: bool, pkt: &Packet) -> bool {
+pub(crate) fn advance(value: &mut CtValue, from_opener: bool, pkt: &Packet) -> bool {
     let (si, ri) = if from_opener {
         (CT_SIDE_OPENER, CT_SIDE_RESPONDER)
     } else {

@@ -17,13 +17,13 @@ use crate::{
     related,
 };
 
-pub enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     Drop,
 }
 
 /// Per-CPU working memory for one packet.
-pub struct Scratch {
+pub(crate) struct Scratch {
     pub pkt: Packet,
     pub flow: Flow,
     pub frag: FragKey,
@@ -60,7 +60,7 @@ fn record_drop(
 }
 
 #[inline(always)]
-pub fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Direction) -> Verdict {
+pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Direction) -> Verdict {
     let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
         // Not enforced here (yet, or any more).
         return Verdict::Pass;

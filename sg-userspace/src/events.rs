@@ -111,12 +111,12 @@ const ETH_HEADER: u32 = 14;
 
 /// ANSI colors for the text format on a terminal.
 mod ansi {
-    pub const DIM: &str = "\x1b[2m";
-    pub const RED_BOLD: &str = "\x1b[1;31m";
-    pub const YELLOW: &str = "\x1b[33m";
-    pub const CYAN: &str = "\x1b[36m";
-    pub const MAGENTA: &str = "\x1b[35m";
-    pub const RESET: &str = "\x1b[0m";
+    pub(super) const DIM: &str = "\x1b[2m";
+    pub(super) const RED_BOLD: &str = "\x1b[1;31m";
+    pub(super) const YELLOW: &str = "\x1b[33m";
+    pub(super) const CYAN: &str = "\x1b[36m";
+    pub(super) const MAGENTA: &str = "\x1b[35m";
+    pub(super) const RESET: &str = "\x1b[0m";
 }
 
 /// Pads `text` to `width` first, then colors it, so columns stay aligned.

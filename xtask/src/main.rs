@@ -73,6 +73,14 @@ fn lint() -> Result<()> {
     // Over the default members: the product, the harness crates (sg-lab,
     // sg-testkit) and xtask.
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The eBPF programs, checked for the host: a no_std binary builds there
+    // only with panic=abort, and a target dir of its own keeps that flag
+    // from invalidating the main build.
+    run(cargo()
+        .args(["clippy", "--package", "sg-ebpf", "--bins", "--lib"])
+        .args(["--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", "target/ebpf-lint")
+        .env("RUSTFLAGS", "-C panic=abort"))?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use sg_lab::{Host, Lab, Link, SgCli, unique_name};
 
 /// The `sg` binary built for these tests, as [`SgCli`], with answers a
 /// test can assert on.
-pub struct Sg(SgCli);
+pub(crate) struct Sg(SgCli);
 
 impl std::ops::Deref for Sg {
     type Target = SgCli;
@@ -22,7 +22,7 @@ impl std::ops::Deref for Sg {
 }
 
 impl Sg {
-    pub fn new(host: &Host) -> Sg {
+    pub(crate) fn new(host: &Host) -> Sg {
         Sg(SgCli::new(
             PathBuf::from(env!("CARGO_BIN_EXE_sg")),
             host,
@@ -30,18 +30,18 @@ impl Sg {
         ))
     }
 
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.0.cmd(args);
         c.env_remove("NO_COLOR");
         c
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("sg runs")
     }
 
     /// Runs `sg ARGS`, which must succeed; returns its stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -52,26 +52,26 @@ impl Sg {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(&self.ok(args)).expect("JSON output")
     }
 
-    pub fn stats(&self) -> serde_json::Value {
+    pub(crate) fn stats(&self) -> serde_json::Value {
         self.json(&["stats", "--json"])
     }
 }
 
 /// A file under the temp dir, removed on drop.
-pub struct TempFile(PathBuf);
+pub(crate) struct TempFile(PathBuf);
 
 impl TempFile {
-    pub fn new(ext: &str, text: &str) -> TempFile {
+    pub(crate) fn new(ext: &str, text: &str) -> TempFile {
         let path = std::env::temp_dir().join(format!("{}.{ext}", unique_name("sgtmp")));
         std::fs::write(&path, text).unwrap();
         TempFile(path)
     }
 
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
 }
@@ -83,7 +83,7 @@ impl Drop for TempFile {
 }
 
 /// A client and a server joined by one link; sg goes on the server's end.
-pub struct Pair {
+pub(crate) struct Pair {
     _lab: Lab,
     pub client: Host,
     pub server: Host,
@@ -91,7 +91,7 @@ pub struct Pair {
     pub s: Link,
 }
 
-pub fn pair() -> Pair {
+pub(crate) fn pair() -> Pair {
     let mut lab = Lab::new();
     let client = lab.host("client");
     let server = lab.host("server");

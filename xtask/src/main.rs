@@ -157,7 +157,9 @@ fn demo() -> Result<()> {
 
 fn bench(sizes: &[String]) -> Result<()> {
     require_root("the benchmark")?;
-    // The harness lives outside the product crate (sg-testkit).
+    // The harness lives outside the product crate (sg-testkit); its
+    // end-to-end part runs the `sg` binary beside it.
+    build_release("sg-userspace", "sg")?;
     build_release("sg-testkit", "sg-bench")?;
     let out = Command::new("target/release/sg-bench")
         .args(sizes)

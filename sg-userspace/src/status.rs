@@ -244,7 +244,7 @@ pub fn print_stats(s: &Stats) {
     println!();
     println!("DROPS BY REASON");
     for (reason, packets) in &s.drops_by_reason {
-        println!("  {reason:<15} {packets:>12}");
+        println!("  {reason:<17} {packets:>10}");
     }
     println!();
     println!("RULE HITS (allowed packets, tracked connections included)");

@@ -3,15 +3,14 @@
 //! Needs root; without it every test fails loudly.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
 mod support;
 
-use sg_lab::{Background, Host, Lab};
-use support::{Sg, TempFile, pair};
+use sg_lab::Lab;
+use support::{Held, PmtuLab, Sg, TempFile, download, pair, pmtu_lab, wait_listening, wait_until};
 
 fn drops(sg: &Sg, reason: &str) -> u64 {
     sg.stats()["drops_by_reason"][reason].as_u64().unwrap()
@@ -22,73 +21,6 @@ fn tracked(sg: &Sg) -> Vec<serde_json::Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
-/// A TCP connection held open from inside a namespace: a thread that owns
-/// the socket and does one echo round trip per request.
-struct Held {
-    tx: std::sync::mpsc::Sender<()>,
-    rx: std::sync::mpsc::Receiver<bool>,
-    local_port: u16,
-}
-
-impl Held {
-    fn open(host: &Host, dst: IpAddr, port: u16) -> Held {
-        let (req_tx, req_rx) = std::sync::mpsc::channel::<()>();
-        let (res_tx, res_rx) = std::sync::mpsc::channel::<bool>();
-        let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
-        let path = format!("/run/netns/{}", host.ns);
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd as _;
-            let f = std::fs::File::open(&path).unwrap();
-            // SAFETY: joins the namespace on this thread only.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let mut s =
-                TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))
-                    .expect("connects");
-            port_tx.send(s.local_addr().unwrap().port()).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            while req_rx.recv().is_ok() {
-                let ok = echo_once(&mut s);
-                if res_tx.send(ok).is_err() {
-                    break;
-                }
-            }
-        });
-        let local_port = port_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("connected");
-        Held {
-            tx: req_tx,
-            rx: res_rx,
-            local_port,
-        }
-    }
-
-    fn exchange(&self) -> bool {
-        self.tx.send(()).unwrap();
-        self.rx.recv().unwrap_or(false)
-    }
-}
-
-fn echo_once(s: &mut TcpStream) -> bool {
-    let msg = [0x5au8; 64];
-    if s.write_all(&msg).is_err() {
-        return false;
-    }
-    let mut got = [0u8; 64];
-    s.read_exact(&mut got).is_ok() && got == msg
 }
 
 // ---------------------------------------------------------------------------
@@ -188,56 +120,18 @@ icmp = "2s"
 // 2: PMTU discovery through a router, no ICMP rule
 // ---------------------------------------------------------------------------
 
-/// Reads everything `dst:port` sends until EOF; returns the byte count.
-fn download(host: &Host, dst: IpAddr, port: u16) -> std::io::Result<usize> {
-    host.in_ns(move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut buf = vec![0u8; 65536];
-        let mut total = 0;
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    })
-}
-
-fn wait_listening(host: &Host, port: u16, bg: &mut Background) {
-    let sport = format!(":{port}");
-    let ok = wait_until(
-        || {
-            assert!(bg.try_wait().is_none(), "server exited: {}", bg.log());
-            !host
-                .run_ok(&["ss", "-Hltn", "sport", "=", &sport])
-                .trim()
-                .is_empty()
-        },
-        Duration::from_secs(10),
-    );
-    assert!(ok, "not listening: {}", bg.log());
-}
-
 #[test]
 fn pmtu_discovery_works_through_a_smaller_link_with_no_icmp_rule() {
     // server ==1500== router ==1280== client. The client's own end keeps
     // 1500, so it advertises a 1460 MSS and the server must learn the path
     // MTU from the router's ICMP errors, which no rule allows.
-    let mut lab = Lab::new();
-    let server = lab.host("server");
-    let router = lab.router("router");
-    let client = lab.host("client");
-    let (s, r1) = lab.link(&server, &router, 1);
-    let (r2, c) = lab.link(&router, &client, 2);
-    router.run_ok(&["ip", "link", "set", &r2.ifname, "mtu", "1280"]);
-    server.add_route("198.18.2.0/24", IpAddr::V4(r1.v4));
-    server.add_route("2001:db8:2::/64", IpAddr::V6(r1.v6));
-    client.add_route("198.18.1.0/24", IpAddr::V4(r2.v4));
-    client.add_route("2001:db8:1::/64", IpAddr::V6(r2.v6));
+    let PmtuLab {
+        lab: _lab,
+        server,
+        client,
+        s,
+        c,
+    } = pmtu_lab();
     const SIZE: usize = 4_000_000;
     let mut srv = server.spawn(&[
         "socat",

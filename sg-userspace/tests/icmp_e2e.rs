@@ -2,52 +2,11 @@
 //! real clients. PMTU discovery for flows that the rules leave untracked
 //! (SPEC 1.6, 1.8). Needs root; without it every test fails loudly.
 
-use std::{
-    io::Read as _,
-    net::{IpAddr, SocketAddr, TcpStream},
-    time::{Duration, Instant},
-};
+use std::net::IpAddr;
 
 mod support;
 
-use sg_lab::{Background, Host, Lab};
-use support::{Sg, TempFile};
-
-/// Reads everything a TCP server at `dst:port` sends, from inside `host`.
-fn download(host: &Host, dst: IpAddr, port: u16) -> std::io::Result<usize> {
-    host.in_ns(move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut buf = vec![0u8; 65536];
-        let mut total = 0;
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => total += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    })
-}
-
-fn wait_listening(host: &Host, port: u16, bg: &mut Background) {
-    let sport = format!(":{port}");
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(bg.try_wait().is_none(), "server exited: {}", bg.log());
-        if !host
-            .run_ok(&["ss", "-Hltn", "sport", "=", &sport])
-            .trim()
-            .is_empty()
-        {
-            return;
-        }
-        assert!(Instant::now() < end, "not listening: {}", bg.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::{PmtuLab, Sg, TempFile, download, pmtu_lab, wait_listening};
 
 #[test]
 fn pmtu_discovery_works_for_untracked_http_through_a_1280_link() {
@@ -57,17 +16,13 @@ fn pmtu_discovery_works_for_untracked_http_through_a_1280_link() {
     // packet too big. HTTP from anywhere with the default egress is
     // untracked (SPEC 1.8), so no conntrack entry is there to relate the
     // errors to: they must be related to the untracked flow.
-    let mut lab = Lab::new();
-    let server = lab.host("server");
-    let router = lab.router("router");
-    let client = lab.host("client");
-    let (s, r1) = lab.link(&server, &router, 1);
-    let (r2, c) = lab.link(&router, &client, 2);
-    router.run_ok(&["ip", "link", "set", &r2.ifname, "mtu", "1280"]);
-    server.add_route("198.18.2.0/24", IpAddr::V4(r1.v4));
-    server.add_route("2001:db8:2::/64", IpAddr::V6(r1.v6));
-    client.add_route("198.18.1.0/24", IpAddr::V4(r2.v4));
-    client.add_route("2001:db8:1::/64", IpAddr::V6(r2.v6));
+    let PmtuLab {
+        lab: _lab,
+        server,
+        client,
+        s,
+        c,
+    } = pmtu_lab();
     const SIZE: usize = 200_000;
     let mut srv = server.spawn(&[
         "socat",

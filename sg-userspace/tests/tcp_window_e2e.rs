@@ -3,16 +3,12 @@
 //! replies only conntrack lets out, and scapy injecting segments with the
 //! connection's tuple but a wrong sequence number. Needs root.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 mod support;
 
 use sg_lab::Host;
-use support::{Sg, TempFile, pair};
+use support::{Held, Sg, TempFile, pair};
 
 /// Replies need conntrack (`egress = []`); a RST-state entry dies in 2 s.
 const CONFIG: &str = r#"
@@ -23,55 +19,6 @@ ingress = [{ proto = "tcp", ports = "7000", from = "anywhere" }]
 tcp_rst = "2s"
 tcp_fin = "2s"
 "#;
-
-/// A connection held open from inside a namespace by a thread that does
-/// one echo round trip per request.
-struct Held {
-    tx: std::sync::mpsc::Sender<()>,
-    rx: std::sync::mpsc::Receiver<bool>,
-    local_port: u16,
-}
-
-impl Held {
-    fn open(host: &Host, dst: IpAddr, port: u16) -> Held {
-        let (req_tx, req_rx) = std::sync::mpsc::channel::<()>();
-        let (res_tx, res_rx) = std::sync::mpsc::channel::<bool>();
-        let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
-        let path = format!("/run/netns/{}", host.ns);
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd as _;
-            let f = std::fs::File::open(&path).unwrap();
-            // SAFETY: joins the namespace on this thread only.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            let mut s =
-                TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))
-                    .expect("connects");
-            port_tx.send(s.local_addr().unwrap().port()).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            while req_rx.recv().is_ok() {
-                let msg = [0x5au8; 64];
-                let mut got = [0u8; 64];
-                let ok = s.write_all(&msg).is_ok() && s.read_exact(&mut got).is_ok() && got == msg;
-                if res_tx.send(ok).is_err() {
-                    break;
-                }
-            }
-        });
-        let local_port = port_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("connected");
-        Held {
-            tx: req_tx,
-            rx: res_rx,
-            local_port,
-        }
-    }
-
-    fn exchange(&self) -> bool {
-        self.tx.send(()).unwrap();
-        self.rx.recv().unwrap_or(false)
-    }
-}
 
 /// From `attacker`'s namespace, sends segments claiming to come from
 /// `src:sport` to `dst:dport`, with sequence numbers a blind attacker picks

@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream},
     path::PathBuf,
     process::{Command, Output},
+    time::{Duration, Instant},
 };
 
-use sg_lab::{Host, Lab, Link, SgCli, unique_name};
+use sg_lab::{Background, Host, Lab, Link, SgCli, unique_name};
 
 /// The `sg` binary built for these tests, as [`SgCli`], with answers a
 /// test can assert on.
@@ -103,4 +106,144 @@ pub(crate) fn pair() -> Pair {
         c,
         s,
     }
+}
+
+// ---------------------------------------------------------------------------
+// Connections and servers in namespaces
+// ---------------------------------------------------------------------------
+
+/// A TCP connection held open from inside a namespace: a thread that owns
+/// the socket and does one echo round trip per request.
+pub(crate) struct Held {
+    tx: std::sync::mpsc::Sender<()>,
+    rx: std::sync::mpsc::Receiver<bool>,
+    pub(crate) local_port: u16,
+}
+
+impl Held {
+    pub(crate) fn open(host: &Host, dst: IpAddr, port: u16) -> Held {
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<()>();
+        let (res_tx, res_rx) = std::sync::mpsc::channel::<bool>();
+        let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+        let path = format!("/run/netns/{}", host.ns);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd as _;
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: joins the namespace on this thread only.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))
+                    .expect("connects");
+            port_tx.send(s.local_addr().unwrap().port()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            while req_rx.recv().is_ok() {
+                let ok = echo_once(&mut s);
+                if res_tx.send(ok).is_err() {
+                    break;
+                }
+            }
+        });
+        let local_port = port_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("connected");
+        Held {
+            tx: req_tx,
+            rx: res_rx,
+            local_port,
+        }
+    }
+
+    pub(crate) fn exchange(&self) -> bool {
+        self.tx.send(()).unwrap();
+        self.rx.recv().unwrap_or(false)
+    }
+}
+
+fn echo_once(s: &mut TcpStream) -> bool {
+    let msg = [0x5au8; 64];
+    if s.write_all(&msg).is_err() {
+        return false;
+    }
+    let mut got = [0u8; 64];
+    s.read_exact(&mut got).is_ok() && got == msg
+}
+
+/// Reads everything `dst:port` sends until EOF; returns the byte count.
+pub(crate) fn download(host: &Host, dst: IpAddr, port: u16) -> std::io::Result<usize> {
+    host.in_ns(move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}
+
+pub(crate) fn wait_listening(host: &Host, port: u16, bg: &mut Background) {
+    let sport = format!(":{port}");
+    let ok = wait_until(
+        || {
+            assert!(bg.try_wait().is_none(), "server exited: {}", bg.log());
+            !host
+                .run_ok(&["ss", "-Hltn", "sport", "=", &sport])
+                .trim()
+                .is_empty()
+        },
+        Duration::from_secs(10),
+    );
+    assert!(ok, "not listening: {}", bg.log());
+}
+
+/// server ==1500== router ==1280== client, routed both ways, IPv4 and
+/// IPv6. The client's own end keeps 1500, so it advertises a 1460 MSS: the
+/// server learns the path MTU only from the router's ICMP errors.
+pub(crate) struct PmtuLab {
+    /// Owns the namespaces: they go when it does, so bind it.
+    pub(crate) lab: Lab,
+    pub(crate) server: Host,
+    pub(crate) client: Host,
+    /// The server's link (to the router) and the client's.
+    pub(crate) s: Link,
+    pub(crate) c: Link,
+}
+
+pub(crate) fn pmtu_lab() -> PmtuLab {
+    let mut lab = Lab::new();
+    let server = lab.host("server");
+    let router = lab.router("router");
+    let client = lab.host("client");
+    let (s, r1) = lab.link(&server, &router, 1);
+    let (r2, c) = lab.link(&router, &client, 2);
+    router.run_ok(&["ip", "link", "set", &r2.ifname, "mtu", "1280"]);
+    server.add_route("198.18.2.0/24", IpAddr::V4(r1.v4));
+    server.add_route("2001:db8:2::/64", IpAddr::V6(r1.v6));
+    client.add_route("198.18.1.0/24", IpAddr::V4(r2.v4));
+    client.add_route("2001:db8:1::/64", IpAddr::V6(r2.v6));
+    PmtuLab {
+        lab,
+        server,
+        client,
+        s,
+        c,
+    }
+}
+
+/// Polls `f` every 100 ms until it holds or `timeout` passes.
+pub(crate) fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }

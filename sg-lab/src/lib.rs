@@ -33,6 +33,7 @@ mod host;
 mod lab;
 mod netns;
 mod parse;
+pub mod rng;
 mod sg_cli;
 
 use std::net::IpAddr;

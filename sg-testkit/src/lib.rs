@@ -10,5 +10,5 @@ pub mod bench;
 pub mod bench_e2e;
 pub mod packet;
 pub mod reference;
-pub mod rng;
+pub use sg_lab::rng;
 pub mod testrun;

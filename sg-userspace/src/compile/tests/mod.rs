@@ -20,24 +20,22 @@ mod scale;
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: deterministic randomness without a dependency.
-pub(crate) struct Rng(u64);
+/// The tests' one generator (`sg_lab::rng`, SplitMix64), drawn in `u64`
+/// ranges as these tests count.
+pub(crate) struct Rng(sg_lab::rng::Rng);
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(sg_lab::rng::Rng(seed))
     }
     pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
     pub(crate) fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
+        self.0.pick(items)
     }
     pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent

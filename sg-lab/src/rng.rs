@@ -1,5 +1,7 @@
 //! The one random number generator of the tests: SplitMix64, so a printed
-//! seed replays exactly on any machine.
+//! seed replays exactly on any machine. It lives here, not in sg-testkit,
+//! so that the product crate's own unit tests can use it too (sg-lab is a
+//! dependency of `sg`; sg-testkit depends on `sg`).
 
 pub struct Rng(pub u64);
 

@@ -16,33 +16,35 @@ use anyhow::{Context as _, Result, bail};
 
 use sg_lab::{Host, Lab, SgCli, unique_name};
 
+/// The project's example config (SPEC 3), which the README shows.
+const EXAMPLE: &str = include_str!("../../examples/sg.toml");
+const EXAMPLE_MEMBERS: &str = "members = [\"198.18.0.10\"]";
+const EXAMPLE_INTERFACES: &str = "[interfaces.eth0]\ngroups = [\"web\"]\n";
+const EXAMPLE_WEB_ICMP: &str = "  { proto = \"icmp\", icmp_type = 8, from = \"198.18.0.0/15\" },\n";
+
+/// `examples/sg.toml` made to fit the lab: the admin host's addresses are
+/// the members of `bastion` (so `sg:bastion` may ssh in), and the server's
+/// two interfaces enforce `web`. With `ssh_from_outsiders`, the change the
+/// demo applies live: ssh from the outsiders' network too.
 fn config(admin: &[IpAddr], ifaces: &[&str], ssh_from_outsiders: bool) -> String {
     let members: Vec<String> = admin.iter().map(|a| format!("\"{a}\"")).collect();
-    let extra = if ssh_from_outsiders {
-        "  { type = \"ssh\", from = \"198.18.2.0/24\", description = \"added live by sg apply\" },\n"
-    } else {
-        ""
-    };
-    let mut text = format!(
-        r#"[groups.web]
-description = "demo web server"
-ingress = [
-  {{ type = "http", from = "anywhere" }},
-  {{ type = "ssh", from = "sg:admins" }},
-  {{ proto = "icmp", icmp_type = 8, from = "sg:admins" }},
-  {{ proto = "icmpv6", icmp_type = 128, from = "sg:admins" }},
-{extra}]
-# no egress key: AWS's default, everything out
-
-[groups.admins]
-members = [{}]
-"#,
-        members.join(", ")
-    );
+    let mut interfaces = String::new();
     for iface in ifaces {
-        text.push_str(&format!("\n[interfaces.{iface}]\ngroups = [\"web\"]\n"));
+        interfaces.push_str(&format!("[interfaces.{iface}]\ngroups = [\"web\"]\n"));
     }
-    text
+    let mut web_icmp = EXAMPLE_WEB_ICMP.to_string();
+    if ssh_from_outsiders {
+        web_icmp.push_str(
+            "  { type = \"ssh\", from = \"198.18.2.0/24\", description = \"added live by sg apply\" },\n",
+        );
+    }
+    EXAMPLE
+        .replace(
+            EXAMPLE_MEMBERS,
+            &format!("members = [{}]", members.join(", ")),
+        )
+        .replace(EXAMPLE_INTERFACES, &interfaces)
+        .replace(EXAMPLE_WEB_ICMP, &web_icmp)
 }
 
 struct Check {
@@ -108,7 +110,7 @@ pub fn run() -> Result<()> {
     let _cfg_guard = RemoveOnDrop(cfg_path.clone());
     std::fs::write(&cfg_path, config(&admins, &ifaces, false))?;
     println!(
-        "config {}:\n{}",
+        "config {} (examples/sg.toml with the lab's admin as bastion and the server's interfaces):\n{}",
         cfg_path.display(),
         std::fs::read_to_string(&cfg_path)?
     );
@@ -132,15 +134,17 @@ pub fn run() -> Result<()> {
     let s2 = [IpAddr::V4(server_if2.v4), IpAddr::V6(server_if2.v6)];
     println!("traffic (the attach processes have exited; enforcement is pinned):");
     let mut checks = Vec::new();
+    // web: http from anywhere, ssh from sg:bastion (the admin), IPv4
+    // echo from 198.18.0.0/15 (both hosts), no ICMPv6 rule.
     for dst in s1 {
         checks.push(probe(&admin, "admin", dst, "80", true));
         checks.push(probe(&admin, "admin", dst, "22", true));
-        checks.push(probe(&admin, "admin", dst, "ping", true));
+        checks.push(probe(&admin, "admin", dst, "ping", dst.is_ipv4()));
     }
     for dst in s2 {
         checks.push(probe(&outsider, "outsider", dst, "80", true));
         checks.push(probe(&outsider, "outsider", dst, "22", false));
-        checks.push(probe(&outsider, "outsider", dst, "ping", false));
+        checks.push(probe(&outsider, "outsider", dst, "ping", dst.is_ipv4()));
     }
 
     println!("\n$ sg apply (allow ssh from 198.18.2.0/24, live)");
@@ -199,5 +203,34 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo rewrites the example in three places: if the example
+    /// changes, this fails before the demo does.
+    #[test]
+    fn the_example_fits_the_lab() {
+        let admin: [IpAddr; 2] = [
+            "198.18.1.2".parse().unwrap(),
+            "2001:db8:1::2".parse().unwrap(),
+        ];
+        for live in [false, true] {
+            let text = config(&admin, &["s1", "s2"], live);
+            let cfg = crate::config::parse(&text, "demo.toml")
+                .unwrap_or_else(|e| panic!("{e}\n{text}"))
+                .config;
+            let bastion = &cfg.groups["bastion"];
+            assert_eq!(bastion.members.len(), 2, "{text}");
+            assert_eq!(cfg.interfaces.keys().collect::<Vec<_>>(), ["s1", "s2"]);
+            assert_eq!(
+                cfg.groups["web"].ingress.len(),
+                3 + usize::from(live),
+                "{text}"
+            );
+        }
     }
 }

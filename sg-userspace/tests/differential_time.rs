@@ -44,9 +44,9 @@ icmp = "1s"
 other = "1s"
 "#;
 
+/// The kernel's clock (`bpf_ktime_get_ns`), for the evaluator.
 fn now() -> Duration {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    Duration::from_nanos(sg_common::monotonic_ns().expect("CLOCK_MONOTONIC"))
 }
 
 /// One random packet of one of a few flows between the local host and a

@@ -38,6 +38,28 @@ fn attach_under_ip_netns_exec_refuses_and_points_to_netns() {
             && stderr.contains(&format!("sg --netns {}", p.server.ns)),
         "{stderr}"
     );
+    // Every command that reads or writes pins refuses the same way: an
+    // apply or detach there would act on a bpffs that is not the host's.
+    for args in [
+        &["status"][..],
+        &["apply", "-c", cfg.path()],
+        &["detach", "--all"],
+    ] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &p.server.ns])
+            .arg(&sg.exe)
+            .arg("--state-dir")
+            .arg(&sg.state_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "sg {args:?}: {stderr}");
+        assert!(
+            stderr.contains("private mount namespace"),
+            "sg {args:?}: {stderr}"
+        );
+    }
     // Nothing is attached, as seen from the host's mount namespace, and the
     // client still reaches the server (ingress = [] would stop the ping).
     let status = sg.json(&["status", "--json"]);

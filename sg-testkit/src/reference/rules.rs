@@ -84,6 +84,10 @@ pub(super) fn allowing_rules<'c>(
                 && l4_ok
                 && rule.peers.iter().any(|peer| match peer {
                     Peer::Cidr(net) => net.contains(&remote),
+                    Peer::PrefixList(l) => config
+                        .prefix_lists
+                        .get(l)
+                        .is_some_and(|l| l.entries.iter().any(|e| e.cidr.contains(&remote))),
                     Peer::Group(g) => is_member(config, groups, local_addrs, g, remote),
                 })
         })
@@ -109,6 +113,10 @@ pub(super) fn peer_is_everywhere(config: &Config, rule: &Rule, v4: bool) -> bool
     let everywhere = |net: &ipnet::IpNet| net.prefix_len() == 0 && net.addr().is_ipv4() == v4;
     rule.peers.iter().any(|peer| match peer {
         Peer::Cidr(net) => everywhere(net),
+        Peer::PrefixList(l) => config
+            .prefix_lists
+            .get(l)
+            .is_some_and(|l| l.entries.iter().any(|e| everywhere(&e.cidr))),
         Peer::Group(g) => config
             .groups
             .get(g)

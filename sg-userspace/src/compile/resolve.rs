@@ -168,11 +168,12 @@ pub(super) fn rule_nets(
         .map(|r| {
             let mut nets = Vec::new();
             for p in &r.peers {
-                match p {
-                    Peer::Cidr(c) => nets.push(Net::from_ipnet(c)),
-                    Peer::Group(g) => {
+                match (p, config.static_peer_cidrs(p)) {
+                    (_, Some(cidrs)) => nets.extend(cidrs.iter().map(Net::from_ipnet)),
+                    (Peer::Group(g), None) => {
                         nets.extend(members.get(g.as_str()).into_iter().flatten().copied());
                     }
+                    (_, None) => {}
                 }
             }
             nets.sort();

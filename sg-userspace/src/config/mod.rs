@@ -26,6 +26,7 @@ pub use presets::{PRESETS, preset};
 pub use rule_id::rule_id;
 pub use values::{
     parse_cidr, parse_duration, parse_peer, validate_group_name, validate_iface_name,
+    validate_rule_id,
 };
 
 use toml_walk::Ctx;

@@ -22,6 +22,8 @@ pub struct Loaded {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     pub groups: BTreeMap<String, Group>,
+    /// `[prefix_lists.NAME]` (SPEC 9.1), named by `pl:NAME` peers.
+    pub prefix_lists: BTreeMap<String, PrefixList>,
     pub interfaces: BTreeMap<String, InterfaceConfig>,
     pub conntrack: ConntrackConfig,
     pub events: EventsConfig,
@@ -170,6 +172,8 @@ pub enum Peer {
     Cidr(IpNet),
     /// `sg:NAME`: the current members of group NAME.
     Group(String),
+    /// `pl:NAME`: the current entries of prefix list NAME (SPEC 9.1).
+    PrefixList(String),
 }
 
 impl fmt::Display for Peer {
@@ -177,8 +181,23 @@ impl fmt::Display for Peer {
         match self {
             Peer::Cidr(net) => write!(f, "{net}"),
             Peer::Group(g) => write!(f, "sg:{g}"),
+            Peer::PrefixList(p) => write!(f, "pl:{p}"),
         }
     }
+}
+
+/// `[prefix_lists.NAME]` (SPEC 9.1): a named set of CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixList {
+    pub name: String,
+    /// Canonical CIDRs in file order, without duplicates.
+    pub entries: Vec<PrefixListEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixListEntry {
+    pub cidr: IpNet,
+    pub description: Option<String>,
 }
 
 /// `[conntrack]` (SPEC 1.7, 1.8, 1.9).
@@ -325,6 +344,23 @@ impl Config {
             } else {
                 0
             },
+        }
+    }
+
+    /// The CIDRs a peer stands for, when they do not depend on attachments:
+    /// a CIDR itself, or a prefix list's entries. `None` for `sg:` peers,
+    /// whose members come from the interfaces (the compiler resolves them).
+    /// The one place `pl:` is resolved, for SG and NACL rules alike.
+    pub fn static_peer_cidrs(&self, peer: &Peer) -> Option<Vec<IpNet>> {
+        match peer {
+            Peer::Cidr(c) => Some(vec![*c]),
+            Peer::PrefixList(p) => Some(
+                self.prefix_lists
+                    .get(p)
+                    .map(|l| l.entries.iter().map(|e| e.cidr).collect())
+                    .unwrap_or_default(),
+            ),
+            Peer::Group(_) => None,
         }
     }
 

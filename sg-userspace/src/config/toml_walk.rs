@@ -15,6 +15,7 @@ use super::{
     validate_iface_name,
 };
 
+mod prefix_list;
 mod rule;
 
 use rule::RawRule;
@@ -27,6 +28,11 @@ pub(super) struct Ctx<'s> {
     src: &'s str,
     line_starts: Vec<usize>,
     pub(super) warnings: Vec<String>,
+    /// Names of `[prefix_lists]`, known before any rule is walked.
+    prefix_list_names: BTreeSet<String>,
+    /// Every rule ID seen so far, with its rule's span: IDs are unique
+    /// across groups too (explicit `id`s could collide).
+    rule_ids: HashMap<String, Range<usize>>,
 }
 
 /// The entries of a table, in file order, after checking the keys.
@@ -78,6 +84,8 @@ impl<'s> Ctx<'s> {
             src,
             line_starts,
             warnings: Vec::new(),
+            prefix_list_names: BTreeSet::new(),
+            rule_ids: HashMap::new(),
         }
     }
 
@@ -227,10 +235,14 @@ impl<'s> Ctx<'s> {
     pub(super) fn config(&mut self, root: &DeTable<'_>) -> Result<Config, ConfigError> {
         let top = self.fields(
             root,
-            &["groups", "interfaces", "conntrack", "events"],
+            &["groups", "prefix_lists", "interfaces", "conntrack", "events"],
             "the top level",
         )?;
         let mut config = Config::default();
+        if let Some(v) = top.get("prefix_lists") {
+            config.prefix_lists = self.prefix_lists(v)?;
+            self.prefix_list_names = config.prefix_lists.keys().cloned().collect();
+        }
 
         // Group names first: rules may reference groups defined later.
         let mut group_tables = Vec::new();
@@ -324,6 +336,18 @@ impl<'s> Ctx<'s> {
                                 ),
                             ));
                         }
+                        if let Some(prev) = self.rule_ids.get(&raw.rule.id) {
+                            let (line, col) = self.position(prev.start);
+                            return Err(self.err(
+                                raw.span,
+                                format!(
+                                    "duplicate rule id {}: already used by the rule at \
+                                     {line}:{col}; rule IDs must be unique",
+                                    raw.rule.id
+                                ),
+                            ));
+                        }
+                        self.rule_ids.insert(raw.rule.id.clone(), raw.span.clone());
                         seen.insert(raw.rule.id.clone(), rules.len());
                         rules.push(raw);
                     }

@@ -9,9 +9,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::{MAX_GROUP_NAME_CHARS, MAX_IFACE_NAME_BYTES, Peer};
 
 /// Parses one peer item as written in `from`/`to`: a CIDR, an address,
-/// `sg:NAME`, `anywhere`, `anywhere-ipv4` or `anywhere-ipv6`. Returns the
-/// peers and, for a non-canonical CIDR, the normalized form. Does not check
-/// that a named group exists.
+/// `sg:NAME`, `pl:NAME`, `anywhere`, `anywhere-ipv4` or `anywhere-ipv6`.
+/// Returns the peers and, for a non-canonical CIDR, the normalized form.
+/// Does not check that a named group or prefix list exists.
 pub fn parse_peer(text: &str) -> Result<(Vec<Peer>, Option<IpNet>), String> {
     let any4 = IpNet::V4(Ipv4Net::default());
     let any6 = IpNet::V6(Ipv6Net::default());
@@ -25,9 +25,13 @@ pub fn parse_peer(text: &str) -> Result<(Vec<Peer>, Option<IpNet>), String> {
         validate_group_name(name)?;
         return Ok((vec![Peer::Group(name.to_string())], None));
     }
+    if let Some(name) = text.strip_prefix("pl:") {
+        validate_group_name(name).map_err(|m| m.replace("group name", "prefix list name"))?;
+        return Ok((vec![Peer::PrefixList(name.to_string())], None));
+    }
     let (net, normalized) = parse_cidr(text).map_err(|_| {
         format!(
-            "invalid peer `{text}`: expected a CIDR, an address, `sg:NAME`, \
+            "invalid peer `{text}`: expected a CIDR, an address, `sg:NAME`, `pl:NAME`, \
              `anywhere`, `anywhere-ipv4` or `anywhere-ipv6`"
         )
     })?;
@@ -140,4 +144,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total / 1_000_000_000,
         (total % 1_000_000_000) as u32,
     ))
+}
+
+/// `sgr-` and 17 lowercase hex digits: the form of an explicit rule `id`
+/// (SPEC 1.3), as AWS writes `SecurityGroupRuleId`.
+pub fn validate_rule_id(id: &str) -> Result<(), String> {
+    let ok = id.strip_prefix("sgr-").is_some_and(|hex| {
+        hex.len() == super::RULE_ID_HEX_DIGITS
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid rule id `{id}`: expected `sgr-` and {} lowercase hex digits",
+            super::RULE_ID_HEX_DIGITS
+        ))
+    }
 }

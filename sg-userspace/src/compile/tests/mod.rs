@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 mod classes;
 mod ids;
 mod ports;
+mod prefix_lists;
 mod random;
 mod scale;
 
@@ -280,6 +281,10 @@ fn reference_rule(cfg: &Config, atts: &[Attachment], rule: &Rule, p: &Packet) ->
     };
     let peer_ok = rule.peers.iter().any(|peer| match peer {
         Peer::Cidr(n) => n.contains(&p.addr),
+        Peer::PrefixList(l) => cfg.prefix_lists[l]
+            .entries
+            .iter()
+            .any(|e| e.cidr.contains(&p.addr)),
         Peer::Group(g) => {
             cfg.groups[g].members.iter().any(|m| m.contains(&p.addr))
                 || atts

@@ -152,7 +152,7 @@ fn rand_packet(rng: &mut Rng, cfg: &Config, atts: &[Attachment]) -> Packet {
                 .flat_map(|r| r.peers.iter())
                 .filter_map(|p| match p {
                     Peer::Cidr(n) => Some(*n),
-                    Peer::Group(_) => None,
+                    Peer::Group(_) | Peer::PrefixList(_) => None,
                 })
                 .chain(cfg.groups.values().flat_map(|g| g.members.iter().copied()))
                 .collect();

@@ -8,6 +8,7 @@ use super::*;
 
 mod files;
 mod peers;
+mod prefix_lists;
 mod rule_ids;
 mod rules;
 mod settings;

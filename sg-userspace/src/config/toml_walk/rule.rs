@@ -9,7 +9,7 @@ use super::{Ctx, Val, type_name};
 use crate::config::ConfigError;
 use crate::config::{
     Direction, ICMP, ICMPV6, PRESETS, Peer, PortMatch, Proto, Rule, TCP, UDP, parse_peer, preset,
-    presets::ICMP_ALL, rule_id,
+    presets::ICMP_ALL, rule_id, validate_rule_id,
 };
 
 pub(super) struct RawRule {
@@ -40,6 +40,7 @@ impl Ctx<'_> {
                 "to",
                 "name",
                 "description",
+                "id",
             ],
             "a rule",
         )?;
@@ -192,6 +193,14 @@ impl Ctx<'_> {
                 {
                     return Err(self.err(span.clone(), format!("unknown group `{g}` in `{s}`")));
                 }
+                if let Peer::PrefixList(l) = p
+                    && !self.prefix_list_names.contains(l)
+                {
+                    return Err(self.err(
+                        span.clone(),
+                        format!("unknown prefix list `{l}` in `{s}`: define [prefix_lists.{l}]"),
+                    ));
+                }
             }
             peers.append(&mut ps);
         }
@@ -204,7 +213,14 @@ impl Ctx<'_> {
             .map(|v| self.text(v, "`description`"))
             .transpose()?;
 
-        let id = rule_id(group, direction, proto, &ports, &peers);
+        let id = match f.get("id") {
+            Some(iv) => {
+                let id = self.string(iv, "`id`")?;
+                validate_rule_id(id).map_err(|m| self.err(iv.span(), m))?;
+                id.to_string()
+            }
+            None => rule_id(group, direction, proto, &ports, &peers),
+        };
         Ok(RawRule {
             rule: Rule {
                 id,

@@ -235,7 +235,7 @@ impl<'s> Ctx<'s> {
     pub(super) fn config(&mut self, root: &DeTable<'_>) -> Result<Config, ConfigError> {
         let top = self.fields(
             root,
-            &["groups", "prefix_lists", "interfaces", "conntrack", "events"],
+            &["groups", "interfaces", "conntrack", "events", "prefix_lists"],
             "the top level",
         )?;
         let mut config = Config::default();

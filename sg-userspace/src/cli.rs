@@ -136,6 +136,88 @@ pub enum Command {
     /// Build a lab of network namespaces, enforce an example config, send
     /// allowed and denied traffic, and show verdicts and live drops.
     Demo,
+    /// Convert another system's security groups into an sg config.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Write a config's security groups in another system's format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// AWS security groups (and NACLs, prefix lists) as the AWS CLI prints
+    /// them, into an sg config with the same meaning. Needs no root.
+    ///
+    /// FILE is the output of `aws ec2 describe-security-groups` (or of
+    /// `describe-security-group-rules`, or both merged as `sg export aws`
+    /// writes them). Each group keeps its name (made a valid key; a name
+    /// two groups share gets the GroupId appended), description and rules;
+    /// every AWS rule becomes one sg rule with its description, and keeps
+    /// its SecurityGroupRuleId as `id` when the input has one. References
+    /// to groups outside FILE, prefix lists without their entries,
+    /// unsupported fields and malformed JSON are errors (exit 1) naming the
+    /// group or field.
+    #[command(after_help = "Migration from AWS:\n  \
+        aws ec2 describe-security-groups > sgs.json\n  \
+        aws ec2 describe-security-group-rules > rules.json\n  \
+        aws ec2 get-managed-prefix-list-entries --prefix-list-id pl-0123456abcabcabc1 > pl.json\n  \
+        aws ec2 describe-network-acls > nacls.json\n  \
+        sg import aws sgs.json --rules rules.json --prefix-list pl-0123456abcabcabc1=pl.json \\\n      \
+        --nacls nacls.json -o sg.toml\n  \
+        sg validate -c sg.toml\n  \
+        sg attach eth0 -c sg.toml --groups web")]
+    Aws {
+        /// `aws ec2 describe-security-groups` output (JSON).
+        #[arg(value_name = "FILE.json")]
+        file: PathBuf,
+        /// Write the config here instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "OUT.toml")]
+        output: Option<PathBuf>,
+        /// `aws ec2 describe-security-group-rules` output: keeps the AWS
+        /// rule IDs (repeatable).
+        #[arg(long, value_name = "FILE")]
+        rules: Vec<PathBuf>,
+        /// `aws ec2 describe-network-acls` output: becomes [nacls.ID].
+        #[arg(long, value_name = "FILE")]
+        nacls: Option<PathBuf>,
+        /// `aws ec2 get-managed-prefix-list-entries` output for prefix list
+        /// ID, which rules name as `pl:ID` (repeatable).
+        #[arg(long = "prefix-list", value_name = "ID=FILE", value_parser = parse_prefix_list_arg)]
+        prefix_lists: Vec<(String, PathBuf)>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// The config's security groups as `aws ec2 describe-security-groups`
+    /// JSON, on standard output. Needs no root.
+    ///
+    /// Permissions are merged the AWS way (one per protocol and port range,
+    /// listing its peers); GroupIds are derived from the names, stably.
+    /// Beside `SecurityGroups` the document holds `SecurityGroupRules` (the
+    /// describe-security-group-rules view, with sg's rule IDs) and
+    /// `ManagedPrefixLists` (the entries of the prefix lists), so that
+    /// `sg import aws` gives back the same rules. Members and [interfaces]
+    /// have no AWS equivalent and are left out, with a note on stderr.
+    #[command(after_help = "Example:\n  sg export aws -c sg.toml > sgs.json")]
+    Aws {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn parse_prefix_list_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((id, file)) if !id.is_empty() && !file.is_empty() => {
+            Ok((id.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("expected ID=FILE, such as pl-0123456abcabcabc1=pl.json, not `{s}`")),
+    }
 }
 
 #[derive(Debug, Subcommand)]

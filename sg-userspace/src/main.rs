@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use sg::{
-    cli::{Cli, Command, ConntrackCommand},
+    cli::{Cli, Command, ConntrackCommand, ExportCommand, ImportCommand},
     compile, conntrack, demo, enforcer,
     events::{self, Format},
     metrics, netns,
@@ -47,7 +47,10 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(name) = &cli.netns {
         netns::enter(name)?;
     }
-    if !matches!(cli.command, Command::Validate { .. } | Command::Demo) {
+    if !matches!(
+        cli.command,
+        Command::Validate { .. } | Command::Demo | Command::Import { .. } | Command::Export { .. }
+    ) {
         sg::bpffs::ensure_pins_outlive_process(&cli.state_dir)?;
     }
     let dir = StateDir::new(&cli.state_dir);
@@ -215,6 +218,39 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Demo => demo::run()?,
+        Command::Import {
+            command:
+                ImportCommand::Aws {
+                    file,
+                    output,
+                    rules,
+                    nacls,
+                    prefix_lists,
+                },
+        } => {
+            let imported = sg::aws::import_files(&file, &rules, nacls.as_deref(), &prefix_lists)?;
+            for w in &imported.warnings {
+                eprintln!("warning: {w}");
+            }
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &imported.toml)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {}; check it with: sg validate -c {}", path.display(), path.display());
+                }
+                None => print!("{}", imported.toml),
+            }
+        }
+        Command::Export {
+            command: ExportCommand::Aws { config },
+        } => {
+            let cfg = enforcer::load_config(&config.path)?;
+            let (doc, notes) = sg::aws::export_json(&cfg);
+            for n in &notes {
+                eprintln!("note: {n}");
+            }
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
     }
     Ok(())
 }

@@ -14,7 +14,9 @@ use super::model::{
 use super::proto::to_aws;
 use ipnet::IpNet;
 
-use crate::config::{Config, Direction, Peer, RULE_ID_HEX_DIGITS, Rule, rule_id};
+use std::collections::BTreeMap;
+
+use crate::config::{Config, Direction, Peer, PortMatch, Proto, RULE_ID_HEX_DIGITS, Rule, rule_id};
 
 /// A stable GroupId for a group name: `sg-` and 17 hex digits of SHA-256.
 pub fn group_id(name: &str) -> String {
@@ -192,3 +194,31 @@ fn add_peer(
     }
     rule
 }
+
+/// One AWS rule: group, direction, protocol, ports and peer.
+pub type AwsRuleKey = (String, &'static str, Proto, PortMatch, Peer);
+
+/// The rules of `cfg` as AWS holds them, one per peer, with their
+/// description and the rule ID the export gives them; what an
+/// export/import round trip must keep.
+pub fn rule_set(cfg: &Config) -> BTreeMap<AwsRuleKey, (Option<String>, String)> {
+    let mut set = BTreeMap::new();
+    for r in cfg.all_rules() {
+        for peer in &r.peers {
+            let key = (
+                r.group.clone(),
+                r.direction.as_str(),
+                r.proto,
+                r.ports,
+                peer.clone(),
+            );
+            let description = r.description.clone().or_else(|| r.name.clone());
+            set.entry(key)
+                .or_insert_with(|| (description, peer_rule_id(r, peer)));
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,10 @@ pub struct DropEvent {
     pub icmp_code: u8,
     /// `EV_F_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    /// The TCP header's flags byte (FIN 0x01 ... CWR 0x80) when `proto` is
+    /// TCP and the header was read; 0 otherwise (flow logs v5 `tcp-flags`).
+    pub tcp_flags: u8,
+    pub _pad: [u8; 4],
 }
 
 /// Value of the per-CPU `RULE_HITS` counters, keyed by rule slot (the

@@ -92,7 +92,12 @@ pub(crate) fn emit_drop(
         icmp_type: pkt.icmp_type,
         icmp_code: pkt.icmp_code,
         flags,
-        _pad: [0; 5],
+        tcp_flags: if pkt.has_l4 && pkt.proto == PROTO_TCP {
+            pkt.tcp_flags
+        } else {
+            0
+        },
+        _pad: [0; 4],
     });
     entry.submit(0);
 }

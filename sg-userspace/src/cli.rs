@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, builder::TypedValueParser as _};
 
 use crate::datapath::AttachMode;
 
@@ -103,9 +103,21 @@ pub enum Command {
         /// One JSON object per line.
         #[arg(long, conflicts_with = "flow_log")]
         json: bool,
-        /// AWS VPC Flow Logs version 2 lines.
+        /// AWS VPC Flow Logs lines (version 2 unless --flow-log-version).
         #[arg(long)]
         flow_log: bool,
+        /// Flow log version: 2, or 5, which adds `tcp-flags type
+        /// pkt-srcaddr pkt-dstaddr flow-direction traffic-path` after the
+        /// 14 fields of version 2 (`-` where a field does not apply).
+        #[arg(
+            long,
+            value_name = "2|5",
+            default_value_t = 2,
+            requires = "flow_log",
+            value_parser = clap::builder::PossibleValuesParser::new(["2", "5"])
+                .map(|s| s.parse::<u8>().expect("2 or 5"))
+        )]
+        flow_log_version: u8,
     },
     /// Exact counters: drops by interface, direction and reason; allowed
     /// packets and bytes by rule; suppressed events; conntrack entries.

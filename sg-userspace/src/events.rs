@@ -20,6 +20,8 @@ pub enum Format {
     Text,
     Json,
     FlowLog,
+    /// AWS VPC Flow Logs version 5 fields (SPEC 9.4).
+    FlowLogV5,
 }
 
 /// One drop, decoded, in the field names of SPEC 5.
@@ -39,6 +41,8 @@ pub struct DropRecord {
     pub icmp_code: Option<u8>,
     pub reason: &'static str,
     pub len: u32,
+    /// The TCP flags byte, for TCP only.
+    pub tcp_flags: Option<u8>,
 }
 
 /// Converts the kernel's monotonic timestamps to wall-clock time.
@@ -90,6 +94,7 @@ pub fn decode(ev: &DropEvent, clock: &Clock, names: &HashMap<u32, String>) -> Dr
         icmp_code: icmp.then_some(ev.icmp_code),
         reason: Reason::from_code(ev.reason).map_or("unknown", Reason::name),
         len: ev.len,
+        tcp_flags: (ports && ev.proto == sg_common::PROTO_TCP).then_some(ev.tcp_flags),
     }
 }
 
@@ -152,6 +157,7 @@ pub fn format_record_styled(r: &DropRecord, format: Format, color: bool) -> Stri
             r.unix_secs,
             r.unix_secs,
         ),
+        Format::FlowLogV5 => flow_log_v5(r),
         Format::Text => {
             let c = |code: &'static str| color.then_some(code);
             let icmp = match (r.icmp_type, r.icmp_code) {
@@ -175,6 +181,45 @@ pub fn format_record_styled(r: &DropRecord, format: Format, color: bool) -> Stri
             )
         }
     }
+}
+
+/// AWS's `tcp-flags` value: the bitmask of FIN 1, SYN 2 and RST 4, and
+/// 18 for SYN-ACK; AWS reports no other flag.
+pub fn aws_tcp_flags(flags: u8) -> u8 {
+    const FIN_SYN_RST: u8 = 0x07;
+    const SYN_ACK: u8 = 0x12;
+    let mut v = flags & FIN_SYN_RST;
+    if flags & SYN_ACK == SYN_ACK {
+        v |= SYN_ACK;
+    }
+    v
+}
+
+/// AWS VPC Flow Logs version 5 (SPEC 9.4): the 14 fields of version 2
+/// (with version 5), then `tcp-flags type pkt-srcaddr pkt-dstaddr
+/// flow-direction traffic-path`. `tcp-flags` is `-` for protocols other
+/// than TCP; `traffic-path` (which gateway egress traffic leaves through)
+/// has no meaning on a host and is always `-`.
+fn flow_log_v5(r: &DropRecord) -> String {
+    let tcp_flags = r
+        .tcp_flags
+        .map_or_else(|| "-".to_string(), |f| aws_tcp_flags(f).to_string());
+    let kind = if r.src.is_ipv4() { "IPv4" } else { "IPv6" };
+    format!(
+        "5 - {} {} {} {} {} {} 1 {} {} {} REJECT OK {tcp_flags} {kind} {} {} {} -",
+        r.iface,
+        r.src,
+        r.dst,
+        r.src_port.unwrap_or(0),
+        r.dst_port.unwrap_or(0),
+        r.proto,
+        r.len.saturating_sub(ETH_HEADER),
+        r.unix_secs,
+        r.unix_secs,
+        r.src,
+        r.dst,
+        r.direction,
+    )
 }
 
 /// How `sg watch` runs.
@@ -400,4 +445,55 @@ pub async fn watch(dir: &StateDir, opts: &WatchOptions) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod flow_log_tests {
+    use super::*;
+
+    fn record(proto: u8, tcp_flags: Option<u8>, src: &str, dst: &str) -> DropRecord {
+        DropRecord {
+            time: String::new(),
+            unix_secs: 1_700_000_000,
+            iface: "eth1".into(),
+            direction: "egress",
+            proto,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            src_port: tcp_flags.map(|_| 40000),
+            dst_port: tcp_flags.map(|_| 22),
+            icmp_type: None,
+            icmp_code: None,
+            reason: "no_rule",
+            len: 74,
+            tcp_flags,
+        }
+    }
+
+    #[test]
+    fn aws_tcp_flags_report_fin_syn_rst_and_syn_ack_only() {
+        assert_eq!(aws_tcp_flags(0x02), 2); // SYN
+        assert_eq!(aws_tcp_flags(0x12), 18); // SYN-ACK
+        assert_eq!(aws_tcp_flags(0x11), 1); // FIN-ACK: FIN
+        assert_eq!(aws_tcp_flags(0x04), 4); // RST
+        assert_eq!(aws_tcp_flags(0x18), 0); // PSH-ACK: nothing AWS reports
+    }
+
+    #[test]
+    fn flow_log_v5_lines() {
+        let tcp = record(6, Some(0x12), "198.18.0.1", "198.18.0.2");
+        assert_eq!(
+            format_record(&tcp, Format::FlowLogV5),
+            "5 - eth1 198.18.0.1 198.18.0.2 40000 22 6 1 60 1700000000 1700000000 REJECT OK \
+             18 IPv4 198.18.0.1 198.18.0.2 egress -"
+        );
+        let icmp6 = record(58, None, "2001:db8::1", "2001:db8::2");
+        assert_eq!(
+            format_record(&icmp6, Format::FlowLogV5),
+            "5 - eth1 2001:db8::1 2001:db8::2 0 0 58 1 60 1700000000 1700000000 REJECT OK \
+             - IPv6 2001:db8::1 2001:db8::2 egress -"
+        );
+        // Version 2 is unchanged.
+        assert!(format_record(&tcp, Format::FlowLog).ends_with("REJECT OK"));
+    }
 }

@@ -170,9 +170,12 @@ fn run(cli: Cli) -> Result<()> {
             iface,
             json,
             flow_log,
+            flow_log_version,
         } => {
             let format = if json {
                 Format::Json
+            } else if flow_log && flow_log_version == 5 {
+                Format::FlowLogV5
             } else if flow_log {
                 Format::FlowLog
             } else {

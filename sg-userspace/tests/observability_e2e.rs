@@ -535,3 +535,61 @@ fn watch_flow_log_text_and_iface_filter() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not attached"));
 }
+
+/// SPEC 9.4: `--flow-log-version 5` adds tcp-flags, type, pkt-srcaddr,
+/// pkt-dstaddr, flow-direction and traffic-path to real drops.
+#[test]
+fn watch_flow_log_version_5_fields() {
+    let n = net();
+    let cfg = TempFile::new("toml", &config(1000));
+    let sg = Sg::new(&n.server);
+    attach(&sg, &n.s.ifname, &cfg);
+    let flow = start(
+        &sg,
+        &["watch", "--flow-log", "--flow-log-version", "5"],
+        "watching drops",
+    );
+    syn_flood(&n.client, n.s.v4, 9, 2, 1000);
+    // A SYN-ACK to a closed port: AWS writes 18 for SYN-ACK.
+    let out = n.client.run(&[
+        "timeout", "60", "hping3", "-q", "-S", "-A", "-p", "9", "-c", "1",
+        &n.s.v4.to_string(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 packets transmitted"));
+    assert_eq!(n.client.ping(IpAddr::V6(n.s.v6), 1), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, err, ok) = flow.stop();
+    assert!(ok, "{err}");
+
+    // The 14 fields of v2 (version 5), then tcp-flags type pkt-srcaddr
+    // pkt-dstaddr flow-direction traffic-path.
+    let re = Regex::new(
+        r"^5 - (\S+) (\S+) (\S+) (\d+) (\d+) (\d+) 1 (\d+) (\d{10}) (\d{10}) REJECT OK (\S+) (IPv4|IPv6) (\S+) (\S+) (ingress|egress) -$",
+    )
+    .unwrap();
+    let mut flags = Vec::new();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "2 SYNs, 1 SYN-ACK, 1 echo: {out}");
+    for line in lines {
+        let f = re
+            .captures(line)
+            .unwrap_or_else(|| panic!("not a flow log v5 line: {line}"));
+        assert_eq!(&f[1], n.s.ifname, "{line}");
+        assert_eq!((&f[12], &f[13]), (&f[2], &f[3]), "pkt-addrs: {line}");
+        assert_eq!(&f[14], "ingress", "{line}");
+        match &f[6] {
+            "6" => {
+                assert_eq!(&f[11], "IPv4", "{line}");
+                assert_eq!(&f[2], n.c.v4.to_string());
+                flags.push(f[10].to_string());
+            }
+            "58" => {
+                assert_eq!(&f[11], "IPv6", "{line}");
+                assert_eq!(&f[10], "-", "no tcp-flags for ICMPv6: {line}");
+            }
+            other => panic!("unexpected protocol {other}: {line}"),
+        }
+    }
+    flags.sort();
+    assert_eq!(flags, ["18", "2", "2"]);
+}

@@ -228,7 +228,9 @@ fn parse_prefix_list_arg(s: &str) -> Result<(String, PathBuf), String> {
         Some((id, file)) if !id.is_empty() && !file.is_empty() => {
             Ok((id.to_string(), PathBuf::from(file)))
         }
-        _ => Err(format!("expected ID=FILE, such as pl-0123456abcabcabc1=pl.json, not `{s}`")),
+        _ => Err(format!(
+            "expected ID=FILE, such as pl-0123456abcabcabc1=pl.json, not `{s}`"
+        )),
     }
 }
 

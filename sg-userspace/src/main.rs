@@ -239,7 +239,11 @@ fn run(cli: Cli) -> Result<()> {
                 Some(path) => {
                     std::fs::write(&path, &imported.toml)
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("wrote {}; check it with: sg validate -c {}", path.display(), path.display());
+                    eprintln!(
+                        "wrote {}; check it with: sg validate -c {}",
+                        path.display(),
+                        path.display()
+                    );
                 }
                 None => print!("{}", imported.toml),
             }

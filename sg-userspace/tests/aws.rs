@@ -137,7 +137,10 @@ fn json_that_is_not_describe_security_groups_is_refused() {
 
 #[test]
 fn cloudmapper_groups_with_spaces_pairs_and_a_non_canonical_cidr() {
-    let (cfg, _, err) = import_ok("cm", &["cloudmapper-demo-ec2-describe-security-groups.json"]);
+    let (cfg, _, err) = import_ok(
+        "cm",
+        &["cloudmapper-demo-ec2-describe-security-groups.json"],
+    );
     assert_eq!(cfg.groups.len(), 8);
     // "Internal web": one permission with two group pairs -> two rules.
     assert_eq!(
@@ -238,9 +241,15 @@ fn handmade_ipv6_protocol_numbers_pairs_prefix_lists_and_rule_ids() {
     assert_eq!(r(1).peers, vec![cidr("::/0")]);
     assert_eq!(r(1).id, "sgr-0123456789abcdef0");
     assert_eq!(r(1).description.as_deref(), Some("https v6"));
-    assert_eq!((r(2).proto, r(2).peers.clone()), (TCP, vec![Peer::Group("bastion".into())]));
+    assert_eq!(
+        (r(2).proto, r(2).peers.clone()),
+        (TCP, vec![Peer::Group("bastion".into())])
+    );
     assert_eq!(r(2).id, "sgr-0123456789abcdef1");
-    assert_eq!(r(3).peers, vec![Peer::PrefixList("pl-0123456abcabcabc1".into())]);
+    assert_eq!(
+        r(3).peers,
+        vec![Peer::PrefixList("pl-0123456abcabcabc1".into())]
+    );
     assert_eq!(
         (r(4).proto, r(4).ports),
         (
@@ -261,7 +270,10 @@ fn handmade_ipv6_protocol_numbers_pairs_prefix_lists_and_rule_ids() {
             }
         )
     );
-    assert_eq!((r(6).proto, r(6).ports), (Proto::Number(50), PortMatch::All));
+    assert_eq!(
+        (r(6).proto, r(6).ports),
+        (Proto::Number(50), PortMatch::All)
+    );
     assert_eq!(
         (r(7).proto, r(7).ports),
         (
@@ -273,10 +285,16 @@ fn handmade_ipv6_protocol_numbers_pairs_prefix_lists_and_rule_ids() {
         )
     );
     let e = &cfg.groups[web].egress;
-    assert_eq!((e[0].proto, e[0].peers.clone()), (Proto::All, vec![cidr("::/0")]));
+    assert_eq!(
+        (e[0].proto, e[0].peers.clone()),
+        (Proto::All, vec![cidr("::/0")])
+    );
     assert_eq!((e[1].proto, e[1].ports), (TCP, PortMatch::All));
     assert_eq!(e[2].proto, ICMPV6);
-    assert!(cfg.groups["bastion"].egress.is_empty(), "IpPermissionsEgress [] is no egress");
+    assert!(
+        cfg.groups["bastion"].egress.is_empty(),
+        "IpPermissionsEgress [] is no egress"
+    );
     assert_eq!(cfg.groups["bastion"].ingress[0].id, "sgr-0123456789abcdef2");
     let pl = &cfg.prefix_lists["pl-0123456abcabcabc1"];
     assert_eq!(pl.entries.len(), 2);
@@ -287,7 +305,11 @@ fn handmade_ipv6_protocol_numbers_pairs_prefix_lists_and_rule_ids() {
 fn import_errors_name_the_group_and_field() {
     import_fails(
         &["handmade-unknown-group.json"],
-        &["group `app` (sg-0ccccccccccccccc1)", "sg-0ddddddddddddddd9", "not in the file"],
+        &[
+            "group `app` (sg-0ccccccccccccccc1)",
+            "sg-0ddddddddddddddd9",
+            "not in the file",
+        ],
     );
     import_fails(
         &["handmade-unsupported-field.json"],
@@ -295,11 +317,18 @@ fn import_errors_name_the_group_and_field() {
     );
     import_fails(
         &["handmade-bad-protocol.json"],
-        &["group `tunnels`", "IpPermissions[0]", "unsupported IpProtocol `gre`"],
+        &[
+            "group `tunnels`",
+            "IpPermissions[0]",
+            "unsupported IpProtocol `gre`",
+        ],
     );
     import_fails(
         &["handmade-ipv6-protocols.json"],
-        &["names prefix list pl-0123456abcabcabc1", "--prefix-list pl-0123456abcabcabc1=FILE"],
+        &[
+            "names prefix list pl-0123456abcabcabc1",
+            "--prefix-list pl-0123456abcabcabc1=FILE",
+        ],
     );
     let o = sg(&["import", "aws", "x.json", "--prefix-list", "nofile"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -337,7 +366,10 @@ fn nacls_map_to_numbered_rules_without_the_default_star_rules() {
             .collect();
         assert_eq!(
             got,
-            [(100, "allow", "all", "0.0.0.0/0"), (101, "allow", "all", "::/0")],
+            [
+                (100, "allow", "all", "0.0.0.0/0"),
+                (101, "allow", "all", "::/0")
+            ],
             "{dir}"
         );
     }
@@ -351,7 +383,11 @@ fn nacls_map_to_numbered_rules_without_the_default_star_rules() {
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: toml::Table = toml::from_str(&String::from_utf8(o.stdout).unwrap()).unwrap();
     let n = doc["nacls"]["acl-5fb85d36"].as_table().unwrap();
-    assert_eq!(n["ingress"].as_array().unwrap().len(), 0, "only `*`: deny all");
+    assert_eq!(
+        n["ingress"].as_array().unwrap().len(),
+        0,
+        "only `*`: deny all"
+    );
     assert_eq!(n["egress"].as_array().unwrap().len(), 0);
 }
 
@@ -372,7 +408,13 @@ fn nacl_ports_icmp_and_errors() {
            {"RuleNumber": 90, "RuleAction": "deny", "Egress": false, "Protocol": "1",
             "IcmpTypeCode": {"Type": 8, "Code": -1}, "CidrBlock": "198.18.2.0/24"}"#,
     );
-    let o = sg(&["import", "aws", "awscli-describe-security-groups.json", "--nacls", f.to_str().unwrap()]);
+    let o = sg(&[
+        "import",
+        "aws",
+        "awscli-describe-security-groups.json",
+        "--nacls",
+        f.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: toml::Table = toml::from_str(&String::from_utf8(o.stdout).unwrap()).unwrap();
     let ing = doc["nacls"]["acl-1"]["ingress"].as_array().unwrap();
@@ -385,14 +427,28 @@ fn nacl_ports_icmp_and_errors() {
     assert_eq!(ing[1]["proto"].as_str(), Some("tcp"));
 
     write(r#"{"RuleNumber": 100, "RuleAction": "allow", "Egress": true, "Protocol": "-1"}"#);
-    let args = ["import", "aws", "awscli-describe-security-groups.json", "--nacls", f.to_str().unwrap()];
+    let args = [
+        "import",
+        "aws",
+        "awscli-describe-security-groups.json",
+        "--nacls",
+        f.to_str().unwrap(),
+    ];
     let o = sg(&args);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("network ACL acl-1 egress rule 100: expected exactly one of CidrBlock"));
-    write(r#"{"RuleNumber": 100, "RuleAction": "allow", "Egress": true, "Protocol": "-1", "CidrBlock": "0.0.0.0/0", "Bogus": 1}"#);
+    assert!(
+        stderr(&o).contains("network ACL acl-1 egress rule 100: expected exactly one of CidrBlock")
+    );
+    write(
+        r#"{"RuleNumber": 100, "RuleAction": "allow", "Egress": true, "Protocol": "-1", "CidrBlock": "0.0.0.0/0", "Bogus": 1}"#,
+    );
     let o = sg(&args);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("network ACL acl-1: unknown field `Bogus`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("network ACL acl-1: unknown field `Bogus`"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -434,7 +490,10 @@ egress = [{ proto = "tcp", ports = "all", to = "sg:web" }]
     assert_eq!(web["GroupId"], sg::aws::group_id("web"));
     // https from anywhere: one permission holding both ranges.
     assert_eq!(web["IpPermissions"][0]["IpProtocol"], "tcp");
-    assert_eq!(web["IpPermissions"][0]["IpRanges"][0]["CidrIp"], "0.0.0.0/0");
+    assert_eq!(
+        web["IpPermissions"][0]["IpRanges"][0]["CidrIp"],
+        "0.0.0.0/0"
+    );
     assert_eq!(web["IpPermissions"][0]["Ipv6Ranges"][0]["CidrIpv6"], "::/0");
 
     let (back, _, _) = import_ok("roundtrip-import", &[json.to_str().unwrap()]);

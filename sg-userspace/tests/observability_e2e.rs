@@ -552,7 +552,16 @@ fn watch_flow_log_version_5_fields() {
     syn_flood(&n.client, n.s.v4, 9, 2, 1000);
     // A SYN-ACK to a closed port: AWS writes 18 for SYN-ACK.
     let out = n.client.run(&[
-        "timeout", "60", "hping3", "-q", "-S", "-A", "-p", "9", "-c", "1",
+        "timeout",
+        "60",
+        "hping3",
+        "-q",
+        "-S",
+        "-A",
+        "-p",
+        "9",
+        "-c",
+        "1",
         &n.s.v4.to_string(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 packets transmitted"));

@@ -44,10 +44,12 @@ fn changing_a_prefix_list_changes_every_rule_that_names_it_live() {
     for s in [&sa, &sb] {
         sg.ok(&["attach", &s.ifname, "-c", cfg.path(), "--groups", "srv"]);
     }
-    let reach = |from: &sg_lab::Host, to: IpAddr| {
-        [22, 80].map(|port| from.tcp_connects(to, port))
-    };
-    assert_eq!(reach(&a, IpAddr::V4(sa.v4)), [true, true], "a is in the list");
+    let reach = |from: &sg_lab::Host, to: IpAddr| [22, 80].map(|port| from.tcp_connects(to, port));
+    assert_eq!(
+        reach(&a, IpAddr::V4(sa.v4)),
+        [true, true],
+        "a is in the list"
+    );
     assert_eq!(reach(&a, IpAddr::V6(sa.v6)), [true, true], "a's IPv6 too");
     assert_eq!(reach(&b, IpAddr::V4(sb.v4)), [false, false], "b is not");
 
@@ -55,7 +57,11 @@ fn changing_a_prefix_list_changes_every_rule_that_names_it_live() {
     std::fs::write(cfg.path(), config(&[host(lb.v4)])).unwrap();
     let out = sg.ok(&["apply", "-c", cfg.path()]);
     assert!(!out.is_empty());
-    assert_eq!(reach(&b, IpAddr::V4(sb.v4)), [true, true], "b is in the list now");
+    assert_eq!(
+        reach(&b, IpAddr::V4(sb.v4)),
+        [true, true],
+        "b is in the list now"
+    );
     assert_eq!(reach(&a, IpAddr::V4(sa.v4)), [false, false], "a is not");
     assert_eq!(reach(&a, IpAddr::V6(sa.v6)), [false, false], "nor a's IPv6");
 
@@ -65,10 +71,18 @@ fn changing_a_prefix_list_changes_every_rule_that_names_it_live() {
     assert_eq!(reach(&b, IpAddr::V4(sb.v4)), [false, false]);
 
     // A config that names an unknown list is refused and changes nothing.
-    std::fs::write(cfg.path(), config(&[host(lb.v4)]).replace("pl:office\" }", "pl:nope\" }")).unwrap();
+    std::fs::write(
+        cfg.path(),
+        config(&[host(lb.v4)]).replace("pl:office\" }", "pl:nope\" }"),
+    )
+    .unwrap();
     let o = sg.run(&["apply", "-c", cfg.path()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown prefix list `nope`"));
-    assert_eq!(reach(&b, IpAddr::V4(sb.v4)), [false, false], "still the empty list");
+    assert_eq!(
+        reach(&b, IpAddr::V4(sb.v4)),
+        [false, false],
+        "still the empty list"
+    );
     sg.ok(&["detach", "--all"]);
 }

@@ -68,7 +68,10 @@ pub fn import_files(
 ) -> Result<Imported> {
     let input = ImportInput {
         groups: Source::read(groups)?,
-        rules: rules.iter().map(|p| Source::read(p)).collect::<Result<_>>()?,
+        rules: rules
+            .iter()
+            .map(|p| Source::read(p))
+            .collect::<Result<_>>()?,
         nacls: nacls.map(Source::read).transpose()?,
         prefix_lists: prefix_lists
             .iter()
@@ -129,9 +132,10 @@ pub(super) fn top_object<'v>(
 ) -> Result<&'v serde_json::Map<String, Value>> {
     let Some(obj) = v.as_object() else {
         bail!(
-            "{}: not {what}: expected a JSON object with {}",
+            "{}: not {what}: expected a JSON object with {} (the whole output, not a \
+             --query selection)",
             src.name,
-            allowed.join(" or ")
+            allowed[0]
         );
     };
     for k in obj.keys() {
@@ -219,7 +223,11 @@ pub fn import(input: &ImportInput) -> Result<Imported> {
             let mut rules = Vec::new();
             for (egress, perms) in [(false, &g.ip_permissions), (true, &g.ip_permissions_egress)] {
                 for (i, p) in perms.iter().enumerate() {
-                    let dir = if egress { "IpPermissionsEgress" } else { "IpPermissions" };
+                    let dir = if egress {
+                        "IpPermissionsEgress"
+                    } else {
+                        "IpPermissions"
+                    };
                     let ctx = format!("{label}: {dir}[{i}]");
                     permission_rules(
                         &g.group_id,
@@ -302,7 +310,10 @@ pub fn import(input: &ImportInput) -> Result<Imported> {
         let items: Vec<String> = entries
             .iter()
             .map(|(cidr, d)| match d {
-                Some(d) => inline(&[("cidr", quote(&cidr.to_string())), ("description", quote(d))]),
+                Some(d) => inline(&[
+                    ("cidr", quote(&cidr.to_string())),
+                    ("description", quote(d)),
+                ]),
                 None => quote(&cidr.to_string()),
             })
             .collect();
@@ -358,8 +369,8 @@ fn rules_with_ids(
             config::validate_rule_id(&r.security_group_rule_id)
                 .map_err(|m| anyhow!("{ctx}: {m}"))?;
             let proto = proto_from_aws(&r.ip_protocol).map_err(|m| anyhow!("{ctx}: {m}"))?;
-            let ports = ports_from_aws(proto, r.from_port, r.to_port)
-                .map_err(|m| anyhow!("{ctx}: {m}"))?;
+            let ports =
+                ports_from_aws(proto, r.from_port, r.to_port).map_err(|m| anyhow!("{ctx}: {m}"))?;
             let mut peers = Vec::new();
             if let Some(c) = &r.cidr_ipv4 {
                 peers.push(AwsPeer::Cidr(cidr(c, true, &ctx, warnings)?));
@@ -433,10 +444,16 @@ fn permission_rules(
         })
     };
     for r in &p.ip_ranges {
-        push(AwsPeer::Cidr(cidr(&r.cidr_ip, true, ctx, warnings)?), &r.description);
+        push(
+            AwsPeer::Cidr(cidr(&r.cidr_ip, true, ctx, warnings)?),
+            &r.description,
+        );
     }
     for r in &p.ipv6_ranges {
-        push(AwsPeer::Cidr(cidr(&r.cidr_ipv6, false, ctx, warnings)?), &r.description);
+        push(
+            AwsPeer::Cidr(cidr(&r.cidr_ipv6, false, ctx, warnings)?),
+            &r.description,
+        );
     }
     for pair in &p.user_id_group_pairs {
         let id = match (&pair.group_id, &pair.group_name) {
@@ -449,12 +466,17 @@ fn permission_rules(
                 .ok_or_else(|| {
                     anyhow!("{ctx}: references group `{name}`, which is not in the file")
                 })?,
-            (None, None) => bail!("{ctx}: a UserIdGroupPairs item has neither GroupId nor GroupName"),
+            (None, None) => {
+                bail!("{ctx}: a UserIdGroupPairs item has neither GroupId nor GroupName")
+            }
         };
         push(AwsPeer::Group(id), &pair.description);
     }
     for pl in &p.prefix_list_ids {
-        push(AwsPeer::PrefixList(pl.prefix_list_id.clone()), &pl.description);
+        push(
+            AwsPeer::PrefixList(pl.prefix_list_id.clone()),
+            &pl.description,
+        );
     }
     Ok(())
 }
@@ -506,6 +528,9 @@ fn sg_names(groups: &[ImportedGroup]) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// A prefix list's CIDRs and their descriptions.
+type ListEntries = Vec<(IpNet, Option<String>)>;
+
 /// The prefix lists the rules name, with their entries: from
 /// `--prefix-list ID=FILE` and from `ManagedPrefixLists` in the groups
 /// file. A named list without entries is an error.
@@ -514,11 +539,10 @@ fn prefix_lists(
     obj: &serde_json::Map<String, Value>,
     groups: &[ImportedGroup],
     warnings: &mut Vec<String>,
-) -> Result<BTreeMap<String, Vec<(IpNet, Option<String>)>>> {
+) -> Result<BTreeMap<String, ListEntries>> {
     let mut lists: BTreeMap<String, Vec<PrefixListEntry>> = BTreeMap::new();
     let label = |v: &Value| format!("prefix list {}", str_field(v, "PrefixListId"));
-    let managed: Vec<ManagedPrefixList> =
-        items(&input.groups, obj, "ManagedPrefixLists", label)?;
+    let managed: Vec<ManagedPrefixList> = items(&input.groups, obj, "ManagedPrefixLists", label)?;
     for m in managed {
         lists.insert(m.prefix_list_id, m.entries);
     }

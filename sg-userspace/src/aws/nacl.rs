@@ -38,7 +38,11 @@ pub(super) fn import_nacls(src: &Source, warnings: &mut Vec<String>) -> Result<S
     for acl in &acls {
         let name = sanitize(&acl.network_acl_id);
         if seen.contains(&name) {
-            bail!("{}: network ACL {} appears twice", src.name, acl.network_acl_id);
+            bail!(
+                "{}: network ACL {} appears twice",
+                src.name,
+                acl.network_acl_id
+            );
         }
         seen.push(name.clone());
         let tag = acl

@@ -61,7 +61,9 @@ pub(super) fn ports_from_aws(
         let icmp_type = num(from, "type (FromPort)")?;
         let icmp_code = num(to, "code (ToPort)")?;
         if icmp_type.is_none() && icmp_code.is_some() {
-            return Err("an ICMP code (ToPort) without a type (FromPort -1) is not supported".into());
+            return Err(
+                "an ICMP code (ToPort) without a type (FromPort -1) is not supported".into(),
+            );
         }
         return Ok(PortMatch::Icmp {
             icmp_type,

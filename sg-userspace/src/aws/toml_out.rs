@@ -10,8 +10,7 @@ pub(super) fn quote(s: &str) -> String {
 /// A table key: bare when TOML allows it, quoted otherwise.
 pub(super) fn key(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         s.to_string()

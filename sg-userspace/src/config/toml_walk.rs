@@ -235,7 +235,13 @@ impl<'s> Ctx<'s> {
     pub(super) fn config(&mut self, root: &DeTable<'_>) -> Result<Config, ConfigError> {
         let top = self.fields(
             root,
-            &["groups", "interfaces", "conntrack", "events", "prefix_lists"],
+            &[
+                "groups",
+                "interfaces",
+                "conntrack",
+                "events",
+                "prefix_lists",
+            ],
             "the top level",
         )?;
         let mut config = Config::default();

@@ -151,7 +151,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn validate_rule_id(id: &str) -> Result<(), String> {
     let ok = id.strip_prefix("sgr-").is_some_and(|hex| {
         hex.len() == super::RULE_ID_HEX_DIGITS
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     });
     if ok {
         Ok(())

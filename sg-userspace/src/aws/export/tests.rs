@@ -25,7 +25,9 @@ fn peer(rng: &mut Rng) -> String {
         2 => rng.pick(V6).to_string(),
         3 => format!("sg:{}", rng.pick(GROUPS)),
         4 => format!("pl:{}", rng.pick(LISTS)),
-        _ => rng.pick(&["anywhere", "anywhere-ipv4", "anywhere-ipv6"]).to_string(),
+        _ => rng
+            .pick(&["anywhere", "anywhere-ipv4", "anywhere-ipv6"])
+            .to_string(),
     }
 }
 
@@ -55,10 +57,13 @@ fn rule(rng: &mut Rng, peer_key: &str, n: &mut u64) -> String {
         .map(|_| format!("\"{}\"", peer(rng)))
         .collect();
     f.push_str(&format!(", {peer_key} = [{}]", peers.join(", ")));
-    if rng.next_u64() % 3 == 0 {
-        f.push_str(&format!(", description = \"d{} \\\"q\\\" é\"", rng.next_u64() % 100));
+    if rng.next_u64().is_multiple_of(3) {
+        f.push_str(&format!(
+            ", description = \"d{} \\\"q\\\" é\"",
+            rng.next_u64() % 100
+        ));
     }
-    if rng.next_u64() % 5 == 0 {
+    if rng.next_u64().is_multiple_of(5) {
         *n += 1;
         f.push_str(&format!(", id = \"sgr-{:017x}\"", 0xabc0_0000_0000u64 + *n));
     }
@@ -82,7 +87,7 @@ fn random_config(rng: &mut Rng) -> String {
     }
     for g in GROUPS {
         s.push_str(&format!("[groups.\"{g}\"]\n"));
-        if rng.next_u64() % 2 == 0 {
+        if rng.next_u64().is_multiple_of(2) {
             s.push_str("description = \"group d\"\n");
         }
         for (key, peer_key) in [("ingress", "from"), ("egress", "to")] {

@@ -26,11 +26,23 @@ fn prefix_list_peers_resolve_to_their_entries_in_every_rule() {
     let http = rid(&cfg, "web", Direction::Ingress, 1);
     let dns = rid(&cfg, "web", Direction::Egress, 0);
     let v = |c: &Compiled, d, a: &str, proto, port| verdict(c, "eth0", d, &pkt(a, proto, port));
-    assert_eq!(v(&c, Direction::Ingress, "198.18.1.9", 6, 22), Some(ssh.clone()));
-    assert_eq!(v(&c, Direction::Ingress, "2001:db8:1::5", 6, 80), Some(http.clone()));
-    assert_eq!(v(&c, Direction::Ingress, "198.18.9.1", 6, 80), Some(http.clone()));
+    assert_eq!(
+        v(&c, Direction::Ingress, "198.18.1.9", 6, 22),
+        Some(ssh.clone())
+    );
+    assert_eq!(
+        v(&c, Direction::Ingress, "2001:db8:1::5", 6, 80),
+        Some(http.clone())
+    );
+    assert_eq!(
+        v(&c, Direction::Ingress, "198.18.9.1", 6, 80),
+        Some(http.clone())
+    );
     assert_eq!(v(&c, Direction::Ingress, "198.18.9.1", 6, 22), None);
-    assert_eq!(v(&c, Direction::Egress, "2001:db8:1::5", 17, 53), Some(dns.clone()));
+    assert_eq!(
+        v(&c, Direction::Egress, "2001:db8:1::5", 17, 53),
+        Some(dns.clone())
+    );
     assert_eq!(v(&c, Direction::Egress, "198.18.2.1", 17, 53), None);
 
     // A new list: every rule naming it follows, with the same rule IDs.

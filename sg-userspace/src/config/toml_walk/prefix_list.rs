@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use toml::de::DeValue;
 
 use super::{Ctx, Val, sorted_entries, type_name};
-use crate::config::{
-    ConfigError, PrefixList, PrefixListEntry, parse_cidr, validate_group_name,
-};
+use crate::config::{ConfigError, PrefixList, PrefixListEntry, parse_cidr, validate_group_name};
 
 impl Ctx<'_> {
     pub(super) fn prefix_lists(
@@ -31,7 +29,8 @@ impl Ctx<'_> {
                 let (text, span, description) = match item.get_ref() {
                     DeValue::String(s) => (s.as_ref(), item.span(), None),
                     DeValue::Table(et) => {
-                        let ef = self.fields(et, &["cidr", "description"], "a prefix list entry")?;
+                        let ef =
+                            self.fields(et, &["cidr", "description"], "a prefix list entry")?;
                         let Some(cv) = ef.get("cidr") else {
                             return Err(self.err(item.span(), "prefix list entry needs `cidr`"));
                         };

@@ -26,12 +26,27 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A scratch directory of this test, removed first.
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory of this test, removed on drop (also on panic).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("sg-aws-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// Imports with `args`, checks the output with `sg validate`, and parses it.
@@ -50,7 +65,6 @@ fn import_ok(name: &str, args: &[&str]) -> (Config, String, String) {
     let cfg = config::parse(&text, "out.toml")
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
         .config;
-    std::fs::remove_dir_all(dir).unwrap();
     (cfg, text, stderr(&o))
 }
 
@@ -449,7 +463,6 @@ fn nacl_ports_icmp_and_errors() {
         "{}",
         stderr(&o)
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Export, then import: the same rules (CLI level; the random property test
@@ -509,5 +522,4 @@ egress = [{ proto = "tcp", ports = "all", to = "sg:web" }]
         .expect("the pl:office rule");
     assert_eq!(pl_rule.id, "sgr-abcdef01234567890");
     assert_eq!(back.prefix_lists["office"], orig.prefix_lists["office"]);
-    std::fs::remove_dir_all(dir).unwrap();
 }

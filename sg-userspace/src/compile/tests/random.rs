@@ -48,7 +48,10 @@ fn rand_peer(rng: &mut Rng, groups: usize) -> String {
         0 => rng
             .pick(&["anywhere", "anywhere-ipv4", "anywhere-ipv6"])
             .to_string(),
-        1 | 2 => format!("sg:g{}", rng.below(groups as u64)),
+        1 => format!("sg:g{}", rng.below(groups as u64)),
+        // Both prefix lists are defined by `rand_config` (SPEC 9.1).
+        2 if rng.chance(50) => format!("pl:p{}", rng.below(2)),
+        2 => format!("sg:g{}", rng.below(groups as u64)),
         3 => rand_addr(rng).to_string(),
         _ => rand_cidr(rng),
     }
@@ -119,6 +122,15 @@ fn rand_rules(rng: &mut Rng, groups: usize, key: &str) -> String {
 fn rand_config(rng: &mut Rng) -> String {
     let groups = 1 + rng.below(4) as usize;
     let mut s = String::new();
+    for p in 0..2 {
+        let entries: Vec<String> = (0..rng.below(4))
+            .map(|_| format!("\"{}\"", rand_cidr(rng)))
+            .collect();
+        s.push_str(&format!(
+            "[prefix_lists.p{p}]\nentries = [{}]\n",
+            entries.join(", ")
+        ));
+    }
     for g in 0..groups {
         s.push_str(&format!("[groups.g{g}]\n"));
         if rng.chance(50) {
@@ -155,6 +167,11 @@ fn rand_packet(rng: &mut Rng, cfg: &Config, atts: &[Attachment]) -> Packet {
                     Peer::Group(_) | Peer::PrefixList(_) => None,
                 })
                 .chain(cfg.groups.values().flat_map(|g| g.members.iter().copied()))
+                .chain(
+                    cfg.prefix_lists
+                        .values()
+                        .flat_map(|l| l.entries.iter().map(|e| e.cidr)),
+                )
                 .collect();
             if nets.is_empty() {
                 rand_addr(rng)

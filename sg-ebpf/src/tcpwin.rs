@@ -58,14 +58,15 @@ fn window(pkt: &Packet, s: &TcpWindow, r: &TcpWindow) -> u32 {
 }
 
 /// A side's first segment: it has sent up to its end and may send a
-/// window beyond.
+/// window beyond. Mid-stream, the side keeps the scale it already has:
+/// unknown for a responder first seen without its SYN-ACK, the one the
+/// handshake agreed for an adopted connection (userspace read it through
+/// sock_diag), which is picked up from its first packets this way.
 #[inline(always)]
 fn init(s: &mut TcpWindow, r: &TcpWindow, pkt: &Packet) {
-    s.wscale = if pkt.tcp_flags & TCP_SYN != 0 {
-        pkt.tcp_wscale
-    } else {
-        TCP_WSCALE_UNKNOWN
-    };
+    if pkt.tcp_flags & TCP_SYN != 0 {
+        s.wscale = pkt.tcp_wscale;
+    }
     let win = window(pkt, s, r);
     s.end = seg_end(pkt);
     s.maxwin = if win == 0 { 1 } else { win };

@@ -255,3 +255,98 @@ pub fn entry(c: &Conn, ifindex: u32, rule: u32, timeouts_ns: &[u64], now: u64) -
     value.tcp[CT_SIDE_RESPONDER].wscale = responder_ws;
     (key, value)
 }
+
+#[cfg(test)]
+mod tests {
+    use sg_common::{CT_F_ADOPTED, CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS};
+
+    use super::*;
+    use crate::compile::{Attachment, compile};
+
+    const TIMEOUTS: [u64; 8] = [100, 1, 1, 1, 1, 50, 1, 1];
+
+    fn conn(proto: u8, local: &str, remote: &str, inbound: bool) -> Conn {
+        Conn {
+            proto,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            inbound,
+            wscale: Some((7, 9)),
+        }
+    }
+
+    /// The entries `eth0` (198.18.0.1, 2001:db8::1) adopts under `toml`.
+    fn adopted(toml: &str, conns: &[Conn]) -> Vec<(CtKey, CtValue)> {
+        let config = crate::config::parse(toml, "t.toml").unwrap().config;
+        let addrs: Vec<IpAddr> = vec!["198.18.0.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let att = Attachment {
+            iface: "eth0".into(),
+            groups: vec!["g".into()],
+            addrs: addrs.clone(),
+        };
+        let compiled = compile(&config, &[att], 1).unwrap();
+        let target = Target {
+            ifindex: 7,
+            addrs: &addrs,
+            binding: compiled.ifaces["eth0"],
+        };
+        let rules = Rules::new(&KernelTables::of(&compiled));
+        entries(conns, &target, &rules, &TIMEOUTS, 1000)
+    }
+
+    const SSH_IN: &str = "[groups.g]\negress = []\ningress = [{ proto = \"tcp\", ports = \"22\", from = [\"198.18.1.0/24\", \"2001:db8:1::/48\"] }]\n";
+
+    #[test]
+    fn only_what_the_policy_allows_in_its_opening_direction_on_the_interface() {
+        let conns = [
+            conn(PROTO_TCP, "198.18.0.1:22", "198.18.1.5:4000", true),
+            conn(PROTO_TCP, "[2001:db8::1]:22", "[2001:db8:1::5]:4000", true),
+            // Peer outside the rule, port outside it, opened outbound.
+            conn(PROTO_TCP, "198.18.0.1:22", "198.18.2.5:4000", true),
+            conn(PROTO_TCP, "198.18.0.1:23", "198.18.1.5:4000", true),
+            conn(PROTO_TCP, "198.18.0.1:4000", "198.18.1.5:22", false),
+            // Not this interface's address; a local peer (loopback path).
+            conn(PROTO_TCP, "198.18.9.9:22", "198.18.1.5:4000", true),
+            conn(PROTO_TCP, "198.18.0.1:22", "198.18.0.1:4000", true),
+        ];
+        let got = adopted(SSH_IN, &conns);
+        assert_eq!(got.len(), 2, "{got:?}");
+        let (key, value) = got[0];
+        // 198.18.0.1:22 sorts first: the opener (the client) is `b`.
+        assert_eq!(&key.addr_a[..4], &[198, 18, 0, 1]);
+        assert_eq!((key.port_a, key.port_b, key.ifindex), (22, 4000, 7));
+        assert_eq!(
+            value.flags & (CT_F_ADOPTED | CT_F_OPENED_BY_B | CT_F_OPENED_EGRESS),
+            CT_F_ADOPTED | CT_F_OPENED_BY_B
+        );
+        assert_eq!((value.state, value.expires_ns), (CT_TCP_ESTABLISHED, 1100));
+        // The client (opener) announced 9, the host 7.
+        assert_eq!(value.tcp[CT_SIDE_OPENER].wscale, 9);
+        assert_eq!(value.tcp[CT_SIDE_RESPONDER].wscale, 7);
+        assert_eq!(value.tcp[CT_SIDE_OPENER].maxwin, 0, "window not seen yet");
+        assert_eq!(got[1].0.family, sg_common::FAMILY_V6);
+    }
+
+    #[test]
+    fn flows_the_datapath_leaves_untracked_are_not_adopted() {
+        let open = "[groups.g]\ningress = [{ proto = \"all\", from = \"anywhere\" }]\n";
+        let conns = [
+            conn(PROTO_TCP, "198.18.0.1:22", "198.18.1.5:4000", true),
+            conn(PROTO_UDP, "198.18.0.1:5000", "198.18.1.5:53", false),
+        ];
+        assert_eq!(adopted(open, &conns), Vec::new());
+    }
+
+    #[test]
+    fn outbound_udp_is_a_stream_opened_on_egress() {
+        let dns = "[groups.g]\negress = [{ proto = \"udp\", ports = \"53\", to = \"198.18.1.0/24\" }]\n";
+        let conns = [conn(PROTO_UDP, "198.18.0.1:5000", "198.18.1.5:53", false)];
+        let got = adopted(dns, &conns);
+        assert_eq!(got.len(), 1);
+        let (key, value) = got[0];
+        assert_eq!((key.port_a, key.port_b), (5000, 53));
+        assert_eq!(value.flags & CT_F_OPENED_BY_B, 0, "the host is `a` and opened it");
+        assert_ne!(value.flags & CT_F_OPENED_EGRESS, 0);
+        assert_eq!((value.state, value.expires_ns), (CT_UDP_STREAM, 1050));
+    }
+}

@@ -17,8 +17,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use sg_common::{
-    CT_F_ADOPTED, CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CtKey, CtValue, Direction, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state_name, ip_addr,
+    CT_F_ADOPTED, CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CtKey, CtValue, Direction,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state_name, ip_addr,
 };
 
 use crate::{

@@ -118,7 +118,7 @@ pub fn install_adopting(
         .collect();
     let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
     let adopted = adopt::adopt(dp, state, compiled, &config.runtime_config(), adopt)?;
-    let undo = dp.write_and_switch(
+    let switched = dp.write_and_switch(
         &plan.write,
         &plan.tables,
         &fresh,
@@ -129,8 +129,11 @@ pub fn install_adopting(
                 .copied()
                 .with_context(|| format!("compiled an interface that is not attached: {name}"))
         },
-    )
-    .inspect_err(|_| adopt::undo(dp, &adopted.keys))?;
+    );
+    if switched.is_err() {
+        adopt::undo(dp, &adopted.keys);
+    }
+    let undo = switched?;
     let mut next = state.clone();
     for (name, count) in &adopted.per_iface {
         if let Some(iface) = next.interfaces.get_mut(name) {

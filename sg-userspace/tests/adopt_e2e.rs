@@ -201,10 +201,16 @@ fn adoption_stops_at_max_entries_and_says_how_many_did_not_fit() {
     let sg = Sg::new(&p.server);
     let out = attach(&sg, &p.s.ifname, &cfg);
     assert!(
-        out.contains("1 established connection adopted, 1 not adopted: the conntrack table is full"),
+        out.contains(
+            "1 established connection adopted, 1 not adopted: the conntrack table is full"
+        ),
         "{out}"
     );
-    assert_eq!(a.exchange() as u8 + b.exchange() as u8, 1, "exactly one fits");
+    assert_eq!(
+        a.exchange() as u8 + b.exchange() as u8,
+        1,
+        "exactly one fits"
+    );
     assert_eq!(adopted_in_status(&sg), 1);
     let status = sg.json(&["status", "--json"]);
     assert_eq!(status["conntrack_entries"], 1, "{status}");
@@ -221,7 +227,10 @@ fn an_apply_that_restricts_adopts_what_was_untracked() {
     );
     let sg = Sg::new(&p.server);
     let out = attach(&sg, &p.s.ifname, &open_cfg);
-    assert!(out.contains("; 0 established connections adopted;"), "{out}");
+    assert!(
+        out.contains("; 0 established connections adopted;"),
+        "{out}"
+    );
     let held = Held::open(&p.client, IpAddr::V4(p.s.v4), 7150);
     assert!(held.exchange());
     assert!(tracked(&sg).is_empty(), "untracked under the open policy");

@@ -51,7 +51,10 @@ fn out_of_window(b: &mut TestBed) -> u64 {
 fn an_adopted_connection_learns_its_windows_then_refuses_out_of_window_rsts() {
     let families: [(IpAddr, IpAddr); 2] = [
         ("198.19.1.1".parse().unwrap(), "198.18.0.1".parse().unwrap()),
-        ("2001:db8:1::1".parse().unwrap(), "2001:db8::1".parse().unwrap()),
+        (
+            "2001:db8:1::1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ),
     ];
     for (remote, local) in families {
         let cfg = config::parse(SERVER, "test.toml").unwrap().config;

@@ -121,7 +121,6 @@ pub fn adopt(
                 }
                 Err(e) => {
                     let err = anyhow::Error::new(e).context("adopting into CONNTRACK");
-                    drop(ct);
                     undo(dp, &out.keys);
                     return Err(err);
                 }

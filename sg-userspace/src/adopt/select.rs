@@ -250,7 +250,11 @@ pub fn entry(c: &Conn, ifindex: u32, rule: u32, timeouts_ns: &[u64], now: u64) -
     // No sequence numbers: each side's window is learnt from its first
     // packet (`maxwin == 0`), scaled as the handshake agreed.
     let (host, peer) = c.wscale.unwrap_or((TCP_WSCALE_UNKNOWN, TCP_WSCALE_UNKNOWN));
-    let (opener_ws, responder_ws) = if c.inbound { (peer, host) } else { (host, peer) };
+    let (opener_ws, responder_ws) = if c.inbound {
+        (peer, host)
+    } else {
+        (host, peer)
+    };
     value.tcp[CT_SIDE_OPENER].wscale = opener_ws;
     value.tcp[CT_SIDE_RESPONDER].wscale = responder_ws;
     (key, value)
@@ -278,7 +282,10 @@ mod tests {
     /// The entries `eth0` (198.18.0.1, 2001:db8::1) adopts under `toml`.
     fn adopted(toml: &str, conns: &[Conn]) -> Vec<(CtKey, CtValue)> {
         let config = crate::config::parse(toml, "t.toml").unwrap().config;
-        let addrs: Vec<IpAddr> = vec!["198.18.0.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let addrs: Vec<IpAddr> = vec![
+            "198.18.0.1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
         let att = Attachment {
             iface: "eth0".into(),
             groups: vec!["g".into()],
@@ -339,13 +346,18 @@ mod tests {
 
     #[test]
     fn outbound_udp_is_a_stream_opened_on_egress() {
-        let dns = "[groups.g]\negress = [{ proto = \"udp\", ports = \"53\", to = \"198.18.1.0/24\" }]\n";
+        let dns =
+            "[groups.g]\negress = [{ proto = \"udp\", ports = \"53\", to = \"198.18.1.0/24\" }]\n";
         let conns = [conn(PROTO_UDP, "198.18.0.1:5000", "198.18.1.5:53", false)];
         let got = adopted(dns, &conns);
         assert_eq!(got.len(), 1);
         let (key, value) = got[0];
         assert_eq!((key.port_a, key.port_b), (5000, 53));
-        assert_eq!(value.flags & CT_F_OPENED_BY_B, 0, "the host is `a` and opened it");
+        assert_eq!(
+            value.flags & CT_F_OPENED_BY_B,
+            0,
+            "the host is `a` and opened it"
+        );
         assert_ne!(value.flags & CT_F_OPENED_EGRESS, 0);
         assert_eq!((value.state, value.expires_ns), (CT_UDP_STREAM, 1050));
     }

@@ -5,7 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, Result, bail};
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_sock_diag::{
     SockDiagMessage,
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
@@ -142,7 +144,9 @@ fn dump(family: u8, proto: u8) -> Result<Vec<Sock>> {
     request.finalize();
     let mut buf = vec![0; request.buffer_len()];
     request.serialize(&mut buf);
-    socket.send(&buf, 0).context("sending a sock_diag request")?;
+    socket
+        .send(&buf, 0)
+        .context("sending a sock_diag request")?;
     let mut out = Vec::new();
     loop {
         let (data, _) = socket
@@ -216,21 +220,34 @@ mod tests {
                 "[::ffff:198.18.1.2]:22",
                 "[::ffff:198.18.1.1]:40000",
             ),
-            sock(IPPROTO_TCP, STATE_ESTABLISHED, "198.18.1.2:40001", "198.18.1.1:22"),
+            sock(
+                IPPROTO_TCP,
+                STATE_ESTABLISHED,
+                "198.18.1.2:40001",
+                "198.18.1.1:22",
+            ),
         ];
         let conns = classify(&socks);
         assert_eq!(conns.len(), 2);
         assert!(conns[0].inbound);
         assert_eq!(conns[0].local, "198.18.1.2:22".parse().unwrap());
         assert_eq!(conns[0].remote, "198.18.1.1:40000".parse().unwrap());
-        assert!(!conns[1].inbound, "a connection to port 22 elsewhere is ours");
+        assert!(
+            !conns[1].inbound,
+            "a connection to port 22 elsewhere is ours"
+        );
     }
 
     #[test]
     fn a_listener_on_another_address_does_not_make_it_inbound() {
         let socks = [
             sock(IPPROTO_TCP, STATE_LISTEN, "198.18.9.9:80", "0.0.0.0:0"),
-            sock(IPPROTO_TCP, STATE_ESTABLISHED, "198.18.1.2:80", "198.18.1.1:5000"),
+            sock(
+                IPPROTO_TCP,
+                STATE_ESTABLISHED,
+                "198.18.1.2:80",
+                "198.18.1.1:5000",
+            ),
         ];
         assert!(!classify(&socks)[0].inbound);
     }
@@ -239,8 +256,18 @@ mod tests {
     fn connected_udp_on_a_server_port_is_inbound() {
         let socks = [
             sock(IPPROTO_UDP, STATE_CLOSE, "0.0.0.0:53", "0.0.0.0:0"),
-            sock(IPPROTO_UDP, STATE_ESTABLISHED, "198.18.1.2:53", "198.18.1.1:999"),
-            sock(IPPROTO_UDP, STATE_ESTABLISHED, "198.18.1.2:999", "198.18.1.1:53"),
+            sock(
+                IPPROTO_UDP,
+                STATE_ESTABLISHED,
+                "198.18.1.2:53",
+                "198.18.1.1:999",
+            ),
+            sock(
+                IPPROTO_UDP,
+                STATE_ESTABLISHED,
+                "198.18.1.2:999",
+                "198.18.1.1:53",
+            ),
             // Unconnected: not a connection.
             sock(IPPROTO_UDP, STATE_CLOSE, "0.0.0.0:5353", "0.0.0.0:0"),
         ];

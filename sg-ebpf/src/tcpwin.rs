@@ -7,7 +7,9 @@
 //! the window: otherwise one spoofed data segment far ahead would open the
 //! way for a RST there.
 
-use sg_common::{CT_SIDE_OPENER, CT_SIDE_RESPONDER, CtValue, TCP_WSCALE_UNKNOWN, TcpWindow};
+use sg_common::{
+    CT_F_ADOPTED, CT_SIDE_OPENER, CT_SIDE_RESPONDER, CtValue, TCP_WSCALE_UNKNOWN, TcpWindow,
+};
 
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -100,11 +102,14 @@ pub(crate) fn advance(value: &mut CtValue, from_opener: bool, pkt: &Packet) -> b
     if s.maxwin == 0 {
         // First segment from this side. Only a RST answering the opener's
         // SYN may close (RFC 793, SYN-SENT: its ACK acknowledges exactly
-        // what the opener sent).
+        // what the opener sent), or a FIN of an adopted connection, whose
+        // sides are first seen mid-stream (an idle one may well close
+        // first): never a RST there, which would cut it in seconds.
         if closing
             && !(flags & (TCP_RST | TCP_ACK) == TCP_RST | TCP_ACK
                 && r.maxwin != 0
                 && pkt.tcp_ack == r.end)
+            && !(flags & TCP_RST == 0 && value.flags & CT_F_ADOPTED != 0)
         {
             return false;
         }

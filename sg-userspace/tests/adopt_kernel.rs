@@ -12,7 +12,7 @@ use sg::{
 };
 use sg_common::{CtValue, DIR_EGRESS, DIR_INGRESS, PROTO_TCP, Reason, ct_state_name};
 use sg_testkit::{
-    packet::{self, ACK, PSH, RST, TcpSeg},
+    packet::{self, ACK, FIN, PSH, RST, TcpSeg},
     testrun::{
         TestBed,
         Verdict::{Drop, Pass},
@@ -110,4 +110,29 @@ fn an_adopted_connection_learns_its_windows_then_refuses_out_of_window_rsts() {
         assert_eq!(only_entry(&mut b).0, "rst");
         assert_eq!(b.drop_count(DIR_EGRESS, Reason::NoRule).unwrap(), 1);
     }
+}
+
+/// An idle adopted connection may well be closed first: a FIN as a side's
+/// first packet passes (a RST does not, see above).
+#[test]
+fn an_adopted_side_may_close_with_a_fin_as_its_first_packet() {
+    let (remote, local): (IpAddr, IpAddr) =
+        ("198.19.1.1".parse().unwrap(), "198.18.0.1".parse().unwrap());
+    let cfg = config::parse(SERVER, "test.toml").unwrap().config;
+    let mut b = TestBed::new(&cfg, &["g"]).expect("programs load");
+    let conn = Conn {
+        proto: PROTO_TCP,
+        local: SocketAddr::new(local, 80),
+        remote: SocketAddr::new(remote, SPORT),
+        inbound: true,
+        wscale: None,
+    };
+    let now = sg_common::monotonic_ns().unwrap();
+    let timeouts = cfg.runtime_config().timeouts_ns;
+    let (key, value) = select::entry(&conn, b.ifindex().unwrap(), 0, &timeouts, now);
+    b.dp.conntrack().unwrap().insert(&key, &value, 0).unwrap();
+    let fin = packet::tcp_seg(local, remote, 80, SPORT, FIN | ACK, &seg(S, C, 500, 0));
+    assert_eq!(b.egress(&fin).unwrap(), Pass);
+    assert_eq!(only_entry(&mut b).0, "fin_wait");
+    assert_eq!(out_of_window(&mut b), 0);
 }

@@ -48,6 +48,10 @@ pub const CT_F_OPENED_BY_B: u8 = 1;
 pub const CT_F_OPENED_EGRESS: u8 = 2;
 /// `CtValue::flags`: at least one reply has been seen.
 pub const CT_F_REPLIED: u8 = 4;
+/// `CtValue::flags`: adopted at attach or apply from a connection that was
+/// already established (SPEC 4); its TCP windows start unseen and are
+/// learnt from each side's first packet.
+pub const CT_F_ADOPTED: u8 = 8;
 
 /// Conntrack value.
 #[repr(C)]

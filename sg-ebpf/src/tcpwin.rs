@@ -7,7 +7,9 @@
 //! the window: otherwise one spoofed data segment far ahead would open the
 //! way for a RST there.
 
-use sg_common::{CT_SIDE_OPENER, CT_SIDE_RESPONDER, CtValue, TCP_WSCALE_UNKNOWN, TcpWindow};
+use sg_common::{
+    CT_F_ADOPTED, CT_SIDE_OPENER, CT_SIDE_RESPONDER, CtValue, TCP_WSCALE_UNKNOWN, TcpWindow,
+};
 
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -58,14 +60,15 @@ fn window(pkt: &Packet, s: &TcpWindow, r: &TcpWindow) -> u32 {
 }
 
 /// A side's first segment: it has sent up to its end and may send a
-/// window beyond.
+/// window beyond. Mid-stream, the side keeps the scale it already has:
+/// unknown for a responder first seen without its SYN-ACK, the one the
+/// handshake agreed for an adopted connection (userspace read it through
+/// sock_diag), which is picked up from its first packets this way.
 #[inline(always)]
 fn init(s: &mut TcpWindow, r: &TcpWindow, pkt: &Packet) {
-    s.wscale = if pkt.tcp_flags & TCP_SYN != 0 {
-        pkt.tcp_wscale
-    } else {
-        TCP_WSCALE_UNKNOWN
-    };
+    if pkt.tcp_flags & TCP_SYN != 0 {
+        s.wscale = pkt.tcp_wscale;
+    }
     let win = window(pkt, s, r);
     s.end = seg_end(pkt);
     s.maxwin = if win == 0 { 1 } else { win };
@@ -99,11 +102,14 @@ pub(crate) fn advance(value: &mut CtValue, from_opener: bool, pkt: &Packet) -> b
     if s.maxwin == 0 {
         // First segment from this side. Only a RST answering the opener's
         // SYN may close (RFC 793, SYN-SENT: its ACK acknowledges exactly
-        // what the opener sent).
+        // what the opener sent), or a FIN of an adopted connection, whose
+        // sides are first seen mid-stream (an idle one may well close
+        // first): never a RST there, which would cut it in seconds.
         if closing
             && !(flags & (TCP_RST | TCP_ACK) == TCP_RST | TCP_ACK
                 && r.maxwin != 0
                 && pkt.tcp_ack == r.end)
+            && !(flags & TCP_RST == 0 && value.flags & CT_F_ADOPTED != 0)
         {
             return false;
         }

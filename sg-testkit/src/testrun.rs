@@ -159,6 +159,7 @@ impl TestBed {
                 egress_policy: 0,
                 link: String::new(),
                 l3: i.l3,
+                adopted: 0,
             };
             interfaces.insert(i.name.clone(), iface);
         }

@@ -43,7 +43,9 @@ pub enum Command {
     /// Loads the programs, attaches XDP (ingress) and TC (egress) to IFACE
     /// and enforces the groups named by --groups or by [interfaces.IFACE]
     /// in FILE. Enforcement is pinned under --state-dir and stays after
-    /// this command exits.
+    /// this command exits. Connections already established through IFACE
+    /// (your SSH session) that the groups allow in their opening direction
+    /// are adopted as tracked first, so they are not cut.
     #[command(
         after_help = "Example:\n  sg attach eth1 -c /etc/sg.toml\n  sg attach eth1 -c /etc/sg.toml --groups web,ssh"
     )]
@@ -63,7 +65,8 @@ pub enum Command {
     ///
     /// New rules are written beside the old ones, each interface is switched
     /// to them with one map update, then the old rules are removed. Tracked
-    /// connections are kept.
+    /// connections are kept, and established ones the new rules allow but
+    /// nothing tracks yet are adopted before the switch.
     Apply {
         #[command(flatten)]
         config: ConfigArg,

@@ -17,8 +17,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use sg_common::{
-    CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CtKey, CtValue, Direction, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state_name, ip_addr,
+    CT_F_ADOPTED, CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CtKey, CtValue, Direction,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ct_state_name, ip_addr,
 };
 
 use crate::{
@@ -53,6 +53,8 @@ pub struct Entry {
     pub replied: bool,
     /// Rule that allowed the opening packet, if it is still known.
     pub rule: Option<String>,
+    /// Adopted at attach or apply, already established (SPEC 4).
+    pub adopted: bool,
 }
 
 fn proto_name(proto: u8) -> String {
@@ -98,6 +100,7 @@ pub fn describe(
         // `value.rule` is a rule slot, which outlives reorderings of the
         // rule list: look it up by slot, never by position.
         rule: rules.get(&value.rule).map(|r| r.id.clone()),
+        adopted: value.flags & CT_F_ADOPTED != 0,
     }
 }
 

@@ -9,11 +9,12 @@ use std::{
 use anyhow::{Result, bail};
 
 use crate::{
+    adopt,
     compile::{Attachment, Compiled, compile},
     config::{self, Config, Loaded},
     datapath::{AttachMode, Datapath, detach_links},
     ifaces,
-    install::install,
+    install::{install, install_adopting},
     netns,
     state::{AttachedIface, State, StateDir},
 };
@@ -61,8 +62,18 @@ pub struct AttachRequest<'a> {
     pub mode: AttachMode,
 }
 
-/// `sg attach`: enforce groups on an interface. Returns the XDP mode.
-pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
+/// What `sg attach` did.
+#[derive(Debug)]
+pub struct Attached {
+    /// How ingress is hooked (`AttachedIface::xdp_mode`).
+    pub mode: String,
+    /// The established connections it adopted (SPEC 4).
+    pub adopted: adopt::Count,
+}
+
+/// `sg attach`: enforce groups on an interface, adopting the connections
+/// already established through it that the policy allows.
+pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<Attached> {
     let config = load_config(req.config_path)?;
     let (groups, from_cli) = match (&req.groups, config.interfaces.get(req.iface)) {
         (Some(groups), _) => (groups.clone(), true),
@@ -112,6 +123,7 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
             egress_policy: 0,
             link: link.name.to_string(),
             l3: link.l3,
+            adopted: previous.as_ref().map_or(0, |p| p.adopted),
         },
     );
     refresh_groups(&config, &mut state, req.iface)?;
@@ -129,14 +141,23 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
             .expect("inserted above")
             .xdp_mode = mode.to_string();
     }
-    if let Err(e) = install(dir, &mut dp, &mut state, &compiled, &config) {
-        if newly_attached {
-            let _ = detach_links(dir, req.iface);
-            let _ = dp.forget_iface(ifindex);
+    let adopt = adopt::Request {
+        ifaces: vec![req.iface.to_string()],
+    };
+    let adopted = match install_adopting(dir, &mut dp, &mut state, &compiled, &config, &adopt) {
+        Ok(adopted) => adopted,
+        Err(e) => {
+            if newly_attached {
+                let _ = detach_links(dir, req.iface);
+                let _ = dp.forget_iface(ifindex);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    Ok(state.interfaces[req.iface].xdp_mode.clone())
+    };
+    Ok(Attached {
+        mode: state.interfaces[req.iface].xdp_mode.clone(),
+        adopted: adopted.get(req.iface).copied().unwrap_or_default(),
+    })
 }
 
 /// Re-reads every attached interface's groups from `config`, except `keep`.
@@ -172,6 +193,9 @@ pub struct ApplyReport {
     pub rule_count: usize,
     /// Map entries written (not with `--dry-run`): only what changed.
     pub entries_written: Option<usize>,
+    /// Per interface, the established connections this apply adopted
+    /// (SPEC 4): those the new policy allows that had no tracked entry.
+    pub adopted: BTreeMap<String, adopt::Count>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -214,9 +238,15 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     }
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
     state.config_path = Some(absolute(config_path));
-    install(dir, &mut dp, &mut state, &compiled, &config)?;
+    // Every interface adopts: a connection the old policy left untracked
+    // (or never saw open) and the new one restricts would be cut.
+    let adopt = adopt::Request {
+        ifaces: state.interfaces.keys().cloned().collect(),
+    };
+    let adopted = install_adopting(dir, &mut dp, &mut state, &compiled, &config, &adopt)?;
     Ok(ApplyReport {
         entries_written: Some(state.last_written),
+        adopted,
         ..report
     })
 }
@@ -243,6 +273,7 @@ fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
         rules_removed: old.difference(&new).map(|s| s.to_string()).collect(),
         rule_count: compiled.rules.len(),
         entries_written: None,
+        adopted: BTreeMap::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use sg_common::IFACE_F_L3;
 
 use crate::{
+    adopt,
     compile::Compiled,
     config::Config,
     datapath::{Datapath, ids_of},
@@ -78,6 +79,21 @@ pub fn install(
     compiled: &Compiled,
     config: &Config,
 ) -> Result<()> {
+    install_adopting(dir, dp, state, compiled, config, &adopt::Request::default()).map(|_| ())
+}
+
+/// [`install`], and before the switch the interfaces of `adopt` adopt the
+/// established connections the new policy allows (SPEC 4, `adopt`). The
+/// adopted entries go if the switch fails; their counts are added to the
+/// interfaces' state and returned.
+pub fn install_adopting(
+    dir: &StateDir,
+    dp: &mut Datapath,
+    state: &mut State,
+    compiled: &Compiled,
+    config: &Config,
+    adopt: &adopt::Request,
+) -> Result<BTreeMap<String, adopt::Count>> {
     let (compiled, slots) = assign_slots(state, compiled);
     let compiled = &compiled;
     reserve_ids(dir, state, compiled.next_id, &slots)?;
@@ -101,7 +117,8 @@ pub fn install(
         .copied()
         .collect();
     let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
-    let undo = dp.write_and_switch(
+    let adopted = adopt::adopt(dp, state, compiled, &config.runtime_config(), adopt)?;
+    let switched = dp.write_and_switch(
         &plan.write,
         &plan.tables,
         &fresh,
@@ -112,8 +129,17 @@ pub fn install(
                 .copied()
                 .with_context(|| format!("compiled an interface that is not attached: {name}"))
         },
-    )?;
+    );
+    if switched.is_err() {
+        adopt::undo(dp, &adopted.keys);
+    }
+    let undo = switched?;
     let mut next = state.clone();
+    for (name, count) in &adopted.per_iface {
+        if let Some(iface) = next.interfaces.get_mut(name) {
+            iface.adopted += count.adopted;
+        }
+    }
     next.installed = plan.installed.clone();
     next.last_written = plan.entries_written();
     for (name, binding) in &plan.write.ifaces {
@@ -148,6 +174,7 @@ pub fn install(
         if let Err(undo_err) = dp.undo(&undo) {
             eprintln!("warning: could not undo the switch: {undo_err:#}");
         }
+        adopt::undo(dp, &adopted.keys);
         return Err(e);
     }
     *state = next;
@@ -165,5 +192,5 @@ pub fn install(
     if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
         eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
     }
-    Ok(())
+    Ok(adopted.per_iface)
 }

@@ -4,6 +4,7 @@
 //! no kernel), `datapath` owns the eBPF object and its pinned maps,
 //! `enforcer` runs attach/apply/detach on top of them. The test and bench
 //! harness lives in the `sg-testkit` and `sg-lab` crates.
+pub mod adopt;
 pub mod aws;
 pub mod bpffs;
 pub mod cli;

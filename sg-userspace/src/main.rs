@@ -67,14 +67,16 @@ fn run(cli: Cli) -> Result<()> {
                 groups,
                 mode,
             };
-            let mode = enforcer::attach(&dir, &req)?;
+            let attached = enforcer::attach(&dir, &req)?;
+            let mode = attached.mode;
             let hook = if mode == "tc" {
                 "TC ingress".to_string()
             } else {
                 format!("XDP {mode}")
             };
             println!(
-                "attached to {iface} ({hook}); enforcement is pinned under {}",
+                "attached to {iface} ({hook}); {}; enforcement is pinned under {}",
+                sg::adopt::describe(&attached.adopted),
                 dir.pins.display()
             );
         }
@@ -103,6 +105,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 for id in &report.rules_removed {
                     println!("- {id}");
+                }
+                for (iface, count) in &report.adopted {
+                    if count.adopted + count.no_room > 0 {
+                        println!("{iface}: {}", sg::adopt::describe(count));
+                    }
                 }
                 println!(
                     "{verb}: {} rules added, {} removed, {} in force on {} interfaces",

@@ -66,6 +66,10 @@ pub struct AttachedIface {
     /// header (`IFACE_F_L3`).
     #[serde(default)]
     pub l3: bool,
+    /// Established connections adopted as tracked (SPEC 4), at attach and
+    /// at the applies since.
+    #[serde(default)]
+    pub adopted: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -33,6 +33,9 @@ pub struct IfaceStatus {
     pub groups: Vec<String>,
     pub ingress_rules: usize,
     pub egress_rules: usize,
+    /// Established connections adopted as tracked at attach and at the
+    /// applies since (SPEC 4).
+    pub adopted: u32,
 }
 
 fn rule_count(state: &State, groups: &[String], direction: Direction) -> usize {
@@ -69,6 +72,7 @@ pub fn status(dir: &StateDir) -> Result<Status> {
                 groups: i.groups.clone(),
                 ingress_rules: rule_count(&state, &i.groups, Direction::Ingress),
                 egress_rules: rule_count(&state, &i.groups, Direction::Egress),
+                adopted: i.adopted,
             })
             .collect(),
         conntrack_entries,

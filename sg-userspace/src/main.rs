@@ -47,7 +47,10 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(name) = &cli.netns {
         netns::enter(name)?;
     }
-    if !matches!(cli.command, Command::Validate { .. } | Command::Demo) {
+    if !matches!(
+        cli.command,
+        Command::Validate { .. } | Command::Demo { .. } | Command::Fleet { .. }
+    ) {
         sg::bpffs::ensure_pins_outlive_process(&cli.state_dir)?;
     }
     let dir = StateDir::new(&cli.state_dir);
@@ -214,7 +217,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         },
-        Command::Demo => demo::run()?,
+        Command::Demo { fleet: false } => demo::run()?,
+        Command::Demo { fleet: true } => sg::fleet::demo::run()?,
+        Command::Fleet { command } => sg::fleet::cli::fleet(command)?,
+        Command::Agent(args) => sg::fleet::cli::agent(&dir, args)?,
     }
     Ok(())
 }

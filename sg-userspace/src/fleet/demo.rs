@@ -1,0 +1,7 @@
+//! `sg demo --fleet`.
+
+use anyhow::{Result, bail};
+
+pub fn run() -> Result<()> {
+    bail!("not yet")
+}

@@ -183,8 +183,8 @@ pub enum FleetCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a host from every group now (its keys and its lease). Its
-    /// agent, if running, exits; its enforcement stays pinned.
+    /// Remove a host from every group now (all its keys). Its agent, if
+    /// running, exits; its enforcement stays pinned.
     Leave {
         /// The host's name (its agent's --host).
         #[arg(long)]

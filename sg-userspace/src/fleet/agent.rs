@@ -193,8 +193,13 @@ impl Agent<'_> {
     async fn session(&mut self) -> Result<Exit> {
         let mut client = self.opts.etcd.connect().await?;
         let lease = self.take_lease(&mut client).await?;
-        let (mut keeper, mut keepalive) = client.lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
+        // Its own task: an attach (program load, verifier) may block the
+        // agent's loop for longer than the TTL.
+        let mut keepalive = Task(tokio::spawn(keep_alive(
+            client.clone(),
+            lease,
+            self.opts.lease_ttl,
+        )));
         let revision = self.read(&mut client).await?;
         self.register(&mut client, lease).await?;
         let mut watch = self.watch(&mut client, revision).await?;
@@ -207,28 +212,25 @@ impl Agent<'_> {
             self.status.since = status_file::now();
         }
         self.status.last_error = None;
-        self.reconcile();
+        self.reconcile().await;
         self.save();
 
-        let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.opts.lease_ttl as u64 * 1000 / 3).max(500),
-        ));
         let mut due: Option<Instant> = None;
         let mut addr_due: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = self.sigterm.recv() => return Ok(Exit::Signal),
                 _ = self.sigint.recv() => return Ok(Exit::Signal),
-                _ = tick.tick() => {
-                    keeper.keep_alive().await.context("lease keep-alive")?;
-                }
-                msg = keepalive.message() => {
-                    let msg = msg.context("lease keep-alive")?
-                        .ok_or_else(|| anyhow!("the lease keep-alive stream ended"))?;
-                    if msg.ttl() <= 0 {
+                ended = &mut keepalive.0 => {
+                    let error = match ended {
+                        Ok(Err(e)) => e,
+                        Ok(Ok(())) => anyhow!("the lease keep-alive ended"),
+                        Err(e) => anyhow!("the lease keep-alive task failed: {e}"),
+                    };
+                    if error.to_string().contains("expired") {
                         self.lease = None;
-                        bail!("lease {lease:x} expired");
                     }
+                    return Err(error);
                 }
                 msg = watch.message() => {
                     let resp = msg.context("watch")?
@@ -247,7 +249,14 @@ impl Agent<'_> {
                             EventType::Put => Change::Put { key: kv.key(), value: kv.value(), mod_revision: kv.mod_revision() },
                             EventType::Delete => {
                                 if self.opts.prefix.parse(kv.key()) == Key::Host(self.opts.host.clone()) {
-                                    return Ok(Exit::Left);
+                                    // Deleted while its lease lives: `sg fleet
+                                    // leave`. Expired: register again.
+                                    let ttl = client.lease_time_to_live(lease, None).await?;
+                                    if ttl.ttl() > 0 {
+                                        return Ok(Exit::Left);
+                                    }
+                                    self.lease = None;
+                                    bail!("lease {lease:x} expired");
                                 }
                                 Change::Delete { key: kv.key() }
                             }
@@ -261,7 +270,7 @@ impl Agent<'_> {
                 }
                 _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     due = None;
-                    self.reconcile();
+                    self.reconcile().await;
                     self.save();
                 }
                 alive = self.addrs.changed() => {
@@ -406,7 +415,7 @@ impl Agent<'_> {
 
     /// Applies the view: a new policy revision if it compiles (else it is
     /// refused and the last good one stays), and the current members.
-    fn reconcile(&mut self) {
+    async fn reconcile(&mut self) {
         let members = self.view.group_members();
         self.status.members = self
             .view
@@ -421,7 +430,7 @@ impl Agent<'_> {
         let refused = self.status.refused.as_ref().map(|r| r.revision);
         let is_new = self.good.as_ref().map(|g| g.revision) != Some(policy.revision);
         if is_new && refused != Some(policy.revision) {
-            match self.apply(&policy.text, &members) {
+            match self.apply(&policy.text, &members).await {
                 Ok(()) => {
                     eprintln!("sg agent: policy revision {} in force", policy.revision);
                     self.good = Some(policy.clone());
@@ -449,7 +458,7 @@ impl Agent<'_> {
         let Some(good) = self.good.clone() else {
             return;
         };
-        match self.apply(&good.text, &members) {
+        match self.apply(&good.text, &members).await {
             Ok(()) => {
                 self.status.applied_at = Some(self.view.revision);
                 self.status.last_error = None;
@@ -464,7 +473,11 @@ impl Agent<'_> {
 
     /// Composes, then attaches the interfaces not attached yet and applies
     /// to the rest, through `enforcer` (all or nothing each).
-    fn apply(&mut self, policy: &str, members: &BTreeMap<String, BTreeSet<IpAddr>>) -> Result<()> {
+    async fn apply(
+        &mut self,
+        policy: &str,
+        members: &BTreeMap<String, BTreeSet<IpAddr>>,
+    ) -> Result<()> {
         let text = compose(policy, &self.opts.ifaces, members)?;
         let attached: BTreeSet<String> = self
             .dir
@@ -483,7 +496,19 @@ impl Agent<'_> {
         let previous = std::fs::read_to_string(&path).ok();
         std::fs::create_dir_all(&self.dir.meta)?;
         std::fs::write(&path, &text)?;
-        let result = self.enforce(&path, &attached);
+        // Off the agent's loop (program loads and the verifier take time);
+        // the keep-alive task runs meanwhile.
+        let (dir, ifaces, mode, target) = (
+            self.dir.clone(),
+            self.opts.ifaces.clone(),
+            self.opts.mode,
+            path.clone(),
+        );
+        let result =
+            tokio::task::spawn_blocking(move || enforce(&dir, &target, &ifaces, mode, &attached))
+                .await
+                .map_err(|e| anyhow!("the apply task failed: {e}"))
+                .and_then(|r| r);
         match (&result, previous) {
             (Err(_), Some(previous)) => {
                 let _ = std::fs::write(&path, previous);
@@ -501,29 +526,59 @@ impl Agent<'_> {
         }
         Ok(())
     }
+}
 
-    fn enforce(&self, path: &std::path::Path, attached: &BTreeSet<String>) -> Result<()> {
-        let missing: Vec<&String> = self
-            .opts
-            .ifaces
-            .keys()
-            .filter(|i| !attached.contains(*i))
-            .collect();
-        if missing.is_empty() {
-            enforcer::apply(self.dir, path, false)?;
-            return Ok(());
+/// Attaches the interfaces not attached yet, or applies to all of them.
+fn enforce(
+    dir: &StateDir,
+    path: &std::path::Path,
+    ifaces: &BTreeMap<String, Vec<String>>,
+    mode: AttachMode,
+    attached: &BTreeSet<String>,
+) -> Result<()> {
+    let missing: Vec<&String> = ifaces.keys().filter(|i| !attached.contains(*i)).collect();
+    if missing.is_empty() {
+        enforcer::apply(dir, path, false)?;
+        return Ok(());
+    }
+    // Each attach installs the whole config on every attached interface.
+    for iface in missing {
+        let req = enforcer::AttachRequest {
+            iface,
+            config_path: path,
+            groups: None,
+            mode,
+        };
+        let mode = enforcer::attach(dir, &req)?;
+        eprintln!("sg agent: attached to {iface} ({mode})");
+    }
+    Ok(())
+}
+
+/// Keeps `lease` alive (every third of its TTL) until it expires or the
+/// connection fails.
+async fn keep_alive(mut client: Client, lease: i64, ttl: i64) -> Result<()> {
+    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+    let mut tick = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(500)));
+    loop {
+        tick.tick().await;
+        keeper.keep_alive().await.context("lease keep-alive")?;
+        let msg = tokio::time::timeout(super::store::REQUEST_TIMEOUT, stream.message())
+            .await
+            .map_err(|_| anyhow!("lease keep-alive: no answer"))?
+            .context("lease keep-alive")?
+            .ok_or_else(|| anyhow!("the lease keep-alive stream ended"))?;
+        if msg.ttl() <= 0 {
+            bail!("lease {lease:x} expired");
         }
-        // Each attach installs the whole config on every attached interface.
-        for iface in missing {
-            let req = enforcer::AttachRequest {
-                iface,
-                config_path: path,
-                groups: None,
-                mode: self.opts.mode,
-            };
-            let mode = enforcer::attach(self.dir, &req)?;
-            eprintln!("sg agent: attached to {iface} ({mode})");
-        }
-        Ok(())
+    }
+}
+
+/// A task aborted when dropped (a session's helpers end with it).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -158,7 +158,7 @@ async fn read(etcd: &EtcdOptions, prefix: &Prefix) -> Result<View> {
 }
 
 /// `sg fleet leave`: removes HOST's keys at once (one transaction) and
-/// revokes its lease. Returns how many keys went.
+/// Returns how many keys went.
 pub fn leave(etcd: &EtcdOptions, prefix: &Prefix, host: &str) -> Result<usize> {
     super::keys::check_host(host)?;
     runtime()?.block_on(async {
@@ -167,14 +167,12 @@ pub fn leave(etcd: &EtcdOptions, prefix: &Prefix, host: &str) -> Result<usize> {
             .get(prefix.all(), Some(GetOptions::new().with_prefix()))
             .await?;
         let mut keys = Vec::new();
-        let mut lease = 0;
         let mut hosts = BTreeSet::new();
         for kv in resp.kvs() {
             match prefix.parse(kv.key()) {
                 Key::Host(h) => {
                     if h == host {
                         keys.push(kv.key().to_vec());
-                        lease = kv.lease();
                     }
                     hosts.insert(h);
                 }
@@ -199,10 +197,8 @@ pub fn leave(etcd: &EtcdOptions, prefix: &Prefix, host: &str) -> Result<usize> {
         keys.reverse();
         let ops: Vec<TxnOp> = keys.into_iter().map(|k| TxnOp::delete(k, None)).collect();
         client.txn(Txn::new().and_then(ops)).await?;
-        if lease != 0 {
-            // Gone already if it expired meanwhile: nothing left to do.
-            let _ = client.lease_revoke(lease).await;
-        }
+        // The lease stays: its agent, if alive, sees its host key deleted
+        // while the lease lives, and takes it as the leave (and exits).
         Ok(n)
     })
 }

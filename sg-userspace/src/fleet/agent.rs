@@ -292,6 +292,7 @@ impl Agent<'_> {
         if let Some(id) = self.lease {
             let ttl = client.lease_time_to_live(id, None).await?;
             if ttl.ttl() > 0 {
+                self.status.lease = Some(id);
                 return Ok(id);
             }
         }

@@ -119,3 +119,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// The etcd client crate, for tools built on these types (the bench).
+pub use etcd_client;

@@ -132,7 +132,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn sim_addr(i: usize, generation: u8) -> IpAddr {
     // 198.19.G.0/24 blocks: 4 per generation, 1,024 hosts.
     let i = i as u32;
-    IpAddr::V4(Ipv4Addr::new(198, 19, generation * 4 + (i / 256) as u8, (i % 256) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        198,
+        19,
+        generation * 4 + (i / 256) as u8,
+        (i % 256) as u8,
+    ))
 }
 
 /// Runs the bench with `simulated` hosts. `exe` is the `sg` binary.
@@ -296,7 +301,9 @@ pub fn markdown(r: &FleetReport) -> String {
          (change, agent) pair. Writes per change: etcd revisions consumed per change made.\n\n",
         r.agents, r.simulated_hosts, r.writes_per_second
     ));
-    out.push_str("| phase | changes | p50 | p99 | max | etcd writes per change | applies per agent |\n");
+    out.push_str(
+        "| phase | changes | p50 | p99 | max | etcd writes per change | applies per agent |\n",
+    );
     out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for p in &r.phases {
         out.push_str(&format!(

@@ -198,10 +198,21 @@ pub enum FleetCommand {
 #[derive(Debug, Args, Clone)]
 pub struct EtcdArgs {
     /// etcd endpoints, comma-separated: http://HOST:PORT or https://HOST:PORT.
-    #[arg(long, env = "SG_ETCD", value_delimiter = ',', value_name = "URLS", required = true)]
+    #[arg(
+        long,
+        env = "SG_ETCD",
+        value_delimiter = ',',
+        value_name = "URLS",
+        required = true
+    )]
     pub etcd: Vec<String>,
     /// Key prefix of this fleet in etcd.
-    #[arg(long, env = "SG_ETCD_PREFIX", default_value = "/sg", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "SG_ETCD_PREFIX",
+        default_value = "/sg",
+        value_name = "PATH"
+    )]
     pub prefix: String,
     /// CA certificate (PEM) that signed etcd's server certificate.
     #[arg(long, env = "SG_ETCD_CACERT", value_name = "FILE")]
@@ -216,7 +227,12 @@ pub struct EtcdArgs {
     #[arg(long, env = "SG_ETCD_USER", value_name = "NAME")]
     pub user: Option<String>,
     /// etcd password; prefer the environment variable to the command line.
-    #[arg(long, env = "SG_ETCD_PASSWORD", hide_env_values = true, value_name = "PASSWORD")]
+    #[arg(
+        long,
+        env = "SG_ETCD_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
     pub password: Option<String>,
 }
 

@@ -95,7 +95,11 @@ impl FleetLab {
     }
     fn show(&self, on: &Sg) -> serde_json::Value {
         let out = self.fleet(on, &["show", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -167,7 +171,11 @@ impl Agent {
         let status = child.wait().unwrap();
         self.child = None;
         if sig == libc::SIGTERM {
-            assert!(status.success(), "SIGTERM ends the agent cleanly: {status:?}\n{}", self.log());
+            assert!(
+                status.success(),
+                "SIGTERM ends the agent cleanly: {status:?}\n{}",
+                self.log()
+            );
         }
     }
 
@@ -237,13 +245,22 @@ fn join_crash_and_policy_change_reach_every_agent() {
     db.wait_for(rev, "app", PER_HOST);
     app.wait_for(rev, "app", PER_HOST);
     let db_ip = fl.ip(1);
-    assert!(fl.host(2).tcp_connects(db_ip, 1433), "an app host reaches db:1433");
-    assert!(!fl.host(3).tcp_connects(db_ip, 1433), "host 3 is no app member yet");
+    assert!(
+        fl.host(2).tcp_connects(db_ip, 1433),
+        "an app host reaches db:1433"
+    );
+    assert!(
+        !fl.host(3).tcp_connects(db_ip, 1433),
+        "host 3 is no app member yet"
+    );
 
     // Join: host 3's agent puts it in app; db lets it in.
     let mut joiner = Agent::start(&fl, 3, "app-2", "base,app");
     db.wait_for(rev, "app", 2 * PER_HOST);
-    assert!(fl.host(3).tcp_connects(db_ip, 1433), "a host that joins app gets in");
+    assert!(
+        fl.host(3).tcp_connects(db_ip, 1433),
+        "a host that joins app gets in"
+    );
     let show = fl.show(&admin);
     assert_eq!(show["revision"], rev);
     assert_eq!(show["hosts"].as_object().unwrap().len(), 3, "{show}");
@@ -262,8 +279,14 @@ fn join_crash_and_policy_change_reach_every_agent() {
         took <= Duration::from_secs(LEASE + 3),
         "a dead agent's members left after {took:?} (TTL {LEASE}s)"
     );
-    assert!(!fl.host(3).tcp_connects(db_ip, 1433), "a dead agent's host is shut out");
-    assert!(fl.host(2).tcp_connects(db_ip, 1433), "the live app host still gets in");
+    assert!(
+        !fl.host(3).tcp_connects(db_ip, 1433),
+        "a dead agent's host is shut out"
+    );
+    assert!(
+        fl.host(2).tcp_connects(db_ip, 1433),
+        "the live app host still gets in"
+    );
 
     // Policy change: db now serves 1434 only, on every agent at once.
     let _srv2 = listen(fl.host(1), 1434);
@@ -273,10 +296,14 @@ fn join_crash_and_policy_change_reach_every_agent() {
     db.wait_for(rev2, "app", PER_HOST);
     app.wait_for(rev2, "app", PER_HOST);
     assert!(fl.host(2).tcp_connects(db_ip, 1434));
-    assert!(!fl.host(2).tcp_connects(db_ip, 1433), "the old rule is gone");
+    assert!(
+        !fl.host(2).tcp_connects(db_ip, 1433),
+        "the old rule is gone"
+    );
     let text = db.sg.ok(&["status"]);
     assert!(
-        text.contains(&format!("connected to etcd since")) && text.contains(&format!("revision {rev2}")),
+        text.contains(&format!("connected to etcd since"))
+            && text.contains(&format!("revision {rev2}")),
         "{text}"
     );
 }
@@ -297,35 +324,58 @@ fn addresses_follow_netlink_and_leave_removes_at_once() {
         .run_ok(&["ip", "addr", "add", "198.18.2.77/24", "dev", &iface]);
     let added = Instant::now();
     db.wait_for(rev, "app", PER_HOST + 1);
-    assert!(added.elapsed() < Duration::from_secs(3), "{:?}", added.elapsed());
+    assert!(
+        added.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        added.elapsed()
+    );
     let show = fl.show(&admin);
     let addrs = show["groups"]["app"]["registered"]["app-1"].to_string();
     assert!(addrs.contains("198.18.2.77"), "{addrs}");
     // ... a link-local or tentative one does not.
-    fl.host(2).run_ok(&["ip", "addr", "add", "169.254.9.9/16", "dev", &iface]);
+    fl.host(2)
+        .run_ok(&["ip", "addr", "add", "169.254.9.9/16", "dev", &iface]);
     // ... and a removed one leaves.
     fl.host(2)
         .run_ok(&["ip", "addr", "del", "198.18.2.77/24", "dev", &iface]);
     db.wait_for(rev, "app", PER_HOST);
     let show = fl.show(&admin);
     let addrs = show["groups"]["app"]["registered"]["app-1"].to_string();
-    assert!(!addrs.contains("198.18.2.77") && !addrs.contains("169.254"), "{addrs}");
+    assert!(
+        !addrs.contains("198.18.2.77") && !addrs.contains("169.254"),
+        "{addrs}"
+    );
     assert!(fl.host(2).tcp_connects(fl.ip(1), 1433));
 
     // Leave: the host is out at once (no lease wait), its agent exits and
     // its own enforcement stays pinned.
     let out = fl.fleet(&admin, &["leave", "--host", "app-1"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     db.wait_for(rev, "app", 0);
-    assert!(!fl.host(2).tcp_connects(fl.ip(1), 1433), "a host that left is shut out");
+    assert!(
+        !fl.host(2).tcp_connects(fl.ip(1), 1433),
+        "a host that left is shut out"
+    );
     let exited = wait_until(
         || app.child.as_mut().unwrap().try_wait().unwrap().is_some(),
         Duration::from_secs(5),
     );
     assert!(exited, "the agent of a host that left exits");
-    assert!(app.log().contains("removed from the fleet"), "{}", app.log());
+    assert!(
+        app.log().contains("removed from the fleet"),
+        "{}",
+        app.log()
+    );
     let status = app.sg.json(&["status", "--json"]);
-    assert_eq!(status["interfaces"].as_array().unwrap().len(), 1, "still enforcing");
+    assert_eq!(
+        status["interfaces"].as_array().unwrap().len(),
+        1,
+        "still enforcing"
+    );
     app.child = None;
     let out = fl.fleet(&admin, &["leave", "--host", "app-1"]);
     assert_eq!(out.status.code(), Some(1));
@@ -343,7 +393,10 @@ fn invalid_push_stores_nothing_and_a_bad_revision_is_refused() {
     db.wait_for(rev, "app", PER_HOST);
 
     // An invalid file: exit 1 with file:line:col, nothing stored.
-    let bad = TempFile::new("toml", "[groups.db]\ningress = [{ proto = \"tcp\", ports = \"99999\", from = \"sg:app\" }]\n");
+    let bad = TempFile::new(
+        "toml",
+        "[groups.db]\ningress = [{ proto = \"tcp\", ports = \"99999\", from = \"sg:app\" }]\n",
+    );
     let out = fl.fleet(&admin, &["push", "-c", bad.path()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -365,10 +418,19 @@ fn invalid_push_stores_nothing_and_a_bad_revision_is_refused() {
     assert!(refused, "{}", db.fleet_status());
     let st = db.fleet_status();
     assert_eq!(st["revision"], rev, "the last good revision stays in force");
-    assert!(st["refused"]["error"].as_str().unwrap().contains("db"), "{st}");
+    assert!(
+        st["refused"]["error"].as_str().unwrap().contains("db"),
+        "{st}"
+    );
     let text = db.sg.ok(&["status"]);
-    assert!(text.contains(&format!("refused policy revision {bad_rev}")), "{text}");
-    assert!(fl.host(2).tcp_connects(fl.ip(1), 1433), "enforcement unchanged");
+    assert!(
+        text.contains(&format!("refused policy revision {bad_rev}")),
+        "{text}"
+    );
+    assert!(
+        fl.host(2).tcp_connects(fl.ip(1), 1433),
+        "enforcement unchanged"
+    );
 }
 
 #[test]
@@ -386,11 +448,19 @@ fn etcd_down_keeps_enforcement_and_a_restarted_agent_keeps_its_lease() {
     let lease = app.fleet_status()["lease"].clone();
     assert!(lease.is_i64(), "{}", app.fleet_status());
     app.signal(libc::SIGTERM);
-    assert!(app.log().contains("enforcement stays pinned"), "{}", app.log());
+    assert!(
+        app.log().contains("enforcement stays pinned"),
+        "{}",
+        app.log()
+    );
     assert_eq!(db.fleet_status()["members"]["app"], PER_HOST, "no gap");
     app.spawn();
     app.wait_for(rev, "app", PER_HOST);
-    assert_eq!(app.fleet_status()["lease"], lease, "the lease was taken over");
+    assert_eq!(
+        app.fleet_status()["lease"],
+        lease,
+        "the lease was taken over"
+    );
     // Past the old TTL, the members are still there (the lease lives on).
     std::thread::sleep(Duration::from_secs(LEASE + 1));
     assert_eq!(db.fleet_status()["members"]["app"], PER_HOST);
@@ -404,7 +474,10 @@ fn etcd_down_keeps_enforcement_and_a_restarted_agent_keeps_its_lease() {
     assert!(down, "{}", db.fleet_status());
     let text = db.sg.ok(&["status"]);
     assert!(text.contains("fleet disconnected since"), "{text}");
-    assert!(fl.host(2).tcp_connects(fl.ip(1), 1433), "static, never open or closed");
+    assert!(
+        fl.host(2).tcp_connects(fl.ip(1), 1433),
+        "static, never open or closed"
+    );
 
     // Back: a fresh read; a change made after it reaches the agents.
     fl.etcd.resume();
@@ -420,17 +493,34 @@ fn bad_flags_are_usage_errors_that_change_nothing() {
     let fl = fleet_lab(1);
     let sg = Sg::new(fl.host(1));
     let out = sg.run(&[
-        "agent", "--etcd", "localhost:2379", "--host", "h", "--iface", "x=a",
+        "agent",
+        "--etcd",
+        "localhost:2379",
+        "--host",
+        "h",
+        "--iface",
+        "x=a",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://HOST:PORT"));
     let out = sg.run(&[
-        "agent", "--etcd", &fl.etcd.url(), "--host", "h", "--iface", "nope",
+        "agent",
+        "--etcd",
+        &fl.etcd.url(),
+        "--host",
+        "h",
+        "--iface",
+        "nope",
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("IFACE=GROUP"));
     let out = sg.run(&["fleet", "show", "--etcd", &fl.etcd.url(), "--cert", "/x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cert and --key"));
-    assert!(sg.json(&["status", "--json"])["interfaces"].as_array().unwrap().is_empty());
+    assert!(
+        sg.json(&["status", "--json"])["interfaces"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -85,7 +85,8 @@ fn main() -> Result<()> {
     let fleet = if with_fleet { Some(fleet()?) } else { None };
     std::fs::create_dir_all("target/bench")?;
     let programs = program_sizes()?;
-    let report = serde_json::json!({ "test_run": rows, "e2e": e2e, "programs": programs, "fleet": fleet });
+    let report =
+        serde_json::json!({ "test_run": rows, "e2e": e2e, "programs": programs, "fleet": fleet });
     std::fs::write(
         "target/bench/report.json",
         serde_json::to_string_pretty(&report)?,

@@ -58,8 +58,8 @@ pub fn fleet(command: FleetCommand) -> Result<()> {
 /// `sg agent ...`
 pub fn agent(dir: &StateDir, args: AgentArgs) -> Result<()> {
     let (etcd, prefix) = options(&args.etcd)?;
-    let ttl = crate::config::parse_duration(&args.lease)
-        .map_err(|e| anyhow!("invalid --lease: {e}"))?;
+    let ttl =
+        crate::config::parse_duration(&args.lease).map_err(|e| anyhow!("invalid --lease: {e}"))?;
     if ttl.as_secs() < 2 || ttl.subsec_nanos() != 0 {
         return Err(anyhow!(
             "invalid --lease {}: etcd leases are whole seconds, at least 2s (e.g. 10s)",

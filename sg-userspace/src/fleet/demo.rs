@@ -40,7 +40,10 @@ impl Node {
             .spawn()
             .context("cannot start sg agent")?;
         self.agent = Some(child);
-        println!("  {}: sg agent --host {} --iface {iface}", self.name, self.name);
+        println!(
+            "  {}: sg agent --host {} --iface {iface}",
+            self.name, self.name
+        );
         Ok(())
     }
 
@@ -141,15 +144,20 @@ pub fn run() -> Result<()> {
 
     println!("\napp-2's agent is killed (SIGKILL); its lease ({LEASE_SECS}s) runs out");
     nodes[2].kill_agent();
-    let took = wait("app-2 to leave", Duration::from_secs(LEASE_SECS + 10), || {
-        nodes[0].fleet()["members"]["app"] == 2
-    })?;
+    let took = wait(
+        "app-2 to leave",
+        Duration::from_secs(LEASE_SECS + 10),
+        || nodes[0].fleet()["members"]["app"] == 2,
+    )?;
     println!("  db-1 dropped app-2 after {took:.1?}");
     check(&nodes[2], &nodes[0], 1433, false, &mut failures);
     check(&nodes[1], &nodes[0], 1433, true, &mut failures);
 
     println!("\nthe policy changes: db also serves 1434 to app");
-    std::fs::write(&policy, POLICY.replace("ports = \"1433\"", "ports = \"1433-1434\""))?;
+    std::fs::write(
+        &policy,
+        POLICY.replace("ports = \"1433\"", "ports = \"1433-1434\""),
+    )?;
     let out = nodes[0]
         .sg
         .run(&["fleet", "push", "-c", &policy_path, "--etcd", &url])?;
@@ -161,7 +169,10 @@ pub fn run() -> Result<()> {
         .and_then(|r| r.parse().ok())
         .context("no revision in the push output")?;
     let took = wait("every agent to apply it", Duration::from_secs(20), || {
-        nodes.iter().take(2).all(|n| n.fleet()["revision"] == revision)
+        nodes
+            .iter()
+            .take(2)
+            .all(|n| n.fleet()["revision"] == revision)
     })?;
     println!("  db-1 and app-1 enforce revision {revision} after {took:.1?}");
     check(&nodes[1], &nodes[0], 1434, true, &mut failures);

@@ -140,10 +140,7 @@ mod tests {
         let p = Prefix::new("/sg/").unwrap();
         assert_eq!(p.policy(), "/sg/policy");
         assert_eq!(p.parse(p.policy().as_bytes()), Key::Policy);
-        assert_eq!(
-            p.parse(p.host("db-1").as_bytes()),
-            Key::Host("db-1".into())
-        );
+        assert_eq!(p.parse(p.host("db-1").as_bytes()), Key::Host("db-1".into()));
         assert_eq!(
             p.parse(p.member("app", "h1").as_bytes()),
             Key::Member {

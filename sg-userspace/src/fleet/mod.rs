@@ -28,7 +28,9 @@ pub fn parse_ifaces(flags: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for flag in flags {
         let Some((iface, groups)) = flag.split_once('=') else {
-            bail!("invalid --iface {flag:?}: expected IFACE=GROUP[,GROUP...], e.g. --iface eth0=app");
+            bail!(
+                "invalid --iface {flag:?}: expected IFACE=GROUP[,GROUP...], e.g. --iface eth0=app"
+            );
         };
         crate::config::validate_iface_name(iface)
             .map_err(|e| anyhow::anyhow!("invalid --iface {flag:?}: {e}"))?;

@@ -164,13 +164,19 @@ groups = ["db"]
         let members = BTreeMap::from([
             (
                 "app".to_string(),
-                BTreeSet::from(["198.18.1.2".parse().unwrap(), "2001:db8::2".parse().unwrap()]),
+                BTreeSet::from([
+                    "198.18.1.2".parse().unwrap(),
+                    "2001:db8::2".parse().unwrap(),
+                ]),
             ),
             (
                 "db".to_string(),
                 BTreeSet::from(["198.18.2.2".parse().unwrap()]),
             ),
-            ("gone".to_string(), BTreeSet::from(["198.18.3.2".parse().unwrap()])),
+            (
+                "gone".to_string(),
+                BTreeSet::from(["198.18.3.2".parse().unwrap()]),
+            ),
         ]);
         let text = compose(POLICY, &ifaces, &members).unwrap();
         let loaded = crate::config::parse(&text, "composed").unwrap();
@@ -180,9 +186,17 @@ groups = ["db"]
             ["veth0"],
             "the policy's [interfaces] is dropped"
         );
-        let app: Vec<String> = c.groups["app"].members.iter().map(|m| m.to_string()).collect();
+        let app: Vec<String> = c.groups["app"]
+            .members
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
         assert_eq!(app, ["198.18.1.2/32", "2001:db8::2/128"]);
-        let db: Vec<String> = c.groups["db"].members.iter().map(|m| m.to_string()).collect();
+        let db: Vec<String> = c.groups["db"]
+            .members
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
         assert_eq!(db, ["198.18.2.2/32", "198.18.9.9/32"]);
         assert!(!c.groups.contains_key("gone"));
     }
@@ -201,7 +215,12 @@ groups = ["db"]
             }
         ));
         assert_eq!(v.group_members()["app"].len(), 1);
-        assert!(v.apply(&p, Change::Delete { key: key.as_bytes() }));
+        assert!(v.apply(
+            &p,
+            Change::Delete {
+                key: key.as_bytes()
+            }
+        ));
         assert!(v.group_members().is_empty());
         assert!(!v.apply(&p, Change::Delete { key: b"/other/x" }));
     }

@@ -221,7 +221,7 @@ pub fn run(exe: PathBuf, simulated: usize) -> Result<FleetReport> {
                 } else {
                     simulated
                 };
-                for i in 0..count {
+                for (i, &lease) in leases.iter().enumerate().take(count) {
                     tokio::time::sleep_until((t0 + period * i as u32).into()).await;
                     let key = format!("{PREFIX}/members/app/sim-{i}");
                     let rev = match phase {
@@ -229,12 +229,12 @@ pub fn run(exe: PathBuf, simulated: usize) -> Result<FleetReport> {
                             let generation = u8::from(phase != "register");
                             let value = serde_json::to_vec(&[sim_addr(i, generation)])?;
                             let resp = client
-                                .put(key, value, Some(PutOptions::new().with_lease(leases[i])))
+                                .put(key, value, Some(PutOptions::new().with_lease(lease)))
                                 .await?;
                             resp.header().map_or(0, |h| h.revision())
                         }
                         _ => {
-                            let resp = client.lease_revoke(leases[i]).await?;
+                            let resp = client.lease_revoke(lease).await?;
                             resp.header().map_or(0, |h| h.revision())
                         }
                     };

@@ -302,8 +302,7 @@ fn join_crash_and_policy_change_reach_every_agent() {
     );
     let text = db.sg.ok(&["status"]);
     assert!(
-        text.contains(&format!("connected to etcd since"))
-            && text.contains(&format!("revision {rev2}")),
+        text.contains("connected to etcd since") && text.contains(&format!("revision {rev2}")),
         "{text}"
     );
 }

@@ -430,6 +430,21 @@ fn invalid_push_stores_nothing_and_a_bad_revision_is_refused() {
         fl.host(2).tcp_connects(fl.ip(1), 1433),
         "enforcement unchanged"
     );
+
+    // A policy that blocks the agent's own etcd traffic is applied as
+    // written (no hidden rules), with a warning.
+    let closed = POLICY
+        .replace("[groups.base]\n", "[groups.base]\negress = []\n")
+        .replace("[groups.db]\n", "[groups.db]\negress = []\n");
+    fl.push(&admin, &closed);
+    let warned = wait_until(
+        || {
+            db.log()
+                .contains("blocks this agent's connection to etcd at 198.18.1.1:2379")
+        },
+        Duration::from_secs(10),
+    );
+    assert!(warned, "{}", db.log());
 }
 
 #[test]

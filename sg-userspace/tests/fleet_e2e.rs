@@ -111,12 +111,25 @@ struct Agent {
     log: PathBuf,
     sg: Sg,
     args: Vec<String>,
+    password: String,
 }
 
 impl Agent {
     fn start(fl: &FleetLab, i: usize, name: &str, groups: &str) -> Agent {
+        Agent::start_with(fl, i, name, groups, &[], "")
+    }
+
+    /// With extra flags, and `SG_ETCD_PASSWORD` when `password` is not empty.
+    fn start_with(
+        fl: &FleetLab,
+        i: usize,
+        name: &str,
+        groups: &str,
+        extra: &[&str],
+        password: &str,
+    ) -> Agent {
         let sg = Sg::new(fl.host(i));
-        let args = vec![
+        let mut args = vec![
             "agent".to_string(),
             "--etcd".into(),
             fl.etcd.url(),
@@ -129,12 +142,14 @@ impl Agent {
             "--lease".into(),
             format!("{LEASE}s"),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("sgagent")));
         let mut agent = Agent {
             child: None,
             log,
             sg,
             args,
+            password: password.to_string(),
         };
         agent.spawn();
         agent
@@ -148,9 +163,11 @@ impl Agent {
             .open(&self.log)
             .unwrap();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let child: Child = self
-            .sg
-            .cmd(&args)
+        let mut cmd = self.sg.cmd(&args);
+        if !self.password.is_empty() {
+            cmd.env("SG_ETCD_PASSWORD", &self.password);
+        }
+        let child: Child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -537,4 +554,118 @@ fn bad_flags_are_usage_errors_that_change_nothing() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn rbac_lets_a_host_write_only_its_own_keys() {
+    let fl = fleet_lab(2);
+    let admin = Sg::new(fl.host(1));
+    let p = fl.prefix();
+    // The README's setup, for host db-1 (groups base and db).
+    let root = ["--user", "root:rootpw"];
+    for cmd in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["role", "add", "sg-admin"],
+        vec![
+            "role",
+            "grant-permission",
+            "sg-admin",
+            "readwrite",
+            &format!("{p}/"),
+            "--prefix=true",
+        ],
+        vec!["user", "add", "sg-admin:adminpw"],
+        vec!["user", "grant-role", "sg-admin", "sg-admin"],
+        vec!["role", "add", "sg-host-db-1"],
+        vec![
+            "role",
+            "grant-permission",
+            "sg-host-db-1",
+            "read",
+            &format!("{p}/"),
+            "--prefix=true",
+        ],
+        vec![
+            "role",
+            "grant-permission",
+            "sg-host-db-1",
+            "readwrite",
+            &format!("{p}/hosts/db-1"),
+        ],
+        vec![
+            "role",
+            "grant-permission",
+            "sg-host-db-1",
+            "readwrite",
+            &format!("{p}/members/base/db-1"),
+        ],
+        vec![
+            "role",
+            "grant-permission",
+            "sg-host-db-1",
+            "readwrite",
+            &format!("{p}/members/db/db-1"),
+        ],
+        vec!["user", "add", "db-1:hostpw"],
+        vec!["user", "grant-role", "db-1", "sg-host-db-1"],
+        vec!["auth", "enable"],
+    ] {
+        let mut args: Vec<&str> = cmd.iter().map(|s| s.as_ref()).collect();
+        if args[0] != "user" || args[1] != "add" || args[2] != "root:rootpw" {
+            args.extend_from_slice(&root);
+        }
+        fl.etcd.etcdctl_ok(&args);
+    }
+    let f = TempFile::new("toml", POLICY);
+    let url = fl.etcd.url();
+    let push = |user: &[&str]| {
+        let mut args = vec![
+            "fleet",
+            "push",
+            "-c",
+            f.path(),
+            "--etcd",
+            &url,
+            "--prefix",
+            &p,
+        ];
+        args.extend_from_slice(user);
+        admin.run(&args)
+    };
+    let out = push(&[]);
+    assert_eq!(out.status.code(), Some(1), "no user: refused");
+    let out = push(&["--user", "db-1", "--password", "hostpw"]);
+    assert_eq!(out.status.code(), Some(1), "a host cannot push");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = push(&["--user", "sg-admin", "--password", "adminpw"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The host's agent registers with its own user (password from the
+    // environment) ...
+    let mut db = Agent::start_with(&fl, 1, "db-1", "base,db", &["--user", "db-1"], "hostpw");
+    let ok = wait_until(
+        || db.fleet_status()["members"]["db"] == PER_HOST,
+        Duration::from_secs(90),
+    );
+    assert!(ok, "{}\n{}", db.fleet_status(), db.log());
+    // ... and cannot write another host's membership.
+    let out = fl.etcd.etcdctl(&[
+        "--user",
+        "db-1:hostpw",
+        "put",
+        &format!("{p}/members/app/app-1"),
+        "[\"198.18.1.2\"]",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    db.signal(libc::SIGTERM);
 }

@@ -29,6 +29,7 @@
 //! destructors; [`sweep_stale_namespaces`] removes what such runs left behind.
 
 mod background;
+mod etcd;
 mod host;
 mod lab;
 mod netns;
@@ -40,6 +41,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use background::Background;
+pub use etcd::{ETCD_PORT, Etcd};
 pub use host::{Host, ScanKind};
 pub use lab::{Lab, Link};
 pub use netns::{netns_list, sweep_stale_namespaces};

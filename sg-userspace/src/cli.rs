@@ -150,7 +150,34 @@ pub enum Command {
     },
     /// Build a lab of network namespaces, enforce an example config, send
     /// allowed and denied traffic, and show verdicts and live drops.
-    Demo,
+    Demo {
+        /// The fleet demo instead: three namespaced hosts, a real etcd and
+        /// an agent each (db accepts 1433 from the app group; a host joins
+        /// app and gets in; its agent is killed and it is shut out).
+        #[arg(long)]
+        fleet: bool,
+    },
+    /// Fleet mode: the policy and group members on etcd (push, show, leave).
+    #[command(
+        after_help = "Example:\n  sg fleet push -c fleet.toml --etcd http://198.18.0.1:2379\n  sg fleet show --etcd http://198.18.0.1:2379\n  sg fleet leave --host app-3 --etcd http://198.18.0.1:2379"
+    )]
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// Run this host's fleet agent in the foreground (a systemd service).
+    ///
+    /// Attaches to each --iface with its groups under the fleet policy
+    /// (pinned, as `sg attach`), registers the interfaces' global addresses
+    /// as members of their groups under a lease it keeps alive, follows
+    /// address changes (rtnetlink), and applies every change of the policy
+    /// or of any group's members live and atomically (as `sg apply`). When
+    /// etcd is unreachable it keeps enforcing what it applied and retries;
+    /// `sg status` says since when. SIGTERM stops it; enforcement stays.
+    #[command(
+        after_help = "Example:\n  sg agent --etcd http://198.18.0.1:2379 --host db-1 --iface eth0=db\n  sg agent --etcd https://etcd:2379 --cacert ca.pem --cert db-1.pem --key db-1-key.pem \\\n           --host db-1 --iface eth0=db,ssh --lease 10s"
+    )]
+    Agent(AgentArgs),
     /// Convert another system's security groups into an sg config.
     Import {
         #[command(subcommand)]
@@ -235,6 +262,97 @@ fn parse_prefix_list_arg(s: &str) -> Result<(String, PathBuf), String> {
             "expected ID=FILE, such as pl-0123456abcabcabc1=pl.json, not `{s}`"
         )),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Validate FILE and store it as the fleet policy (one transaction);
+    /// prints the new revision. [interfaces] is ignored (per host).
+    Push {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// The policy revision, the hosts whose agents are alive, and the
+    /// members of every group.
+    Show {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a host from every group now (all its keys). Its agent, if
+    /// running, exits; its enforcement stays pinned.
+    Leave {
+        /// The host's name (its agent's --host).
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+/// How to reach etcd (SPEC 8.6).
+#[derive(Debug, Args, Clone)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated: http://HOST:PORT or https://HOST:PORT.
+    #[arg(
+        long,
+        env = "SG_ETCD",
+        value_delimiter = ',',
+        value_name = "URLS",
+        required = true
+    )]
+    pub etcd: Vec<String>,
+    /// Key prefix of this fleet in etcd.
+    #[arg(
+        long,
+        env = "SG_ETCD_PREFIX",
+        default_value = "/sg",
+        value_name = "PATH"
+    )]
+    pub prefix: String,
+    /// CA certificate (PEM) that signed etcd's server certificate.
+    #[arg(long, env = "SG_ETCD_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM), with --key.
+    #[arg(long, env = "SG_ETCD_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client certificate's private key (PEM).
+    #[arg(long, env = "SG_ETCD_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// etcd user (RBAC), with --password.
+    #[arg(long, env = "SG_ETCD_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// etcd password; prefer the environment variable to the command line.
+    #[arg(
+        long,
+        env = "SG_ETCD_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// This host's name in the fleet (letters, digits, '.', '_', '-').
+    #[arg(long, env = "SG_HOST", value_name = "NAME")]
+    pub host: String,
+    /// An interface to enforce and the groups it belongs to; repeat for
+    /// more interfaces.
+    #[arg(long = "iface", value_name = "IFACE=GROUP[,GROUP...]", required = true)]
+    pub ifaces: Vec<String>,
+    /// TTL of the lease the host's membership lives on: a host whose agent
+    /// dies leaves its groups this long after.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub lease: String,
+    /// Ingress hook: XDP (auto tries native, then generic) or tc.
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub mode: AttachMode,
 }
 
 #[derive(Debug, Subcommand)]

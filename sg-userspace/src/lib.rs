@@ -16,6 +16,7 @@ pub mod demo;
 pub mod enforcer;
 pub mod events;
 pub mod failpoint;
+pub mod fleet;
 pub mod ifaces;
 pub mod install;
 pub mod metrics;

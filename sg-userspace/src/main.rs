@@ -49,7 +49,11 @@ fn run(cli: Cli) -> Result<()> {
     }
     if !matches!(
         cli.command,
-        Command::Validate { .. } | Command::Demo | Command::Import { .. } | Command::Export { .. }
+        Command::Validate { .. }
+            | Command::Demo { .. }
+            | Command::Fleet { .. }
+            | Command::Import { .. }
+            | Command::Export { .. }
     ) {
         sg::bpffs::ensure_pins_outlive_process(&cli.state_dir)?;
     }
@@ -227,7 +231,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         },
-        Command::Demo => demo::run()?,
+        Command::Demo { fleet: false } => demo::run()?,
+        Command::Demo { fleet: true } => sg::fleet::demo::run()?,
+        Command::Fleet { command } => sg::fleet::cli::fleet(command)?,
+        Command::Agent(args) => sg::fleet::cli::agent(&dir, args)?,
         Command::Import {
             command:
                 ImportCommand::Aws {

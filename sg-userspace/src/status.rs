@@ -19,6 +19,9 @@ pub struct Status {
     pub conntrack_capacity: u32,
     /// Entries in use and capacity of each policy map.
     pub policy_maps: Vec<MapUsage>,
+    /// The fleet agent's report, when one runs (or ran) on this state dir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::status_file::FleetStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +57,7 @@ pub fn status(dir: &StateDir) -> Result<Status> {
             conntrack_entries: 0,
             conntrack_capacity: 0,
             policy_maps: Vec::new(),
+            fleet: crate::fleet::status_file::load(dir),
         });
     };
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
@@ -78,10 +82,14 @@ pub fn status(dir: &StateDir) -> Result<Status> {
         conntrack_entries,
         conntrack_capacity: state.ct_max_entries,
         policy_maps: dp.policy_usage()?,
+        fleet: crate::fleet::status_file::load(dir),
     })
 }
 
 pub fn print_status(s: &Status) {
+    if let Some(fleet) = &s.fleet {
+        println!("{}", crate::fleet::status_file::summary(fleet));
+    }
     if s.interfaces.is_empty() {
         println!("nothing attached (state dir {})", s.state_dir);
         return;

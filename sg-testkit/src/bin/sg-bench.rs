@@ -2,26 +2,51 @@
 //! (BPF_PROG_TEST_RUN) and end-to-end figures against nftables. Writes
 //! target/bench/report.json, and Markdown on stdout.
 //!
-//! Usage: sg-bench [--no-e2e] [--only TEXT] [RULE_COUNT...]
+//! Usage: sg-bench [--no-e2e] [--no-fleet] [--only TEXT] [RULE_COUNT...]
+//!        sg-bench --fleet-only   (fleet convergence alone: target/bench/fleet.json)
 //! (`--only` keeps the workloads whose label contains TEXT, e.g. "V4 mixed")
 
 use anyhow::Result;
 use sg_testkit::{
     bench::{Family, Workload, measure, program_sizes},
-    bench_e2e,
+    bench_e2e, bench_fleet,
 };
+
+/// Simulated hosts of the fleet convergence bench (SPEC 8.5).
+const FLEET_HOSTS: usize = 1_000;
+
+/// The fleet convergence bench, on its own or as part of the whole run.
+fn fleet() -> Result<bench_fleet::FleetReport> {
+    let exe = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("sg"))
+        .ok_or_else(|| anyhow::anyhow!("the bench binary has no directory"))?;
+    bench_fleet::run(exe, FLEET_HOSTS)
+}
 
 /// Rules given to both sg and nftables in the end-to-end comparison.
 const E2E_RULES: usize = 1_000;
 
 fn main() -> Result<()> {
     let mut e2e = true;
+    let mut with_fleet = true;
     let mut only: Option<String> = None;
     let mut sizes = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--no-e2e" {
             e2e = false;
+        } else if arg == "--no-fleet" {
+            with_fleet = false;
+        } else if arg == "--fleet-only" {
+            let report = fleet()?;
+            std::fs::create_dir_all("target/bench")?;
+            std::fs::write(
+                "target/bench/fleet.json",
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            print!("{}", bench_fleet::markdown(&report));
+            return Ok(());
         } else if arg == "--only" {
             only = Some(anyhow::Context::context(args.next(), "--only needs TEXT")?);
         } else {
@@ -57,9 +82,11 @@ fn main() -> Result<()> {
         None
     };
     eprintln!("{e2e:?}");
+    let fleet = if with_fleet { Some(fleet()?) } else { None };
     std::fs::create_dir_all("target/bench")?;
     let programs = program_sizes()?;
-    let report = serde_json::json!({ "test_run": rows, "e2e": e2e, "programs": programs });
+    let report =
+        serde_json::json!({ "test_run": rows, "e2e": e2e, "programs": programs, "fleet": fleet });
     std::fs::write(
         "target/bench/report.json",
         serde_json::to_string_pretty(&report)?,
@@ -172,6 +199,9 @@ fn main() -> Result<()> {
             "a ping every 2 ms through the updates: {} sent, {} received.",
             e.pings_sent, e.pings_received
         );
+    }
+    if let Some(f) = &fleet {
+        println!("\n{}", bench_fleet::markdown(f));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
     compile::{Attachment, Compiled, compile},
@@ -136,7 +136,51 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<String> {
         }
         return Err(e);
     }
+    crate::confirm::record_in_force(dir, req.config_path);
     Ok(state.interfaces[req.iface].xdp_mode.clone())
+}
+
+/// `sg attach --all -c FILE`: every interface FILE names in
+/// `[interfaces.NAME]`, in name order (what `sg-apply.service` runs at
+/// boot, when bpffs is empty). Returns each interface with its mode; stops
+/// at the first failure, leaving those before it attached.
+pub fn attach_all(
+    dir: &StateDir,
+    config_path: &Path,
+    mode: AttachMode,
+) -> Result<Vec<(String, String)>> {
+    let Loaded { config, .. } = config::load(config_path)?;
+    if config.interfaces.is_empty() {
+        bail!(
+            "{} names no interface: add [interfaces.NAME] sections, or `sg attach IFACE -c FILE --groups a,b`",
+            config_path.display()
+        );
+    }
+    let mut done = Vec::new();
+    for name in config.interfaces.keys() {
+        let req = AttachRequest {
+            iface: name,
+            config_path,
+            groups: None,
+            mode,
+        };
+        let hook = attach(dir, &req).with_context(|| {
+            let attached: Vec<&str> = done
+                .iter()
+                .map(|(n, _): &(String, String)| n.as_str())
+                .collect();
+            format!(
+                "cannot attach {name} (attached so far: {})",
+                if attached.is_empty() {
+                    "none".to_string()
+                } else {
+                    attached.join(", ")
+                }
+            )
+        })?;
+        done.push((name.clone(), hook));
+    }
+    Ok(done)
 }
 
 /// Re-reads every attached interface's groups from `config`, except `keep`.
@@ -215,6 +259,7 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
     state.config_path = Some(absolute(config_path));
     install(dir, &mut dp, &mut state, &compiled, &config)?;
+    crate::confirm::record_in_force(dir, config_path);
     Ok(ApplyReport {
         entries_written: Some(state.last_written),
         ..report

@@ -197,10 +197,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Confirm => {
             let p = confirm::confirm(&dir)?;
             println!(
-                "confirmed {} (applied {}s before its deadline {}); the rollback is cancelled",
+                "confirmed {}, {}s before its deadline {}: it stays in force and the rollback to {} is cancelled",
                 p.config.display(),
                 p.remaining().as_secs(),
-                p.deadline_rfc3339()
+                p.deadline_rfc3339(),
+                p.previous_config
+                    .as_deref()
+                    .unwrap_or(&p.rollback_config)
+                    .display()
             );
         }
         Command::ConfirmWatch { token } => confirm::watch(&dir, &token)?,

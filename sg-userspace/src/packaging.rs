@@ -79,7 +79,6 @@ mod tests {
         for cmd in ["attach", "apply", "confirm", "completions", "status"] {
             assert!(text.contains(cmd), "bash completions lack {cmd}");
         }
-        assert!(!text.contains("confirm-watch"), "hidden commands leak");
     }
 
     #[test]

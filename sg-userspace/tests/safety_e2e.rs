@@ -527,3 +527,76 @@ fn explain_reports_drift_from_a_hand_edited_map() {
         "{fixed:#}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// attach --all (what sg-apply.service runs at boot)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn attach_all_enforces_every_interface_of_the_file() {
+    let mut lab = sg_lab::Lab::new();
+    let a = lab.host("a");
+    let b = lab.host("b");
+    let server = lab.host("server");
+    let (_a, sa) = lab.link(&a, &server, 1);
+    let (_b, sb) = lab.link(&b, &server, 2);
+    let _srv = server.tcp_listen(7000);
+    let cfg = TempFile::new(
+        "toml",
+        &format!(
+            r#"
+[groups.open]
+ingress = [{{ proto = "tcp", ports = "7000", from = "198.18.0.0/15" }}]
+[groups.shut]
+ingress = []
+
+[interfaces.{}]
+groups = ["open"]
+[interfaces.{}]
+groups = ["shut"]
+"#,
+            sa.ifname, sb.ifname
+        ),
+    );
+    let sg = Sg::new(&server);
+    let out = sg.ok(&["attach", "--all", "-c", cfg.path()]);
+    assert!(
+        out.contains(&format!("attached to {}", sa.ifname))
+            && out.contains(&format!("attached to {}", sb.ifname)),
+        "{out}"
+    );
+    let status = sg.json(&["status", "--json"]);
+    let groups: Vec<(String, String)> = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["iface"].as_str().unwrap().to_string(),
+                i["groups"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(groups.len(), 2, "{status}");
+    assert!(
+        groups.contains(&(sa.ifname.clone(), "open".into())),
+        "{status}"
+    );
+    assert!(
+        groups.contains(&(sb.ifname.clone(), "shut".into())),
+        "{status}"
+    );
+    assert!(a.tcp_connects(IpAddr::V4(sa.v4), 7000));
+    assert!(!b.tcp_connects(IpAddr::V4(sb.v4), 7000));
+
+    // A file that names no interface: a clear error, nothing attached.
+    let none = TempFile::new("toml", ALLOW_7000);
+    let other = Sg::new(&server);
+    let out = other.run(&["attach", "--all", "-c", none.path()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("names no interface"), "{stderr}");
+    // --all and an interface, or --all and --groups: usage errors.
+    let out = other.run(&["attach", &sa.ifname, "--all", "-c", cfg.path()]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -11,7 +11,8 @@ mod deb;
 
 const USAGE: &str = "usage: cargo xtask <test|demo|bench|fuzz|lint|deb> [args...]
 
-  test   lint, then every test (unit, BPF_PROG_TEST_RUN, end-to-end); needs root
+  test   lint, then every test (unit, BPF_PROG_TEST_RUN, end-to-end), then
+         `deb --check` (the package unpacked and run); needs root
   demo   build sg and run `sg demo`; needs root
   bench  per-packet cost as ratios to a do-nothing XDP program, and end-to-end
          figures against nftables (SPEC 6); writes target/bench/report.json

@@ -286,8 +286,8 @@ pub fn explain(dir: &StateDir, flow: &Flow) -> Result<Explanation> {
 
     let exempt = always_allowed(flow);
     let (verdict, reason) = match (exempt, kernel_answer, &rule) {
+        (_, None, _) => ("allow", "not_enforced"),
         (true, _, _) => ("allow", "always_allowed"),
-        (false, None, _) => ("allow", "not_enforced"),
         (false, Some(_), Some(_)) => ("allow", "rule"),
         (false, Some(_), None) => ("drop", "no_rule"),
     };

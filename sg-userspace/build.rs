@@ -1,5 +1,6 @@
 //! Builds the eBPF programs with the pinned nightly and bpf-linker, so that
-//! `include_bytes_aligned!` in the loader can embed them.
+//! `include_bytes_aligned!` in the loader can embed them, and names that
+//! build for `sg --version`: the object's sha256 and the eBPF toolchain.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
@@ -24,5 +25,28 @@ fn main() -> anyhow::Result<()> {
         root_dir: root_dir.as_str(),
         ..Default::default()
     };
-    aya_build::build_ebpf([package], Toolchain::Custom(EBPF_TOOLCHAIN))
+    aya_build::build_ebpf([package], Toolchain::Custom(EBPF_TOOLCHAIN))?;
+    describe_object()
+}
+
+/// `SG_EBPF_SHA256` (of the embedded object) and `SG_EBPF_TOOLCHAIN`, so a
+/// running `sg` says which datapath it carries.
+fn describe_object() -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    let out_dir = std::env::var("OUT_DIR").context("OUT_DIR")?;
+    let object = std::path::Path::new(&out_dir).join("sg");
+    let bytes = std::fs::read(&object).with_context(|| format!("cannot read {object:?}"))?;
+    let digest = sha2::Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    println!("cargo:rustc-env=SG_EBPF_SHA256={hex}");
+    println!("cargo:rustc-env=SG_EBPF_SHA256_SHORT={}", &hex[..12]);
+    let linker = std::process::Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "bpf-linker".to_string());
+    println!("cargo:rustc-env=SG_EBPF_TOOLCHAIN=rust {EBPF_TOOLCHAIN}, {linker}");
+    Ok(())
 }

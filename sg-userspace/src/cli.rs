@@ -13,7 +13,7 @@ use crate::datapath::AttachMode;
 /// it with `sg attach`, change it live with `sg apply`, and see what is
 /// dropped with `sg watch`.
 #[derive(Debug, Parser)]
-#[command(name = "sg", version, propagate_version = true)]
+#[command(name = "sg", version = crate::packaging::VERSION, propagate_version = true)]
 pub struct Cli {
     /// Where enforcement is pinned (a bpffs directory; mounted if needed).
     #[arg(
@@ -47,11 +47,15 @@ pub enum Command {
     /// (your SSH session) that the groups allow in their opening direction
     /// are adopted as tracked first, so they are not cut.
     #[command(
-        after_help = "Example:\n  sg attach eth1 -c /etc/sg.toml\n  sg attach eth1 -c /etc/sg.toml --groups web,ssh"
+        after_help = "Example:\n  sg attach eth1 -c /etc/sg.toml\n  sg attach eth1 -c /etc/sg.toml --groups web,ssh\n  sg attach --all -c /etc/sg/sg.toml   # every [interfaces.NAME] (what sg-apply.service runs at boot)"
     )]
     Attach {
         /// Interface to enforce on.
-        iface: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        iface: Option<String>,
+        /// Attach every interface the config names in [interfaces.NAME].
+        #[arg(long, conflicts_with = "groups")]
+        all: bool,
         #[command(flatten)]
         config: ConfigArg,
         /// Groups to enforce, overriding [interfaces.IFACE].
@@ -76,6 +80,72 @@ pub enum Command {
         /// Print the change as JSON.
         #[arg(long)]
         json: bool,
+        /// Roll back to the policy in force before, atomically, unless
+        /// `sg confirm` runs within DURATION (e.g. 90s, 2m). The rollback
+        /// is done by a detached process, so it happens even if this one
+        /// (or the SSH session running it) dies.
+        #[arg(long, value_name = "DURATION", value_parser = parse_confirm_duration, conflicts_with = "dry_run")]
+        confirm: Option<std::time::Duration>,
+    },
+    /// The verdict a new packet of a flow gets on an interface, and why.
+    ///
+    /// Reads the kernel's installed maps under the state dir and classifies
+    /// the packet as the datapath does: the security-group rule that allows
+    /// it (sgr- ID, group, index, description) or that none does, the rules
+    /// that come closest (same port from another peer; same peer on another
+    /// port), and whether the config in force agrees with the kernel
+    /// (drift). For ingress the peer is --from; for egress, --to.
+    #[command(
+        after_help = "Examples:\n  sg explain --iface eth1 --from 198.18.0.7 --to 198.18.0.1:22\n  sg explain --iface eth1 --from '[2001:db8::7]:5353' --to '[2001:db8::1]:53' --proto udp\n  sg explain --iface eth1 --from 198.18.0.1 --to 198.18.0.7 --proto icmp --icmp-type 8 --direction egress --json"
+    )]
+    Explain {
+        /// Interface the packet crosses.
+        #[arg(long, value_name = "IFACE")]
+        iface: String,
+        /// Source address (and port).
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        from: String,
+        /// Destination address and port (the port is what rules match).
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        to: String,
+        /// tcp, udp, icmp, icmpv6 or a protocol number.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        /// ICMP type (default: echo request).
+        #[arg(long, value_name = "T")]
+        icmp_type: Option<u8>,
+        /// ICMP code (default 0).
+        #[arg(long, value_name = "C")]
+        icmp_code: Option<u8>,
+        /// Which way the packet crosses the interface.
+        #[arg(long, default_value = "ingress", value_parser = ["ingress", "egress"])]
+        direction: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep the policy of a pending `sg apply --confirm`: cancels its rollback.
+    Confirm,
+    /// Print shell completions for bash, zsh or fish.
+    #[command(
+        after_help = "Example:\n  sg completions bash > /etc/bash_completion.d/sg\n  sg completions zsh > /usr/share/zsh/vendor-completions/_sg\n  sg completions fish > /usr/share/fish/vendor_completions.d/sg.fish"
+    )]
+    Completions {
+        /// Shell to write completions for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (sg.8, sg-attach.8, ...) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// The rollback of `sg apply --confirm`, run detached by it.
+    #[command(hide = true)]
+    ConfirmWatch {
+        /// The pending confirmation this process serves.
+        #[arg(long)]
+        token: String,
     },
     /// Stop enforcing on an interface (or all) and remove its pinned state.
     Detach {
@@ -371,6 +441,14 @@ pub enum ConntrackCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_confirm_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("the confirmation time must be more than zero".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]

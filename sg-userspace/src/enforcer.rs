@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::{
     adopt,
@@ -154,10 +154,54 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<Attached> {
             return Err(e);
         }
     };
+    crate::confirm::record_in_force(dir, req.config_path);
     Ok(Attached {
         mode: state.interfaces[req.iface].xdp_mode.clone(),
         adopted: adopted.get(req.iface).copied().unwrap_or_default(),
     })
+}
+
+/// `sg attach --all -c FILE`: every interface FILE names in
+/// `[interfaces.NAME]`, in name order (what `sg-apply.service` runs at
+/// boot, when bpffs is empty). Returns each interface with its hook and adoptions; stops
+/// at the first failure, leaving those before it attached.
+pub fn attach_all(
+    dir: &StateDir,
+    config_path: &Path,
+    mode: AttachMode,
+) -> Result<Vec<(String, Attached)>> {
+    let Loaded { config, .. } = config::load(config_path)?;
+    if config.interfaces.is_empty() {
+        bail!(
+            "{} names no interface: add [interfaces.NAME] sections, or `sg attach IFACE -c FILE --groups a,b`",
+            config_path.display()
+        );
+    }
+    let mut done = Vec::new();
+    for name in config.interfaces.keys() {
+        let req = AttachRequest {
+            iface: name,
+            config_path,
+            groups: None,
+            mode,
+        };
+        let hook = attach(dir, &req).with_context(|| {
+            let attached: Vec<&str> = done
+                .iter()
+                .map(|(n, _): &(String, Attached)| n.as_str())
+                .collect();
+            format!(
+                "cannot attach {name} (attached so far: {})",
+                if attached.is_empty() {
+                    "none".to_string()
+                } else {
+                    attached.join(", ")
+                }
+            )
+        })?;
+        done.push((name.clone(), hook));
+    }
+    Ok(done)
 }
 
 /// Re-reads every attached interface's groups from `config`, except `keep`.
@@ -244,6 +288,7 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         ifaces: state.interfaces.keys().cloned().collect(),
     };
     let adopted = install_adopting(dir, &mut dp, &mut state, &compiled, &config, &adopt)?;
+    crate::confirm::record_in_force(dir, config_path);
     Ok(ApplyReport {
         entries_written: Some(state.last_written),
         adopted,

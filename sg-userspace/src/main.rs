@@ -4,9 +4,10 @@ use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use sg::{
     cli::{Cli, Command, ConntrackCommand, ExportCommand, ImportCommand},
-    compile, conntrack, demo, enforcer,
+    compile, confirm, conntrack, demo, enforcer,
     events::{self, Format},
-    metrics, netns,
+    explain::{self, Flow},
+    lockout, metrics, netns, packaging,
     state::StateDir,
     status,
 };
@@ -54,17 +55,37 @@ fn run(cli: Cli) -> Result<()> {
             | Command::Fleet { .. }
             | Command::Import { .. }
             | Command::Export { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
     ) {
         sg::bpffs::ensure_pins_outlive_process(&cli.state_dir)?;
     }
     let dir = StateDir::new(&cli.state_dir);
     match cli.command {
         Command::Attach {
-            iface,
+            iface: None,
+            config,
+            mode,
+            ..
+        } => {
+            lockout::warn_for_attach(&dir, &config.path, None, None);
+            for (iface, attached) in enforcer::attach_all(&dir, &config.path, mode)? {
+                println!(
+                    "attached to {iface} ({}); {}",
+                    hook_name(&attached.mode),
+                    sg::adopt::describe(&attached.adopted)
+                );
+            }
+            println!("enforcement is pinned under {}", dir.pins.display());
+        }
+        Command::Attach {
+            iface: Some(iface),
             config,
             groups,
             mode,
+            ..
         } => {
+            lockout::warn_for_attach(&dir, &config.path, Some(&iface), groups.as_deref());
             let req = enforcer::AttachRequest {
                 iface: &iface,
                 config_path: &config.path,
@@ -72,14 +93,9 @@ fn run(cli: Cli) -> Result<()> {
                 mode,
             };
             let attached = enforcer::attach(&dir, &req)?;
-            let mode = attached.mode;
-            let hook = if mode == "tc" {
-                "TC ingress".to_string()
-            } else {
-                format!("XDP {mode}")
-            };
             println!(
-                "attached to {iface} ({hook}); {}; enforcement is pinned under {}",
+                "attached to {iface} ({}); {}; enforcement is pinned under {}",
+                hook_name(&attached.mode),
                 sg::adopt::describe(&attached.adopted),
                 dir.pins.display()
             );
@@ -88,8 +104,28 @@ fn run(cli: Cli) -> Result<()> {
             config,
             dry_run,
             json,
+            confirm: within,
         } => {
-            let report = enforcer::apply(&dir, &config.path, dry_run)?;
+            lockout::warn_for_apply(&dir, &config.path, within.is_some());
+            let (report, pending) = match within {
+                Some(within) => {
+                    let (report, pending) = confirm::apply_confirmed(&dir, &config.path, within)?;
+                    (report, Some(pending))
+                }
+                None => {
+                    if !dry_run {
+                        confirm::refuse_if_pending(&dir)?;
+                    }
+                    (enforcer::apply(&dir, &config.path, dry_run)?, None)
+                }
+            };
+            if let Some(p) = &pending {
+                eprintln!(
+                    "run `sg confirm` by {} ({}s) to keep it; otherwise the policy in force before comes back then",
+                    p.deadline_rfc3339(),
+                    p.remaining().as_secs()
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -138,9 +174,59 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status { json } => {
             let s = status::status(&dir)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                let mut value = serde_json::to_value(&s)?;
+                value["pending_confirmation"] = confirm::status_json(&dir)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 status::print_status(&s);
+                if let Some(line) = confirm::status_line(&dir)? {
+                    println!("{line}");
+                }
+            }
+        }
+        Command::Explain {
+            iface,
+            from,
+            to,
+            proto,
+            icmp_type,
+            icmp_code,
+            direction,
+            json,
+        } => {
+            let direction = if direction == "egress" {
+                sg_common::Direction::Egress
+            } else {
+                sg_common::Direction::Ingress
+            };
+            let flow = Flow::parse(&iface, direction, &from, &to, &proto, icmp_type, icmp_code)?;
+            let e = explain::explain(&dir, &flow)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                explain::print(&e);
+            }
+        }
+        Command::Confirm => {
+            let p = confirm::confirm(&dir)?;
+            println!(
+                "confirmed {}, {}s before its deadline {}: it stays in force and the rollback to {} is cancelled",
+                p.config.display(),
+                p.remaining().as_secs(),
+                p.deadline_rfc3339(),
+                p.previous_config
+                    .as_deref()
+                    .unwrap_or(&p.rollback_config)
+                    .display()
+            );
+        }
+        Command::ConfirmWatch { token } => confirm::watch(&dir, &token)?,
+        Command::Completions { shell } => {
+            packaging::completions(shell, &mut std::io::stdout());
+        }
+        Command::Man { out } => {
+            for file in packaging::man_pages(&out)? {
+                println!("{}", out.join(file).display());
             }
         }
         Command::Stats { json } => {
@@ -274,4 +360,13 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How ingress is hooked, for messages: "XDP native", "TC ingress", ...
+fn hook_name(mode: &str) -> String {
+    if mode == "tc" {
+        "TC ingress".to_string()
+    } else {
+        format!("XDP {mode}")
+    }
 }

@@ -7,9 +7,12 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench|fuzz|lint> [args...]
+mod deb;
 
-  test   lint, then every test (unit, BPF_PROG_TEST_RUN, end-to-end); needs root
+const USAGE: &str = "usage: cargo xtask <test|demo|bench|fuzz|lint|deb> [args...]
+
+  test   lint, then every test (unit, BPF_PROG_TEST_RUN, end-to-end), then
+         `deb --check` (the package unpacked and run); needs root
   demo   build sg and run `sg demo`; needs root
   bench  per-packet cost as ratios to a do-nothing XDP program, and end-to-end
          figures against nftables (SPEC 6); writes target/bench/report.json
@@ -17,7 +20,10 @@ const USAGE: &str = "usage: cargo xtask <test|demo|bench|fuzz|lint> [args...]
          convergence alone (3 agents, 1,000 simulated hosts on etcd)
   fuzz   --minutes N [--seed S]: the differential test (kernel against the
          reference evaluator) for N minutes; needs root
-  lint   cargo fmt --check and clippy -D warnings";
+  lint   cargo fmt --check and clippy -D warnings
+  deb    [--check]: build target/deb/sg_VERSION_ARCH.deb (binary, systemd units,
+         man pages, completions) with dpkg-deb; --check then unpacks it with
+         dpkg -x into a scratch root and runs the sg found there";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +33,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("deb") => deb::task(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -41,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
     let status = cmd
         .status()
@@ -52,7 +59,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -91,7 +98,9 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo()
         .args(["nextest", "run", "--no-fail-fast", "--profile", "ci"])
         .args(extra))?;
-    leftover_namespaces()
+    leftover_namespaces()?;
+    // The package, installed into a scratch root, runs (SPEC 10.4).
+    deb::task(&["--check".to_string()])
 }
 
 /// Tests must remove every namespace they create (SPEC 7).
@@ -145,7 +154,7 @@ fn fuzz(args: &[String]) -> Result<()> {
 }
 
 /// Builds binary `bin` of `package` into target/release.
-fn build_release(package: &str, bin: &str) -> Result<()> {
+pub(crate) fn build_release(package: &str, bin: &str) -> Result<()> {
     run(cargo().args(["build", "--release", "--package", package, "--bin", bin]))
 }
 

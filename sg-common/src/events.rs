@@ -35,7 +35,10 @@ pub struct DropEvent {
     pub icmp_code: u8,
     /// `EV_F_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// With reason `nacl_deny`: the rule slot of the NACL rule that denied
+    /// (userspace names its NACL and number); else [`crate::NO_RULE`].
+    pub rule: u32,
 }
 
 /// Value of the per-CPU `RULE_HITS` counters, keyed by rule slot (the

@@ -61,6 +61,7 @@ pub(crate) fn emit_drop(
     reason: Reason,
     len: u32,
     now: u64,
+    rule: u32,
 ) {
     if !take_token(now) {
         bump(EVSTAT_SUPPRESSED);
@@ -92,7 +93,8 @@ pub(crate) fn emit_drop(
         icmp_type: pkt.icmp_type,
         icmp_code: pkt.icmp_code,
         flags,
-        _pad: [0; 5],
+        _pad: 0,
+        rule,
     });
     entry.submit(0);
 }

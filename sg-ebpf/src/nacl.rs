@@ -1,0 +1,53 @@
+//! Network ACLs (SPEC 2): stateless, numbered allow/deny rules, judged for
+//! every packet (tracked or not, related ICMP errors too). A NACL is a
+//! policy in the SG tables whose intervals name the lowest-numbered
+//! matching rule, with `RULE_F_NACL_DENY` when it denies, so the same
+//! bounded classification judges it (`policy::allowing_rule`). Every NACL
+//! direction ends in the implicit `*` deny, compiled as a real rule, so
+//! every packet matches a rule and each rule has an exact counter (hits of
+//! an allow rule are allows, of a deny rule denies).
+
+use sg_common::{Direction, NO_RULE, RULE_F_NACL_DENY, Reason};
+
+use crate::{
+    counters::{count_drop, count_hit},
+    events::emit_drop,
+    parse::Packet,
+    policy::{LookupKeys, allowing_rule},
+};
+
+/// Judges `pkt` by the NACL policy `nacl` (0: the interface has none,
+/// everything passes). An allowed packet counts toward its NACL rule; a
+/// denied one toward its rule and the reason `nacl_deny`, with an event
+/// naming the rule. Returns whether the packet passes this layer.
+#[inline(always)]
+pub(crate) fn passes(
+    keys: &mut LookupKeys,
+    nacl: u32,
+    pkt: &Packet,
+    ifindex: u32,
+    direction: Direction,
+    len: u32,
+    now: u64,
+) -> bool {
+    if nacl == 0 {
+        return true;
+    }
+    let peer = if direction == Direction::Ingress {
+        &pkt.src
+    } else {
+        &pkt.dst
+    };
+    // No rule at all cannot happen (`*` covers every address); if it did,
+    // the implicit deny is what it means.
+    let (slot, deny) = match allowing_rule(keys, nacl, pkt, peer) {
+        Some(r) => (r.rule, r.flags & RULE_F_NACL_DENY != 0),
+        None => (NO_RULE, true),
+    };
+    count_hit(slot, len);
+    if deny {
+        count_drop(ifindex, direction, Reason::NaclDeny);
+        emit_drop(pkt, ifindex, direction, Reason::NaclDeny, len, now, slot);
+    }
+    !deny
+}

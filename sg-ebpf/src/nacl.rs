@@ -12,19 +12,34 @@ use sg_common::{Direction, NO_RULE, RULE_F_NACL_DENY, Reason};
 use crate::{
     counters::{count_drop, count_hit},
     events::emit_drop,
-    parse::Packet,
-    policy::{LookupKeys, allowing_rule},
+    policy::allowing_rule,
+    verdict::Scratch,
 };
+
+/// [`passes`] on ingress. A BPF-to-BPF call rather than inlined: the
+/// verifier then sees one return value at the call site instead of every
+/// path through the classification, which keeps the walk of the rest of
+/// the verdict from multiplying.
+#[inline(never)]
+pub(crate) fn passes_ingress(s: &mut Scratch, nacl: u32, ifindex: u32, len: u32, now: u64) -> bool {
+    passes(s, nacl, ifindex, Direction::Ingress, len, now)
+}
+
+/// [`passes`] on egress, inlined: it runs at the end of the verdict, where
+/// a call would be walked once per path that reaches it.
+#[inline(always)]
+pub(crate) fn passes_egress(s: &mut Scratch, nacl: u32, ifindex: u32, len: u32, now: u64) -> bool {
+    passes(s, nacl, ifindex, Direction::Egress, len, now)
+}
 
 /// Judges `pkt` by the NACL policy `nacl` (0: the interface has none,
 /// everything passes). An allowed packet counts toward its NACL rule; a
 /// denied one toward its rule and the reason `nacl_deny`, with an event
 /// naming the rule. Returns whether the packet passes this layer.
 #[inline(always)]
-pub(crate) fn passes(
-    keys: &mut LookupKeys,
+fn passes(
+    s: &mut Scratch,
     nacl: u32,
-    pkt: &Packet,
     ifindex: u32,
     direction: Direction,
     len: u32,
@@ -33,6 +48,7 @@ pub(crate) fn passes(
     if nacl == 0 {
         return true;
     }
+    let (keys, pkt) = (&mut s.keys, &s.pkt);
     let peer = if direction == Direction::Ingress {
         &pkt.src
     } else {

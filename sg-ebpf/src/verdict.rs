@@ -99,30 +99,16 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
     // after them; a denied packet is counted and reported there.
     let ingress = direction == Direction::Ingress;
     if ingress
-        && !nacl::passes(
-            &mut s.keys,
-            iface.ingress_nacl,
-            &s.pkt,
-            ifindex,
-            direction,
-            len,
-            now,
-        )
+        && iface.ingress_nacl != 0
+        && !nacl::passes_ingress(s, iface.ingress_nacl, ifindex, len, now)
     {
         return Verdict::Drop;
     }
     match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
         Ok(rule) => {
             if !ingress
-                && !nacl::passes(
-                    &mut s.keys,
-                    iface.egress_nacl,
-                    &s.pkt,
-                    ifindex,
-                    direction,
-                    len,
-                    now,
-                )
+                && iface.egress_nacl != 0
+                && !nacl::passes_egress(s, iface.egress_nacl, ifindex, len, now)
             {
                 return Verdict::Drop;
             }

@@ -422,7 +422,10 @@ fn a_deny_everything_nacl_costs_no_state() {
 fn both_programs_stay_well_inside_the_verifier_budget() {
     let mut b = bed(&with_nacl(""));
     for p in b.program_sizes().unwrap() {
-        eprintln!("{}: {} instructions, {} verified", p.name, p.instructions, p.verified);
+        eprintln!(
+            "{}: {} instructions, {} verified",
+            p.name, p.instructions, p.verified
+        );
         assert!(p.verified < 800_000, "{}: {} verified", p.name, p.verified);
     }
 }

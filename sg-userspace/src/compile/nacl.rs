@@ -126,8 +126,8 @@ pub(super) fn build_nacl_policies(
                 direction: d,
                 groups: Vec::new(),
                 nacl: Some(name.to_string()),
-                // The numbered rules, the implicit `*` aside.
-                rule_count: range.len() - 1,
+                // The implicit `*` included: it is a rule of the tables.
+                rule_count: range.len(),
                 rules: range.clone().collect(),
                 peers: Vec::new(),
             });

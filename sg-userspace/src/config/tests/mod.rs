@@ -7,6 +7,7 @@ use super::presets::{ICMP_ALL, port};
 use super::*;
 
 mod files;
+mod nacls;
 mod peers;
 mod rule_ids;
 mod rules;

@@ -199,7 +199,8 @@ egress = [
         Drop
     );
     assert_eq!(nacl_drops(&mut b, DIR_EGRESS), 2);
-    // An SG drop on egress is `no_rule`, never counted by the NACL.
+    // Denied by both layers on egress: the SGs judge first, so `no_rule`;
+    // the NACL never sees it.
     let sg_only = r#"
 [groups.web]
 ingress = []
@@ -208,7 +209,10 @@ egress = [{ proto = "tcp", ports = "443", to = "anywhere" }]
 groups = ["web"]
 nacl = "edge"
 [nacls.edge]
-egress = [{ rule = 1, action = "allow", proto = "all", to = "anywhere" }]
+egress = [
+  { rule = 1, action = "deny", proto = "tcp", ports = "25", to = "anywhere" },
+  { rule = 2, action = "allow", proto = "all", to = "anywhere" },
+]
 "#;
     let mut b = bed(sg_only);
     assert_eq!(

@@ -196,7 +196,7 @@ pub fn nacl_rule_set(family: Family, n: usize) -> String {
         "[groups.sg]\negress = []\ningress = [{ proto = \"tcp\", ports = \"all\", from = \"anywhere\" }]\n\n[interfaces.lo]\ngroups = [\"sg\"]\nnacl = \"bench\"\n\n[nacls.bench]\ningress = [\n",
     );
     for i in 0..n.saturating_sub(1) {
-        let action = if i % 2 == 0 { "allow" } else { "deny" };
+        let action = if i.is_multiple_of(2) { "allow" } else { "deny" };
         let port = rule_port(i);
         text.push_str(&format!(
             "  {{ rule = {}, action = \"{action}\", proto = \"tcp\", ports = \"{port}-{}\", from = \"{}\" }},\n",

@@ -97,14 +97,14 @@ fn ordering_return_traffic_and_both_layers_v4_and_v6() {
     // connection but the NACL drops the server's replies.
     let narrow = EPHEMERAL_OUT.replace("1024-65535", "1-1023");
     std::fs::write(
-        &*file.path(),
+        file.path(),
         config(&p, SG_WEB, Some(&ingress), Some(&narrow)),
     )
     .unwrap();
     sg.ok(&["apply", "-c", file.path()]);
     assert!(!client.tcp_connects(s4, 80), "replies need their own rule");
     std::fs::write(
-        &*file.path(),
+        file.path(),
         config(&p, SG_WEB, Some(&ingress), Some(EPHEMERAL_OUT)),
     )
     .unwrap();
@@ -154,7 +154,7 @@ fn egress_nacl_judges_what_the_server_sends() {
     assert!(server.tcp_connects(c4, 9000));
     assert!(!server.tcp_connects(c4, 9001), "10 denies before 20 allows");
     // Without the ephemeral rule, the replies of an allowed connection die.
-    std::fs::write(&*file.path(), config(&p, "", None, Some(egress))).unwrap();
+    std::fs::write(file.path(), config(&p, "", None, Some(egress))).unwrap();
     sg.ok(&["apply", "-c", file.path()]);
     assert!(
         !server.tcp_connects(c4, 9000),
@@ -222,7 +222,11 @@ fn live_applies_change_nacl_and_sgs_together_without_losing_allowed_flows() {
         let mut ingress = base_in.clone();
         let mut sg_in = "  { type = \"http\", from = \"anywhere\" },\n  { proto = \"icmp\", from = \"anywhere\" },\n".to_string();
         for k in 0..(n % 7) {
-            let action = if (n + k) % 2 == 0 { "deny" } else { "allow" };
+            let action = if (n + k).is_multiple_of(2) {
+                "deny"
+            } else {
+                "allow"
+            };
             ingress += &format!(
                 "\n  {{ rule = {}, action = \"{action}\", proto = \"tcp\", ports = \"{}\", from = \"198.19.{}.0/24\" }},",
                 10 + k * 3 + n % 3,
@@ -268,7 +272,7 @@ fn live_applies_change_nacl_and_sgs_together_without_losing_allowed_flows() {
         })
     };
     for n in 1..=60 {
-        std::fs::write(&*file.path(), variant(n)).unwrap();
+        std::fs::write(file.path(), variant(n)).unwrap();
         sg.ok(&["apply", "-c", file.path()]);
     }
     stop.store(true, Ordering::Relaxed);
@@ -309,7 +313,7 @@ fn live_applies_change_nacl_and_sgs_together_without_losing_allowed_flows() {
         "{ rule = 7, action = \"deny\", type = \"http\", from = \"anywhere\" }",
     );
     std::fs::write(
-        &*file.path(),
+        file.path(),
         config(&p, SG_WEB, Some(&format!("{deny_80}\n  {{ rule = 200, action = \"allow\", proto = \"tcp\", ports = \"81\", from = \"anywhere\" }},")), Some(&base_out)),
     )
     .unwrap();

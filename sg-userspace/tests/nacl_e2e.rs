@@ -160,6 +160,17 @@ fn egress_nacl_judges_what_the_server_sends() {
         !server.tcp_connects(c4, 9000),
         "a missing ingress denies all"
     );
+    // A bad NACL is refused with its position, exit 1, and changes nothing.
+    let dup = egress.replace("rule = 20", "rule = 10");
+    std::fs::write(file.path(), config(&p, "", Some(ingress), Some(&dup))).unwrap();
+    let out = sg.run(&["apply", "-c", file.path()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}:", file.path())) && err.contains("duplicate rule number 10"),
+        "{err}"
+    );
+    assert!(!server.tcp_connects(c4, 9000), "the old NACL stays");
     sg.ok(&["detach", "--all"]);
 }
 

@@ -38,7 +38,9 @@ pub struct DropEvent {
     /// The TCP header's flags byte (FIN 0x01 ... CWR 0x80) when `proto` is
     /// TCP and the header was read; 0 otherwise (flow logs v5 `tcp-flags`).
     pub tcp_flags: u8,
-    pub _pad: [u8; 4],
+    /// With reason `nacl_deny`: the rule slot of the NACL rule that denied
+    /// (userspace names its NACL and number); else [`crate::NO_RULE`].
+    pub rule: u32,
 }
 
 /// Value of the per-CPU `RULE_HITS` counters, keyed by rule slot (the

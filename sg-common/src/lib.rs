@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(size_of::<IfacePolicy>(), 16);
+        assert_eq!(size_of::<IfacePolicy>(), 24);
         assert_eq!(size_of::<PeerKeyV4>(), 8);
         assert_eq!(size_of::<PeerKeyV6>(), 20);
         assert_eq!(size_of::<PeerNetKeyV4>(), 12);

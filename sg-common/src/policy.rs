@@ -11,6 +11,11 @@ pub struct IfacePolicy {
     /// `IFACE_F_*` bits.
     pub flags: u32,
     pub _pad: u32,
+    /// The interface's NACL (SPEC 2) per direction, as policy IDs in the
+    /// same tables; 0: no NACL. In the same entry as the SG policies, so
+    /// one map update switches both layers.
+    pub ingress_nacl: u32,
+    pub egress_nacl: u32,
 }
 
 /// Bits reserved for per-interface behaviour (untracked flows, NACLs).
@@ -166,3 +171,13 @@ pub struct RuleRef {
 /// direction allowing everything, such TCP/UDP flows are not tracked
 /// (SPEC 1.8, the AWS rule).
 pub const RULE_F_ANYWHERE: u32 = 1;
+/// `RuleRef::flags` in a NACL's intervals: the lowest-numbered matching
+/// NACL rule denies (without it, it allows).
+pub const RULE_F_NACL_DENY: u32 = 2;
+
+/// Highest rule number a NACL rule may have (SPEC 2.1).
+pub const NACL_RULE_MAX: u16 = 32766;
+/// Number of the implicit final rule `*`, which denies everything: the
+/// compiler adds it to every NACL direction as a real rule, so a packet
+/// always matches one rule and `*` has its own counter.
+pub const NACL_RULE_IMPLICIT: u16 = 32767;

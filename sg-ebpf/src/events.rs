@@ -61,6 +61,7 @@ pub(crate) fn emit_drop(
     reason: Reason,
     len: u32,
     now: u64,
+    rule: u32,
 ) {
     if !take_token(now) {
         bump(EVSTAT_SUPPRESSED);
@@ -97,7 +98,7 @@ pub(crate) fn emit_drop(
         } else {
             0
         },
-        _pad: [0; 4],
+        rule,
     });
     entry.submit(0);
 }

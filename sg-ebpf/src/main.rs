@@ -7,6 +7,7 @@ mod counters;
 mod events;
 mod fragments;
 mod maps;
+mod nacl;
 mod parse;
 mod policy;
 mod related;

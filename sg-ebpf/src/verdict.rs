@@ -12,6 +12,7 @@ use crate::{
     events::emit_drop,
     fragments,
     maps::{CONFIG, IFACE_POLICY, SCRATCH},
+    nacl,
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
     related,
@@ -56,7 +57,7 @@ fn record_drop(
     now: u64,
 ) {
     count_drop(ifindex, direction, reason);
-    emit_drop(pkt, ifindex, direction, reason, len, now);
+    emit_drop(pkt, ifindex, direction, reason, len, now, NO_RULE);
 }
 
 #[inline(always)]
@@ -94,8 +95,23 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
             Verdict::Drop
         };
     }
+    // NACLs (SPEC 2.3): ingress judges the NACL before the SGs, egress
+    // after them; a denied packet is counted and reported there.
+    let ingress = direction == Direction::Ingress;
+    if ingress
+        && iface.ingress_nacl != 0
+        && !nacl::passes_ingress(s, iface.ingress_nacl, ifindex, len, now)
+    {
+        return Verdict::Drop;
+    }
     match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
         Ok(rule) => {
+            if !ingress
+                && iface.egress_nacl != 0
+                && !nacl::passes_egress(s, iface.egress_nacl, ifindex, len, now)
+            {
+                return Verdict::Drop;
+            }
             count_hit(rule, len);
             fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
             Verdict::Pass

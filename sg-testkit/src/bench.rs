@@ -42,7 +42,15 @@ pub enum Workload {
     /// The mixed rule set, with the packet from an address inside a /30
     /// (/126) that no host rule names: the prefix search runs too.
     MixedCidr(Family),
+    /// A NACL of `n` numbered rules (SPEC 2) in front of one broad SG rule:
+    /// allow and deny rules alternate, each from its own host to its own
+    /// ports, then an ephemeral-port allow from everywhere. The packets
+    /// measured are decided by a rule in the middle.
+    Nacl(Family),
 }
+
+/// NACL rule counts: a NACL holds at most 32,766 numbered rules.
+pub const NACL_SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
 impl Workload {
     pub fn label(self) -> String {
@@ -50,6 +58,7 @@ impl Workload {
             Workload::Hosts(f) => format!("{f:?} hosts"),
             Workload::Mixed(f) => format!("{f:?} mixed"),
             Workload::MixedCidr(f) => format!("{f:?} mixed, CIDR peer"),
+            Workload::Nacl(f) => format!("{f:?} NACL"),
         }
     }
 }
@@ -178,6 +187,31 @@ pub fn mixed_rule_set(n: usize) -> String {
     text
 }
 
+/// The NACL workload's config: `n` NACL rules (`n` at most 32,766) on
+/// `lo`, the test-run device, in front of group `sg` (all TCP). Rule
+/// `i + 1` names host `peer(family, i)` and ports `rule_port(i)` and 9
+/// more; it allows for even `i`, denies for odd.
+pub fn nacl_rule_set(family: Family, n: usize) -> String {
+    let mut text = String::from(
+        "[groups.sg]\negress = []\ningress = [{ proto = \"tcp\", ports = \"all\", from = \"anywhere\" }]\n\n[interfaces.lo]\ngroups = [\"sg\"]\nnacl = \"bench\"\n\n[nacls.bench]\ningress = [\n",
+    );
+    for i in 0..n.saturating_sub(1) {
+        let action = if i.is_multiple_of(2) { "allow" } else { "deny" };
+        let port = rule_port(i);
+        text.push_str(&format!(
+            "  {{ rule = {}, action = \"{action}\", proto = \"tcp\", ports = \"{port}-{}\", from = \"{}\" }},\n",
+            i + 1,
+            port.saturating_add(9),
+            peer(family, i)
+        ));
+    }
+    text.push_str(&format!(
+        "  {{ rule = {}, action = \"allow\", proto = \"tcp\", ports = \"1024-65535\", from = \"anywhere\" }},\n]\n",
+        n.max(1)
+    ));
+    text
+}
+
 /// Sizes of the loaded programs, as the kernel reports them.
 pub fn program_sizes() -> Result<Vec<crate::testrun::ProgramSize>> {
     let loaded = config::parse(&mixed_rule_set(10), "bench.toml")?;
@@ -257,13 +291,14 @@ fn prepare(workload: Workload, n: usize) -> Result<Case> {
     let text = match workload {
         Workload::Hosts(family) => rule_set(family, n),
         Workload::Mixed(_) | Workload::MixedCidr(_) => mixed_rule_set(n),
+        Workload::Nacl(family) => nacl_rule_set(family, n),
     };
     let loaded = config::parse(&text, "bench.toml")?;
     let started = Instant::now();
     let mut bed = TestBed::with_every_group(&loaded.config)?;
     let install_ms = started.elapsed().as_millis();
     let family = match workload {
-        Workload::Hosts(f) | Workload::Mixed(f) | Workload::MixedCidr(f) => f,
+        Workload::Hosts(f) | Workload::Mixed(f) | Workload::MixedCidr(f) | Workload::Nacl(f) => f,
     };
     let local = match family {
         Family::V4 => "198.19.255.254".parse()?,
@@ -271,6 +306,11 @@ fn prepare(workload: Workload, n: usize) -> Result<Case> {
     };
     let (src, port) = match workload {
         Workload::Hosts(_) => (peer(family, n / 2), rule_port(n / 2)),
+        // An allow rule (even index) in the middle of the NACL.
+        Workload::Nacl(_) => {
+            let i = (n / 2) & !1;
+            (peer(family, i), rule_port(i) + 5)
+        }
         Workload::Mixed(_) | Workload::MixedCidr(_) => {
             // In the middle block of its family, to a port inside the
             // block's 1000-1999 range (no single-port rule matches): from
@@ -296,6 +336,11 @@ fn prepare(workload: Workload, n: usize) -> Result<Case> {
     let allowed = packet::tcp(src, local, 40001, port, ACK);
     let denied = match workload {
         Workload::Hosts(_) => packet::tcp(src, local, 40002, port.wrapping_add(1), ACK),
+        // The next rule, a deny, from its own host.
+        Workload::Nacl(_) => {
+            let i = ((n / 2) & !1) + 1;
+            packet::tcp(peer(family, i), local, 40002, rule_port(i) + 5, ACK)
+        }
         Workload::Mixed(_) | Workload::MixedCidr(_) => packet::tcp(src, local, 40002, 3000, ACK),
     };
     anyhow::ensure!(

@@ -281,6 +281,28 @@ impl TestBed {
         Ok(())
     }
 
+    /// What the bed recorded at its last apply, as `sg` would.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Packets counted toward the rule with ID `id` (a NACL rule's is
+    /// `sg::compile::nacl_rule_id`), summed over CPUs.
+    pub fn rule_packets(&mut self, id: &str) -> Result<u64> {
+        let slot = self
+            .state
+            .rules_by_slot()
+            .into_iter()
+            .find(|(_, r)| r.id == id)
+            .map(|(slot, _)| slot)
+            .with_context(|| format!("no rule {id} in force"))?;
+        Ok(self
+            .dp
+            .rule_hit_totals()?
+            .get(&slot)
+            .map_or(0, |h| h.packets))
+    }
+
     /// Where this bed's maps are pinned.
     pub fn maps_dir(&self) -> std::path::PathBuf {
         self.dir.maps_dir()

@@ -43,6 +43,44 @@ pub struct DropRecord {
     pub len: u32,
     /// The TCP flags byte, for TCP only.
     pub tcp_flags: Option<u8>,
+    /// With reason `nacl_deny`: the NACL that denied, and its rule number
+    /// (`"*"` for the implicit rule); null for every other drop.
+    pub nacl: Option<String>,
+    pub nacl_rule: Option<String>,
+}
+
+/// NACL rules by rule slot: `(NACL, rule number as shown)`, for naming
+/// the rule of a `nacl_deny` event.
+pub type NaclNames = HashMap<u32, (String, String)>;
+
+pub fn nacl_names(state: &crate::state::State) -> NaclNames {
+    state
+        .rules_by_slot()
+        .into_iter()
+        .filter(|(_, r)| r.is_nacl())
+        .map(|(slot, r)| {
+            let number = u16::try_from(r.index).unwrap_or(sg_common::NACL_RULE_IMPLICIT);
+            (
+                slot,
+                (r.group.clone(), crate::config::nacl_rule_label(number)),
+            )
+        })
+        .collect()
+}
+
+/// Fills in the NACL and rule number of a `nacl_deny` record.
+pub fn name_nacl_rule(record: &mut DropRecord, ev: &DropEvent, nacls: &NaclNames) {
+    if ev.reason != Reason::NaclDeny as u8 {
+        return;
+    }
+    match nacls.get(&ev.rule) {
+        Some((nacl, rule)) => {
+            record.nacl = Some(nacl.clone());
+            record.nacl_rule = Some(rule.clone());
+        }
+        // A rule removed since: its NACL is no longer known.
+        None => record.nacl_rule = Some(format!("slot {}", ev.rule)),
+    }
 }
 
 /// Converts the kernel's monotonic timestamps to wall-clock time.
@@ -95,6 +133,8 @@ pub fn decode(ev: &DropEvent, clock: &Clock, names: &HashMap<u32, String>) -> Dr
         reason: Reason::from_code(ev.reason).map_or("unknown", Reason::name),
         len: ev.len,
         tcp_flags: (ports && ev.proto == sg_common::PROTO_TCP).then_some(ev.tcp_flags),
+        nacl: None,
+        nacl_rule: None,
     }
 }
 
@@ -166,8 +206,13 @@ pub fn format_record_styled(r: &DropRecord, format: Format, color: bool) -> Stri
             };
             // Time to the millisecond is plenty on a terminal.
             let time = r.time.get(..23).map_or(r.time.clone(), |t| format!("{t}Z"));
+            let nacl = match (&r.nacl, &r.nacl_rule) {
+                (Some(n), Some(rule)) => format!(" nacl={n} rule={rule}"),
+                (None, Some(rule)) => format!(" nacl_rule={rule}"),
+                _ => String::new(),
+            };
             format!(
-                "{} {} {} {} {} {} {} -> {}{} len={}",
+                "{} {} {} {} {} {} {} -> {}{} len={}{nacl}",
                 paint(&time, 24, c(ansi::DIM)),
                 paint(&r.iface, 12, c(ansi::CYAN)),
                 paint(r.direction, 7, None),
@@ -269,6 +314,10 @@ struct Sink<'a, W: std::io::Write> {
     opts: &'a WatchOptions,
     clock: &'a Clock,
     names: &'a HashMap<u32, String>,
+    /// NACL rules by slot; read again from `dir` when a slot is unknown
+    /// (a NACL applied after the watch started).
+    nacls: NaclNames,
+    dir: &'a StateDir,
     start_ns: u64,
 }
 
@@ -289,7 +338,14 @@ impl<W: std::io::Write> Sink<'_, W> {
             if ev.ts_ns < self.start_ns {
                 continue; // from before this watch
             }
-            let record = decode(&ev, self.clock, self.names);
+            let mut record = decode(&ev, self.clock, self.names);
+            if ev.reason == Reason::NaclDeny as u8
+                && !self.nacls.contains_key(&ev.rule)
+                && let Ok(Some(state)) = self.dir.load()
+            {
+                self.nacls = nacl_names(&state);
+            }
+            name_nacl_rule(&mut record, &ev, &self.nacls);
             if self
                 .opts
                 .iface
@@ -367,6 +423,8 @@ pub async fn watch(dir: &StateDir, opts: &WatchOptions) -> Result<()> {
         opts,
         clock: &clock,
         names: &names,
+        nacls: nacl_names(&state),
+        dir,
         start_ns,
     };
     let json = opts.format == Format::Json;
@@ -467,6 +525,8 @@ mod flow_log_tests {
             reason: "no_rule",
             len: 74,
             tcp_flags,
+            nacl: None,
+            nacl_rule: None,
         }
     }
 

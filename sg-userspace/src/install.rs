@@ -166,6 +166,20 @@ pub fn install_adopting(
             direction: r.direction,
             index: r.index,
             description: r.description.clone(),
+            nacl_action: r.nacl.map(|n| n.action.name().to_string()),
+        })
+        .collect();
+    next.iface_nacls = plan
+        .write
+        .ifaces
+        .iter()
+        .filter_map(|(name, b)| {
+            let p = plan
+                .write
+                .policies
+                .iter()
+                .find(|p| p.id == b.ingress_nacl)?;
+            Some((name.clone(), p.nacl.clone()?))
         })
         .collect();
     // The commit: recorded before anything old is removed, so an apply

@@ -246,6 +246,8 @@ fn run(cli: Cli) -> Result<()> {
                     "file": config.path,
                     "groups": s.groups,
                     "rules": s.rules,
+                    "nacls": s.nacls,
+                    "nacl_rules": s.nacl_rules,
                     "interfaces": s.interfaces,
                     "policies": s.policies,
                     "classes": s.classes,

@@ -36,6 +36,15 @@ struct RuleLabels {
     rule: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NaclRuleLabels {
+    nacl: String,
+    direction: String,
+    /// The rule number, or `*`.
+    rule: String,
+    action: String,
+}
+
 /// The content type of the OpenMetrics text that `prometheus-client`
 /// writes (Prometheus scrapes it natively).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -77,6 +86,22 @@ pub fn render(s: &Stats) -> Result<String> {
         "sg_rule_hit_bytes",
         "Bytes (whole frames) allowed by a rule (connections it opened included)",
         bytes,
+    );
+    let nacl_hits = Family::<NaclRuleLabels, Counter>::default();
+    for n in &s.nacl_rules {
+        nacl_hits
+            .get_or_create(&NaclRuleLabels {
+                nacl: n.nacl.clone(),
+                direction: n.direction.name().to_string(),
+                rule: n.rule.clone(),
+                action: n.action.clone(),
+            })
+            .inc_by(n.allowed_packets + n.denied_packets);
+    }
+    registry.register(
+        "sg_nacl_rule_hits",
+        "Packets a NACL rule decided (allowed or denied, as its action says)",
+        nacl_hits,
     );
     let suppressed = Counter::<u64>::default();
     suppressed.inc_by(s.events_suppressed);

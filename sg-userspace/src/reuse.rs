@@ -129,6 +129,12 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
     for b in write.ifaces.values_mut() {
         b.ingress_policy = policy_id[&b.ingress_policy];
         b.egress_policy = policy_id[&b.egress_policy];
+        // NACL policies (0: none) switch in the same entry.
+        for nacl in [&mut b.ingress_nacl, &mut b.egress_nacl] {
+            if *nacl != 0 {
+                *nacl = policy_id[nacl];
+            }
+        }
     }
     // Only what keeps its fresh ID is written; a class's sets once, under
     // the ID it keeps.

@@ -45,6 +45,9 @@ pub struct State {
     /// counter (or a tracked connection's rule) always names one rule.
     #[serde(default)]
     pub next_rule_slot: u32,
+    /// Interface -> the NACL it enforces (SPEC 2), for those that have one.
+    #[serde(default)]
+    pub iface_nacls: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +88,16 @@ pub struct RuleRecord {
     /// slots existed: the rule's position in `rules` then.
     #[serde(default)]
     pub slot: Option<u32>,
+    /// A NACL rule: `group` is its NACL, `index` its number (32767: `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nacl_action: Option<String>,
+}
+
+impl RuleRecord {
+    /// Is this a NACL rule (not a security-group rule)?
+    pub fn is_nacl(&self) -> bool {
+        self.nacl_action.is_some()
+    }
 }
 
 impl State {

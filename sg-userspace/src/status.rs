@@ -39,13 +39,37 @@ pub struct IfaceStatus {
     /// Established connections adopted as tracked at attach and at the
     /// applies since (SPEC 4).
     pub adopted: u32,
+    /// The interface's network ACL (SPEC 2) and its numbered rules per
+    /// direction (the implicit `*` deny aside); null without a NACL.
+    pub nacl: Option<NaclStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NaclStatus {
+    pub name: String,
+    pub ingress_rules: usize,
+    pub egress_rules: usize,
 }
 
 fn rule_count(state: &State, groups: &[String], direction: Direction) -> usize {
     state
         .rules
         .iter()
-        .filter(|r| r.direction == direction && groups.contains(&r.group))
+        .filter(|r| r.direction == direction && !r.is_nacl() && groups.contains(&r.group))
+        .count()
+}
+
+/// Numbered rules of NACL `nacl` in `direction` (not the implicit `*`).
+fn nacl_rule_count(state: &State, nacl: &str, direction: Direction) -> usize {
+    state
+        .rules
+        .iter()
+        .filter(|r| {
+            r.is_nacl()
+                && r.direction == direction
+                && r.group == nacl
+                && r.index != usize::from(sg_common::NACL_RULE_IMPLICIT)
+        })
         .count()
 }
 
@@ -77,6 +101,11 @@ pub fn status(dir: &StateDir) -> Result<Status> {
                 ingress_rules: rule_count(&state, &i.groups, Direction::Ingress),
                 egress_rules: rule_count(&state, &i.groups, Direction::Egress),
                 adopted: i.adopted,
+                nacl: state.iface_nacls.get(name).map(|n| NaclStatus {
+                    name: n.clone(),
+                    ingress_rules: nacl_rule_count(&state, n, Direction::Ingress),
+                    egress_rules: nacl_rule_count(&state, n, Direction::Egress),
+                }),
             })
             .collect(),
         conntrack_entries,
@@ -108,6 +137,12 @@ pub fn print_status(s: &Status) {
             i.egress_rules,
             i.groups.join(",")
         );
+        if let Some(n) = &i.nacl {
+            println!(
+                "{:<16} nacl {}: {} ingress, {} egress rules (then * denies)",
+                "", n.name, n.ingress_rules, n.egress_rules
+            );
+        }
     }
     println!(
         "conntrack: {} of {} entries",
@@ -130,6 +165,9 @@ pub struct Stats {
     /// never matched), then counters of removed rules whose tracked
     /// connections still pass (`rule` null).
     pub rules: Vec<RuleCounter>,
+    /// Packets by NACL rule (SPEC 2.3), every NACL rule in force: an
+    /// allow rule's packets are allowed, a deny rule's (and `*`'s) denied.
+    pub nacl_rules: Vec<NaclRuleCounter>,
     /// Drop events held back by the kernel's per-CPU rate limit.
     pub events_suppressed: u64,
     /// Drop events lost because the ring buffer was full (no reader, or
@@ -161,6 +199,21 @@ pub struct RuleCounter {
     /// The rule's key in the maps.
     pub slot: u32,
     pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NaclRuleCounter {
+    pub nacl: String,
+    pub direction: Direction,
+    /// The rule number, or `"*"` for the implicit final deny.
+    pub rule: String,
+    /// `"allow"` or `"deny"`.
+    pub action: String,
+    pub description: Option<String>,
+    pub slot: u32,
+    pub allowed_packets: u64,
+    pub denied_packets: u64,
     pub bytes: u64,
 }
 
@@ -208,6 +261,22 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
     });
     for (slot, r) in in_force {
         let h = hits.remove(&slot).unwrap_or_default();
+        if let Some(action) = &r.nacl_action {
+            let deny = action == "deny";
+            let number = u16::try_from(r.index).unwrap_or(sg_common::NACL_RULE_IMPLICIT);
+            out.nacl_rules.push(NaclRuleCounter {
+                nacl: r.group.clone(),
+                direction: r.direction,
+                rule: crate::config::nacl_rule_label(number),
+                action: action.clone(),
+                description: r.description.clone(),
+                slot,
+                allowed_packets: if deny { 0 } else { h.packets },
+                denied_packets: if deny { h.packets } else { 0 },
+                bytes: h.bytes,
+            });
+            continue;
+        }
         out.rules.push(RuleCounter {
             rule: Some(r.id.clone()),
             group: Some(r.group.clone()),
@@ -231,6 +300,11 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
             bytes: h.bytes,
         });
     }
+    // NACLs in rule order: ingress first, then by number (`*` last).
+    out.nacl_rules.sort_by_key(|n| {
+        let number = n.rule.parse::<u16>().unwrap_or(u16::MAX);
+        (n.nacl.clone(), n.direction, number)
+    });
     (out.events_suppressed, out.events_lost) = dp.event_stats()?;
     out.events_per_second = dp.runtime_config()?.events_per_sec;
     out.conntrack_entries = dp.conntrack()?.keys().filter(Result::is_ok).count();
@@ -275,6 +349,27 @@ pub fn print_stats(s: &Stats) {
             r.bytes,
             r.description.as_deref().unwrap_or("")
         );
+    }
+    if !s.nacl_rules.is_empty() {
+        println!();
+        println!("NACL RULE HITS");
+        println!(
+            "  {:<16} {:<7} {:>5} {:<6} {:>12} {:>12} {:>14}  DESCRIPTION",
+            "NACL", "DIR", "RULE", "ACTION", "ALLOWED", "DENIED", "BYTES"
+        );
+        for n in &s.nacl_rules {
+            println!(
+                "  {:<16} {:<7} {:>5} {:<6} {:>12} {:>12} {:>14}  {}",
+                n.nacl,
+                n.direction.name(),
+                n.rule,
+                n.action,
+                n.allowed_packets,
+                n.denied_packets,
+                n.bytes,
+                n.description.as_deref().unwrap_or("")
+            );
+        }
     }
     println!();
     println!(

@@ -1,7 +1,7 @@
 //! Differential test: random configs and random packet sequences, every
 //! verdict of the real XDP (ingress) and TC (egress) programs, run through
 //! BPF_PROG_TEST_RUN, compared with the reference evaluator
-//! (`sg_testkit::reference`, written straight from SPEC 1).
+//! (`sg_testkit::reference`, written straight from SPEC 1 and 2).
 //!
 //! - `SG_SEED=N` replays a run; otherwise the seed is random. It is printed.
 //! - `SG_VERDICTS=N` sets how many verdicts a run compares (default 500,000).
@@ -11,7 +11,11 @@
 //! A quarter of the cases run on a small table (`max_entries` 4-16, a test
 //! bed of its own), so new flows meet `conntrack_full` while tracked ones go
 //! on; 30% re-apply a second config mid-sequence (often the first with
-//! rules taken away), with or without `revoke_established`.
+//! rules taken away), with or without `revoke_established`. 45% of the
+//! configs have NACLs (SPEC 2) on some of their interfaces: overlapping
+//! CIDRs of both families, deny and allow in any order, port ranges, ICMP,
+//! a direction left out; re-applies drop their rules, flip actions and move
+//! them between interfaces.
 //!
 //! A mismatch prints the seed, then a shrunk config and packet sequence
 //! that still disagree, then fails. Drop reasons are compared too: after
@@ -201,8 +205,17 @@ fn run_case(beds: &mut Beds, case: &Case) -> Option<Result<(usize, usize), Misma
         } else {
             &c.others[pkt.iface - 1]
         };
-        let want: Outcome =
-            reference::verdict(&configs[current], groups, &[], &mut model, pkt, dir, now);
+        let nacl = c.iface_nacls[pkt.iface].map(|n| c.nacls[n].name.as_str());
+        let want: Outcome = reference::verdict_with_nacl(
+            &configs[current],
+            groups,
+            nacl,
+            &[],
+            &mut model,
+            pkt,
+            dir,
+            now,
+        );
         verdicts += 1;
         passed += usize::from(want.allowed);
         if (kernel == Verdict::Pass) != want.allowed {
@@ -377,6 +390,33 @@ fn shrink(bed: &mut Beds, mut case: Case) -> Case {
                     }
                 }
             }
+            // NACLs: off an interface, or one rule fewer.
+            for ii in 0..cfg.iface_nacls.len() {
+                if cfg.iface_nacls[ii].is_some() {
+                    let mut c = case.clone();
+                    c.configs[ci].iface_nacls[ii] = None;
+                    candidates.push(c);
+                }
+            }
+            for ni in 0..cfg.nacls.len() {
+                for egress in [false, true] {
+                    let n = &cfg.nacls[ni];
+                    let len = if egress { &n.egress } else { &n.ingress }
+                        .as_ref()
+                        .map_or(0, Vec::len);
+                    for ri in 0..len {
+                        let mut c = case.clone();
+                        let n = &mut c.configs[ci].nacls[ni];
+                        let list = if egress {
+                            &mut n.egress
+                        } else {
+                            &mut n.ingress
+                        };
+                        list.as_mut().unwrap().remove(ri);
+                        candidates.push(c);
+                    }
+                }
+            }
             if cfg.attached.len() > 1 {
                 for ai in 0..cfg.attached.len() {
                     let mut c = case.clone();
@@ -412,9 +452,10 @@ fn report(bed: &mut Beds, seed: u64, case: &Case) -> String {
     for (i, c) in case.configs.iter().enumerate() {
         writeln!(
             out,
-            "--- config {i} (groups attached: {:?}, other interfaces: {:?}) ---\n{}",
+            "--- config {i} (groups attached: {:?}, other interfaces: {:?}, NACLs: {:?}) ---\n{}",
             c.attached,
             c.others,
+            c.iface_nacls,
             c.toml()
         )
         .unwrap();

@@ -66,12 +66,24 @@ fn main() -> Result<()> {
         Workload::Mixed(Family::V6),
         Workload::MixedCidr(Family::V4),
         Workload::MixedCidr(Family::V6),
+        Workload::Nacl(Family::V4),
+        Workload::Nacl(Family::V6),
     ];
     let selected = workloads
         .into_iter()
         .filter(|w| only.as_ref().is_none_or(|t| w.label().contains(t.as_str())));
+    // A NACL holds at most 32,766 rules: its own sizes (SPEC 2.5).
+    let sizes_of = |w: Workload| -> Vec<usize> {
+        match w {
+            Workload::Nacl(_) if sizes == [10, 1_000, 10_000, 100_000] => {
+                sg_testkit::bench::NACL_SIZES.to_vec()
+            }
+            Workload::Nacl(_) => sizes.iter().copied().filter(|&n| n <= 32_766).collect(),
+            _ => sizes.clone(),
+        }
+    };
     for workload in selected {
-        for row in measure(workload, &sizes)? {
+        for row in measure(workload, &sizes_of(workload))? {
             eprintln!("{row:?}");
             rows.push(row);
         }
@@ -104,6 +116,10 @@ fn main() -> Result<()> {
     println!("  blocks per group, plus http from anywhere, ssh from both test ranges, icmp;");
     println!("  the packet is to a port inside a range, from a host a rule names (*mixed*)");
     println!("  or from another address of a /30 or /126 (*mixed, CIDR peer*);");
+    println!("- *NACL*: a NACL of N numbered rules (allow and deny alternating, each from its");
+    println!("  own host to its own 10 ports, then an ephemeral-port allow) before one SG rule;");
+    println!("  the packets are decided by rules in the middle (every packet, tracked or not,");
+    println!("  is judged by the NACL): its target is at most 1.3x from 10 to 10,000 rules;");
     println!("- *conntrack hit*: an ACK of a tracked connection;");
     println!("- *new flow allowed*: an ACK a rule allows, with no entry (classified every time);");
     println!("- *new flow denied*: an ACK no rule allows (classification, drop counter, event);");
@@ -128,7 +144,11 @@ fn main() -> Result<()> {
     println!();
     for workload in workloads {
         let of = |n: usize| rows.iter().find(|r| r.workload == workload && r.rules == n);
-        if let (Some(small), Some(big)) = (of(sizes[0]), of(*sizes.last().expect("sizes"))) {
+        let sizes = sizes_of(workload);
+        let (Some(&first), Some(&last)) = (sizes.first(), sizes.last()) else {
+            continue;
+        };
+        if let (Some(small), Some(big)) = (of(first), of(last)) {
             println!(
                 "- {}: new-flow cost at {} rules / at {} rules = {:.2} (allowed), {:.2} (denied).",
                 workload.label(),

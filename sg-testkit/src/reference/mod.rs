@@ -45,11 +45,19 @@
 //!   per interface, in one table whose `max_entries` all interfaces share,
 //!   as in the kernel.
 //!
+//! - network ACLs (SPEC 2, [`verdict_with_nacl`]): on ingress the NACL
+//!   first, then the groups; on egress the groups, then the NACL (a packet
+//!   the groups allow has already advanced or opened its flow when the
+//!   NACL drops it, as the groups' layer sits before the NACL's); every
+//!   packet is judged, tracked, related or not; always-allowed packets
+//!   skip it; a first fragment counts as passed only if it passed both.
+//!
 //! Expiry is modeled from `now`, which the caller controls; the
 //! kernel's clock is its own, so the differential test keeps every run far
 //! shorter than the shortest timeout.
 
 mod flows;
+mod nacl;
 mod packet_spec;
 mod rules;
 
@@ -61,6 +69,7 @@ use sg_common::Reason;
 use crate::packet::{ACK, FIN, RST, SYN};
 
 pub use flows::*;
+pub use nacl::nacl_decision;
 pub use packet_spec::*;
 pub use rules::allowing_rule;
 use rules::*;
@@ -71,6 +80,30 @@ use rules::*;
 pub fn verdict(
     config: &Config,
     groups: &[String],
+    local_addrs: &[IpAddr],
+    state: &mut ConntrackModel,
+    pkt: &PacketSpec,
+    direction: Direction,
+    now: Duration,
+) -> Outcome {
+    verdict_with_nacl(
+        config,
+        groups,
+        None,
+        local_addrs,
+        state,
+        pkt,
+        direction,
+        now,
+    )
+}
+
+/// [`verdict`] on an interface that also has NACL `nacl` (SPEC 2).
+#[allow(clippy::too_many_arguments)]
+pub fn verdict_with_nacl(
+    config: &Config,
+    groups: &[String],
+    nacl: Option<&str>,
     local_addrs: &[IpAddr],
     state: &mut ConntrackModel,
     pkt: &PacketSpec,
@@ -110,7 +143,17 @@ pub fn verdict(
         };
     }
 
-    let outcome = judge_whole(config, groups, local_addrs, state, pkt, direction, now);
+    let nacl_allows = |pkt: &PacketSpec| match nacl {
+        Some(n) => nacl_decision(config, n, pkt, direction).1,
+        None => true,
+    };
+    if direction == Direction::Ingress && !nacl_allows(pkt) {
+        return Outcome::drop(Reason::NaclDeny);
+    }
+    let mut outcome = judge_whole(config, groups, local_addrs, state, pkt, direction, now);
+    if direction == Direction::Egress && outcome.allowed && !nacl_allows(pkt) {
+        outcome = Outcome::drop(Reason::NaclDeny);
+    }
     if outcome.allowed
         && let Frag::First { id } = pkt.frag
     {

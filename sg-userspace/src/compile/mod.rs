@@ -28,8 +28,9 @@ use std::net::IpAddr;
 
 use sg_common::RuleRef;
 
-use crate::config::{Config, Direction};
+use crate::config::{Config, Direction, NaclAction};
 
+mod nacl;
 mod peer_search;
 mod policies;
 mod port_sets;
@@ -38,6 +39,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
+pub use nacl::nacl_rule_id;
 pub use port_sets::PortSet;
 pub use tables::{KernelTables, PeerTables, RuleSet};
 
@@ -79,6 +81,8 @@ pub enum CompileError {
     IdsExhausted { first_id: u32, needed: u64 },
     #[error("too many rules: {count} (at most {max})")]
     TooManyRules { count: usize, max: usize },
+    #[error("unknown NACL `{nacl}`")]
+    UnknownNacl { nacl: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +125,16 @@ pub struct CompiledRule {
     pub index: usize,
     pub name: Option<String>,
     pub description: Option<String>,
+    /// A NACL rule (`group` is then the NACL's name, `index` its number).
+    pub nacl: Option<NaclRuleInfo>,
+}
+
+/// What a NACL rule is beyond an SG rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NaclRuleInfo {
+    /// 1-32766, or `sg_common::NACL_RULE_IMPLICIT` for `*`.
+    pub number: u16,
+    pub action: NaclAction,
 }
 
 /// One policy: the union of the rules of `groups` in one direction.
@@ -128,8 +142,10 @@ pub struct CompiledRule {
 pub struct PolicyInfo {
     pub id: u32,
     pub direction: Direction,
-    /// Sorted, without duplicates.
+    /// Sorted, without duplicates (empty for a NACL).
     pub groups: Vec<String>,
+    /// The NACL this policy judges by (then `groups` is empty).
+    pub nacl: Option<String>,
     pub rule_count: usize,
     /// Indexes into [`Compiled::rules`], ascending.
     pub rules: Vec<u32>,
@@ -170,6 +186,9 @@ pub struct IfaceBinding {
     /// `IFACE_F_*`: which directions allow all traffic everywhere, per
     /// family (for the untracked-flow rule, SPEC 1.8).
     pub flags: u32,
+    /// NACL policies (SPEC 2); 0: the interface has no NACL.
+    pub ingress_nacl: u32,
+    pub egress_nacl: u32,
 }
 
 impl IfaceBinding {
@@ -195,6 +214,8 @@ pub struct Compiled {
     pub next_id: u32,
     /// Groups in the configuration.
     pub group_count: usize,
+    /// NACLs in the configuration.
+    pub nacl_count: usize,
 }
 
 /// Counts for `sg validate`: the configuration, and the entries the
@@ -203,6 +224,9 @@ pub struct Compiled {
 pub struct Summary {
     pub groups: usize,
     pub rules: usize,
+    /// NACLs in the configuration and their numbered rules.
+    pub nacls: usize,
+    pub nacl_rules: usize,
     pub interfaces: usize,
     pub policies: usize,
     pub classes: usize,
@@ -225,7 +249,16 @@ impl Compiled {
         let t = KernelTables::of(self);
         Summary {
             groups: self.group_count,
-            rules: self.rules.len(),
+            rules: self.rules.iter().filter(|r| r.nacl.is_none()).count(),
+            nacls: self.nacl_count,
+            nacl_rules: self
+                .rules
+                .iter()
+                .filter(|r| {
+                    r.nacl
+                        .is_some_and(|n| n.number != sg_common::NACL_RULE_IMPLICIT)
+                })
+                .count(),
             interfaces: self.ifaces.len(),
             policies: self.policies.len(),
             classes: self.classes.len(),
@@ -271,6 +304,10 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "groups:            {}", self.groups)?;
         writeln!(f, "rules:             {}", self.rules)?;
+        if self.nacls > 0 {
+            writeln!(f, "nacls:             {}", self.nacls)?;
+            writeln!(f, "nacl rules:        {}", self.nacl_rules)?;
+        }
         writeln!(f, "interfaces:        {}", self.interfaces)?;
         writeln!(f, "policies:          {}", self.policies)?;
         writeln!(f, "peer classes:      {}", self.classes)?;
@@ -317,28 +354,52 @@ pub fn compile(
     };
     let index = resolve::RuleIndex::new(config)?;
     let attached = resolve::resolve_attachments(config, attachments)?;
-    let rule_nets = resolve::rule_nets(config, &index.all, &attached.local);
-    let (mut policies, ifaces) =
+    let mut rule_nets = resolve::rule_nets(config, &index.all, &attached.local);
+    let (mut policies, mut ifaces) =
         policies::build_policies(config, &index, &rule_nets, &attached.lists, &mut ids)?;
+    // NACL rules come after every SG rule, in the same tables.
+    let sg_rules = index.all.len() as u32;
+    let nacl = nacl::nacl_rules(config, sg_rules);
+    policies.extend(nacl::build_nacl_policies(
+        config,
+        &nacl,
+        &mut ifaces,
+        &mut ids,
+    )?);
+    rule_nets.extend(nacl.nets.iter().cloned());
     let mut classes = policies::build_classes(&mut policies, &rule_nets, &mut ids)?;
-    let matches: Vec<_> = index
+    let mut matches: Vec<_> = index
         .all
         .iter()
         .map(|r| port_sets::rule_matches(r.proto, &r.ports))
         .collect();
+    matches.extend(nacl.matches.iter().cloned());
+    let mut rules = index.compiled();
+    rules.extend(nacl.rules);
+    let deny = |r: u32| {
+        rules[r as usize]
+            .nacl
+            .is_some_and(|n| n.action == NaclAction::Deny)
+    };
     for class in &mut classes {
-        class.port_sets = port_sets::port_sets(class, &matches, &rule_nets);
+        // A class holds the rules of one policy: SG rules or NACL rules.
+        class.port_sets = if class.rules.first().is_some_and(|&r| r >= sg_rules) {
+            nacl::nacl_port_sets(class, &matches, deny)
+        } else {
+            port_sets::port_sets(class, &matches, &rule_nets)
+        };
     }
     let next_id = u32::try_from(ids.next).map_err(|_| CompileError::IdsExhausted {
         first_id: ids.first,
         needed: ids.next - u64::from(ids.first),
     })?;
     Ok(Compiled {
-        rules: index.compiled(),
+        rules,
         policies,
         classes,
         ifaces,
         next_id,
         group_count: config.groups.len(),
+        nacl_count: config.nacls.len(),
     })
 }

@@ -38,6 +38,8 @@ pub(super) fn build_policies(
             ingress_policy: 0,
             egress_policy: 0,
             flags: 0,
+            ingress_nacl: 0,
+            egress_nacl: 0,
         };
         for d in Direction::ALL {
             let id = ids.alloc()?;
@@ -68,6 +70,7 @@ pub(super) fn build_policies(
                 id,
                 direction: d,
                 groups: list.clone(),
+                nacl: None,
                 rule_count: rules.len(),
                 rules,
                 peers: Vec::new(),

@@ -130,7 +130,7 @@ pub(super) fn rule_matches(proto: Proto, ports: &PortMatch) -> Vec<Match> {
 /// ICMP is IPv4's and ICMPv6 IPv6's: an `icmp` rule never matches an IPv6
 /// packet whose next header is 1, nor `icmpv6` IPv4 protocol 58 (those are
 /// just other protocols there, matched by `all` only).
-fn proto_in_family(proto: u8, family: Family) -> bool {
+pub(super) fn proto_in_family(proto: u8, family: Family) -> bool {
     match proto {
         sg_common::PROTO_ICMP => family == Family::V4,
         sg_common::PROTO_ICMPV6 => family == Family::V6,

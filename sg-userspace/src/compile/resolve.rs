@@ -27,7 +27,7 @@ pub(super) fn mask(family: Family, len: u8) -> u128 {
 }
 
 impl Net {
-    fn from_ipnet(net: &IpNet) -> Net {
+    pub(super) fn from_ipnet(net: &IpNet) -> Net {
         let (family, addr) = match net.network() {
             IpAddr::V4(a) => (Family::V4, u128::from(u32::from(a))),
             IpAddr::V6(a) => (Family::V6, u128::from(a)),
@@ -89,6 +89,7 @@ impl<'c> RuleIndex<'c> {
                 index: r.index,
                 name: r.name.clone(),
                 description: r.description.clone(),
+                nacl: None,
             })
             .collect()
     }

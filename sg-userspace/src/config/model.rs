@@ -27,12 +27,77 @@ pub struct Config {
     pub interfaces: BTreeMap<String, InterfaceConfig>,
     pub conntrack: ConntrackConfig,
     pub events: EventsConfig,
+    /// `[nacls.NAME]` (SPEC 2).
+    pub nacls: BTreeMap<String, Nacl>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceConfig {
     /// Group names, in file order, without duplicates. Never empty.
     pub groups: Vec<String>,
+    /// The interface's network ACL (`nacl = "NAME"`), if any.
+    pub nacl: Option<String>,
+}
+
+/// A network ACL (SPEC 2): numbered, stateless allow/deny rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nacl {
+    pub name: String,
+    /// Sorted by rule number, numbers unique. A direction the file does
+    /// not write is empty: only the implicit `*` rule, which denies.
+    pub ingress: Vec<NaclRule>,
+    pub egress: Vec<NaclRule>,
+}
+
+impl Nacl {
+    pub fn rules(&self, direction: Direction) -> &[NaclRule] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NaclAction {
+    Allow,
+    Deny,
+}
+
+impl NaclAction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            NaclAction::Allow => "allow",
+            NaclAction::Deny => "deny",
+        }
+    }
+}
+
+/// One numbered NACL rule: the SG rule fields, one CIDR peer (`anywhere`
+/// is two: `0.0.0.0/0` and `::/0`) and an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NaclRule {
+    pub nacl: String,
+    pub direction: Direction,
+    /// 1-32766.
+    pub number: u16,
+    pub action: NaclAction,
+    pub proto: Proto,
+    pub ports: PortMatch,
+    /// Canonical CIDRs: one, or one per family for `anywhere`.
+    pub peers: Vec<IpNet>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// How status, stats and events write a NACL rule number: the implicit
+/// final rule is `*`.
+pub fn nacl_rule_label(number: u16) -> String {
+    if number == sg_common::NACL_RULE_IMPLICIT {
+        "*".to_string()
+    } else {
+        number.to_string()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

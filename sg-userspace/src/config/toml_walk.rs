@@ -15,6 +15,7 @@ use super::{
     validate_iface_name,
 };
 
+mod nacl;
 mod prefix_list;
 mod rule;
 
@@ -240,6 +241,7 @@ impl<'s> Ctx<'s> {
                 "interfaces",
                 "conntrack",
                 "events",
+                "nacls",
                 "prefix_lists",
             ],
             "the top level",
@@ -266,13 +268,37 @@ impl<'s> Ctx<'s> {
             config.groups.insert(name, group);
         }
 
+        // NACLs before interfaces, which name them.
+        let mut nacl_keys = Vec::new();
+        if let Some(v) = top.get("nacls") {
+            let t = self.table(v, "`nacls`")?;
+            for (k, v) in sorted_entries(t) {
+                validate_group_name(k.get_ref()).map_err(|m| self.err(k.span(), m))?;
+                let nt = self.table(v, &format!("NACL `{}`", k.get_ref()))?;
+                let nacl = self.nacl(k.get_ref(), nt)?;
+                nacl_keys.push((k.get_ref().to_string(), k.span()));
+                config.nacls.insert(nacl.name.clone(), nacl);
+            }
+        }
         if let Some(v) = top.get("interfaces") {
             let t = self.table(v, "`interfaces`")?;
             for (k, v) in sorted_entries(t) {
                 let name = k.get_ref().to_string();
                 validate_iface_name(&name).map_err(|m| self.err(k.span(), m))?;
-                let iface = self.interface(&name, v, &names)?;
+                let iface = self.interface(&name, v, &names, &config.nacls)?;
                 config.interfaces.insert(name, iface);
+            }
+        }
+        for (name, span) in nacl_keys {
+            if !config
+                .interfaces
+                .values()
+                .any(|i| i.nacl.as_deref() == Some(name.as_str()))
+            {
+                self.warn(
+                    span,
+                    format_args!("NACL `{name}` is named by no interface (`nacl = \"{name}\"`)"),
+                );
             }
         }
         if let Some(v) = top.get("conntrack") {
@@ -375,9 +401,31 @@ impl<'s> Ctx<'s> {
         name: &str,
         v: &Val<'_>,
         names: &BTreeSet<String>,
+        nacls: &std::collections::BTreeMap<String, super::Nacl>,
     ) -> Result<InterfaceConfig, ConfigError> {
         let t = self.table(v, &format!("interface `{name}`"))?;
-        let f = self.fields(t, &["groups"], &format!("interface `{name}`"))?;
+        let f = self.fields(t, &["groups", "nacl"], &format!("interface `{name}`"))?;
+        let nacl = match f.get("nacl") {
+            Some(nv) => {
+                let n = self.string(nv, "`nacl`")?;
+                if !nacls.contains_key(n) {
+                    let known: Vec<&str> = nacls.keys().map(String::as_str).collect();
+                    return Err(self.err(
+                        nv.span(),
+                        format!(
+                            "unknown NACL `{n}`; defined NACLs: {}",
+                            if known.is_empty() {
+                                "none (add `[nacls.NAME]`)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+                Some(n.to_string())
+            }
+            None => None,
+        };
         let Some(gv) = f.get("groups") else {
             return Err(self.err(
                 v.span(),
@@ -402,7 +450,7 @@ impl<'s> Ctx<'s> {
             }
             groups.push(g.to_string());
         }
-        Ok(InterfaceConfig { groups })
+        Ok(InterfaceConfig { groups, nacl })
     }
 
     fn conntrack(&self, v: &Val<'_>) -> Result<ConntrackConfig, ConfigError> {

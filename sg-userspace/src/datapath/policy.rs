@@ -194,6 +194,8 @@ impl Datapath {
                     egress_policy: b.egress_policy,
                     flags: b.flags,
                     _pad: 0,
+                    ingress_nacl: b.ingress_nacl,
+                    egress_nacl: b.egress_nacl,
                 };
                 Ok((ifindex_of(name)?, value))
             })
@@ -261,6 +263,8 @@ impl Datapath {
             egress_policy: egress,
             flags,
             _pad: 0,
+            ingress_nacl: 0,
+            egress_nacl: 0,
         };
         self.put_iface(ifindex, &value)
     }

@@ -174,6 +174,8 @@ impl CompiledTables {
                         egress_policy: b.egress_policy,
                         flags: b.flags,
                         _pad: 0,
+                        ingress_nacl: b.ingress_nacl,
+                        egress_nacl: b.egress_nacl,
                     },
                 )
             })

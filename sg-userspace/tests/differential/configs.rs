@@ -33,6 +33,46 @@ pub(super) struct GenConfig {
     /// Groups of the other interfaces (1, 2, ...); `attached` is
     /// interface 0's.
     pub(super) others: Vec<Vec<String>>,
+    /// Network ACLs (SPEC 2), and each interface's (by index into
+    /// `nacls`; `None`: no NACL), interface 0 first.
+    pub(super) nacls: Vec<GenNacl>,
+    pub(super) iface_nacls: Vec<Option<usize>>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct GenNaclRule {
+    pub(super) number: u16,
+    pub(super) allow: bool,
+    /// Exactly one peer, never `sg:`.
+    pub(super) rule: GenRule,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct GenNacl {
+    pub(super) name: String,
+    /// `None`: the direction is not written, and denies everything.
+    pub(super) ingress: Option<Vec<GenNaclRule>>,
+    pub(super) egress: Option<Vec<GenNaclRule>>,
+}
+
+/// The name of the test's interface `i` (see `test_ifaces`).
+pub(super) fn iface_name(i: usize) -> String {
+    if i == 0 {
+        "lo".to_string()
+    } else {
+        format!("sgdiff{i}")
+    }
+}
+
+fn render_nacl_rule(out: &mut String, r: &GenNaclRule, peer_key: &str) {
+    let mut body = String::new();
+    render_rule(&mut body, &r.rule, peer_key);
+    let action = if r.allow { "allow" } else { "deny" };
+    out.push_str(&body.replacen(
+        "  { ",
+        &format!("  {{ rule = {}, action = \"{action}\", ", r.number),
+        1,
+    ));
 }
 
 pub(super) fn render_rule(out: &mut String, r: &GenRule, peer_key: &str) {
@@ -73,6 +113,40 @@ impl GenConfig {
                 out.push_str("]\n");
             }
             out.push('\n');
+        }
+        for n in &self.nacls {
+            writeln!(out, "[nacls.{}]", n.name).unwrap();
+            for (key, peer_key, rules) in
+                [("ingress", "from", &n.ingress), ("egress", "to", &n.egress)]
+            {
+                if let Some(rules) = rules {
+                    writeln!(out, "{key} = [").unwrap();
+                    for r in rules {
+                        render_nacl_rule(&mut out, r, peer_key);
+                    }
+                    out.push_str("]\n");
+                }
+            }
+            out.push('\n');
+        }
+        for (i, nacl) in self.iface_nacls.iter().enumerate() {
+            let Some(n) = nacl.and_then(|n| self.nacls.get(n)) else {
+                continue;
+            };
+            let groups = if i == 0 {
+                &self.attached
+            } else {
+                &self.others[i - 1]
+            };
+            let g: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+            writeln!(
+                out,
+                "[interfaces.{}]\ngroups = [{}]\nnacl = \"{}\"\n",
+                iface_name(i),
+                g.join(", "),
+                n.name
+            )
+            .unwrap();
         }
         if self.revoke || self.max_entries.is_some() {
             out.push_str("[conntrack]\n");
@@ -295,13 +369,99 @@ pub(super) fn gen_config(rng: &mut Rng, u: &Universe, ifaces: usize) -> GenConfi
     let others = (1..ifaces)
         .map(|_| vec![names[rng.below(n)].clone()])
         .collect();
+    let (nacls, iface_nacls) = gen_nacls(rng, u, &names, ifaces);
     GenConfig {
         groups,
         attached,
         others,
         revoke: rng.chance(30),
         max_entries: None,
+        nacls,
+        iface_nacls,
     }
+}
+
+const NACL_NUMBERS: &[u16] = &[1, 2, 5, 10, 50, 90, 100, 110, 200, 1000, 32765];
+
+/// A NACL rule: an SG rule's protocol and ports, one CIDR peer (overlapping
+/// the others: they come from the same universe), allow or deny.
+pub(super) fn gen_nacl_rule(
+    rng: &mut Rng,
+    u: &Universe,
+    names: &[String],
+    number: u16,
+) -> GenNaclRule {
+    let mut rule = gen_rule(rng, u, names);
+    rule.peers = vec![match rng.below(10) {
+        0..=1 => rng
+            .pick(&[
+                "anywhere",
+                "anywhere-ipv4",
+                "anywhere-ipv6",
+                "0.0.0.0/0",
+                "::/0",
+            ])
+            .to_string(),
+        2..=5 => u.cidr(rng, false),
+        _ => u.cidr(rng, true),
+    }];
+    GenNaclRule {
+        number,
+        allow: rng.chance(55),
+        rule,
+    }
+}
+
+fn gen_nacl_rules(rng: &mut Rng, u: &Universe, names: &[String]) -> Option<Vec<GenNaclRule>> {
+    if rng.chance(8) {
+        return None;
+    }
+    let mut numbers: Vec<u16> = Vec::new();
+    for _ in 0..rng.below(7) {
+        let n = rng.pick(NACL_NUMBERS);
+        if !numbers.contains(&n) {
+            numbers.push(n);
+        }
+    }
+    let mut rules: Vec<GenNaclRule> = numbers
+        .into_iter()
+        .map(|n| gen_nacl_rule(rng, u, names, n))
+        .collect();
+    // Mostly a permissive tail, so that the SG layer still gets traffic;
+    // without it the implicit `*` denies what no rule names.
+    if rng.chance(65) {
+        let mut tail = gen_nacl_rule(rng, u, names, 32766);
+        tail.allow = true;
+        tail.rule.proto = "proto = \"all\"".into();
+        (tail.rule.ports, tail.rule.icmp_type, tail.rule.icmp_code) = (None, None, None);
+        tail.rule.peers = vec!["anywhere".into()];
+        rules.push(tail);
+    }
+    Some(rules)
+}
+
+/// Up to two NACLs (in 45% of configs), each interface with one of them
+/// or none.
+pub(super) fn gen_nacls(
+    rng: &mut Rng,
+    u: &Universe,
+    names: &[String],
+    ifaces: usize,
+) -> (Vec<GenNacl>, Vec<Option<usize>>) {
+    if !rng.chance(45) {
+        return (Vec::new(), vec![None; ifaces]);
+    }
+    let nacls: Vec<GenNacl> = (0..1 + rng.below(2))
+        .map(|i| GenNacl {
+            name: format!("n{i}"),
+            ingress: gen_nacl_rules(rng, u, names),
+            egress: gen_nacl_rules(rng, u, names),
+        })
+        .collect();
+    let iface_nacls = (0..ifaces)
+        .map(|_| rng.chance(75).then(|| rng.below(nacls.len())))
+        .collect();
+    (nacls, iface_nacls)
 }
 
 /// The config applied mid-sequence: half the time a fresh one, half the
@@ -320,6 +480,24 @@ pub(super) fn gen_second_config(rng: &mut Rng, u: &Universe, first: &GenConfig) 
             }
             if rng.chance(20) {
                 g.ingress.push(gen_rule(rng, u, &names));
+            }
+        }
+        // NACLs change too: rules go, actions flip, interfaces move.
+        for n in &mut c.nacls {
+            for rules in [&mut n.ingress, &mut n.egress].into_iter().flatten() {
+                rules.retain(|_| rng.chance(75));
+                for r in rules.iter_mut() {
+                    if rng.chance(15) {
+                        r.allow = !r.allow;
+                    }
+                }
+            }
+        }
+        if !c.nacls.is_empty() {
+            for n in &mut c.iface_nacls {
+                if rng.chance(20) {
+                    *n = rng.chance(50).then(|| rng.below(c.nacls.len()));
+                }
             }
         }
         c

@@ -424,6 +424,7 @@ fn hosts_go_to_the_exact_hash_and_policies_stay_apart() {
         id,
         direction: Direction::Ingress,
         groups: Vec::new(),
+        nacl: None,
         rule_count: 0,
         rules: Vec::new(),
         peers,

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 mod classes;
 mod ids;
+mod nacl;
 mod ports;
 mod prefix_lists;
 mod random;
@@ -135,7 +136,10 @@ fn check_invariants(c: &Compiled, first_id: u32) {
         for &r in &p.rules {
             let rule = &c.rules[r as usize];
             assert_eq!(rule.direction, p.direction);
-            assert!(p.groups.contains(&rule.group));
+            match &p.nacl {
+                Some(nacl) => assert!(rule.nacl.is_some() && &rule.group == nacl),
+                None => assert!(rule.nacl.is_none() && p.groups.contains(&rule.group)),
+            }
         }
     }
     for (iface, b) in &c.ifaces {

@@ -11,10 +11,12 @@ pub mod search;
 #[cfg(feature = "user")]
 extern crate std;
 
+mod bench_stop;
 mod conntrack;
 mod events;
 mod names;
 mod policy;
+pub use bench_stop::*;
 pub use conntrack::*;
 pub use events::*;
 pub use names::*;

@@ -2,11 +2,13 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use sg_common::{
-    CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3, IfacePolicy, NO_RULE,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
+    BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3,
+    IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
+    bench,
     conntrack::{self, Flow, Kind, Lookup},
     counters::{count_drop, count_hit},
     events::emit_drop,
@@ -66,6 +68,10 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return Verdict::Pass;
     };
     let iface = *iface;
+    let stop = bench::stop();
+    if stop == BENCH_STOP_AFTER_IFACE {
+        return Verdict::Pass;
+    }
     let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
         return Verdict::Drop;
     };
@@ -81,6 +87,9 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         }
         Parsed::Ip => {}
     }
+    if stop == BENCH_STOP_AFTER_PARSE {
+        return Verdict::Pass;
+    }
     if is_exempt_icmpv6(&s.pkt) {
         fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
         return Verdict::Pass;
@@ -94,7 +103,16 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
             Verdict::Drop
         };
     }
-    match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
+    let verdict = judge_first(s, bytes, ifindex, direction, &iface, cfg, now);
+    if stop >= BENCH_STOP_AFTER_CONNTRACK {
+        // Bench variants without accounting.
+        return if verdict.is_ok() {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        };
+    }
+    match verdict {
         Ok(rule) => {
             count_hit(rule, len);
             fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
@@ -145,6 +163,7 @@ fn judge_first(
         &pkt.dst
     };
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
+    let stop = bench::stop();
     match conntrack::track(&s.flow, pkt, cfg, now) {
         Lookup::Tracked { flags, rule } => {
             if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
@@ -154,9 +173,13 @@ fn judge_first(
             return Ok(rule);
         }
         Lookup::OutOfWindow => return Err(Reason::TcpOutOfWindow),
+        Lookup::Untracked if stop == BENCH_STOP_AFTER_CONNTRACK => return Ok(NO_RULE),
         Lookup::Untracked => {}
     }
     let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
+    if stop == BENCH_STOP_AFTER_CLASSIFY {
+        return Ok(rule.rule);
+    }
     if conntrack::may_open(pkt) && !conntrack::untracked(pkt, &rule, iface.flags, direction) {
         conntrack::open(&s.flow, pkt, direction, rule.rule, cfg, now)
             .map_err(|()| Reason::ConntrackFull)?;

@@ -56,6 +56,23 @@ impl Datapath {
         Ok(Datapath { ebpf })
     }
 
+    /// [`Datapath::open`] for the benchmark's per-step breakdown: the same
+    /// pinned maps, programs that stop after step `stop`
+    /// (`sg_common::BENCH_STOP_*`). `sg` itself never loads these.
+    pub fn open_bench_variant(
+        state: &StateDir,
+        ct_max_entries: u32,
+        stop: u32,
+    ) -> Result<Datapath> {
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(state.maps_dir())
+            .map_max_entries(MAP_CONNTRACK, ct_max_entries)
+            .override_global(sg_common::BENCH_STOP_GLOBAL, &stop, true)
+            .load(crate::EBPF_OBJ)
+            .context("cannot load the sg eBPF object")?;
+        Ok(Datapath { ebpf })
+    }
+
     fn map<'a, T>(&'a mut self, name: &str) -> Result<T>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,

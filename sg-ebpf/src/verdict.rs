@@ -1,6 +1,6 @@
 //! The verdict for one packet on one interface in one direction.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
     BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3,
@@ -13,7 +13,7 @@ use crate::{
     counters::{count_drop, count_hit},
     events::emit_drop,
     fragments,
-    maps::{CONFIG, IFACE_POLICY, SCRATCH},
+    maps::{CONFIG, IFACE_FAST, IFACE_POLICY, SCRATCH},
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
     related,
@@ -61,13 +61,22 @@ fn record_drop(
     emit_drop(pkt, ifindex, direction, reason, len, now);
 }
 
+/// The interface's policy: by index if it is in force there, else by
+/// hash (large ifindexes, pins from before `IFACE_FAST`).
+#[inline(always)]
+fn iface_policy(ifindex: u32) -> Option<IfacePolicy> {
+    if let Some(policy) = IFACE_FAST.get(ifindex).and_then(|e| e.current()) {
+        return Some(policy);
+    }
+    unsafe { IFACE_POLICY.get(&ifindex) }.copied()
+}
+
 #[inline(always)]
 pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Direction) -> Verdict {
-    let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
+    let Some(iface) = iface_policy(ifindex) else {
         // Not enforced here (yet, or any more).
         return Verdict::Pass;
     };
-    let iface = *iface;
     let stop = bench::stop();
     if stop == BENCH_STOP_AFTER_IFACE {
         return Verdict::Pass;
@@ -76,7 +85,9 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return Verdict::Drop;
     };
     let s = unsafe { &mut *scratch };
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse clock (one tick's resolution) costs a fraction of the
+    // precise one; timeouts are seconds (SPEC 1.7).
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let len = wire_len as u32;
     let l3 = iface.flags & IFACE_F_L3 != 0;
     match parse::parse(bytes, wire_len, l3, &mut s.pkt) {

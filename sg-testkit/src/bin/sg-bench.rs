@@ -217,7 +217,9 @@ fn main() -> Result<()> {
     }
     println!();
     println!("Map operations per packet (keys in bytes):");
-    println!("- every packet: `IFACE_POLICY` (hash, 4), `SCRATCH` and `CONFIG` (arrays, inlined);");
+    println!("- every packet: `IFACE_FAST` (array by ifindex, inlined; the `IFACE_POLICY` hash");
+    println!("  only for ifindexes beyond it), `SCRATCH` and `CONFIG` (arrays, inlined), the");
+    println!("  coarse clock (`bpf_ktime_get_coarse_ns`);");
     println!("- conntrack hit: `CONNTRACK` (hash, 44) and the rule-hit counter `RULE_HITS`");
     println!("  (per-CPU hash, 4); no classification at all;");
     println!("- new flow: `PEER_HOSTS_V4/V6` (hash, 8/20); for a peer that is not a host,");

@@ -268,10 +268,12 @@ impl Datapath {
     fn put_iface(&mut self, ifindex: u32, value: &IfacePolicy) -> Result<()> {
         crate::failpoint::write(MAP_IFACE_POLICY)?;
         self.iface_policy()?.insert(&ifindex, value, 0)?;
-        Ok(())
+        // The copy packets read first; the hash stays the record.
+        self.put_fast(ifindex, Some(value))
     }
 
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
+        self.put_fast(ifindex, None)?;
         crate::failpoint::write(MAP_IFACE_POLICY)?;
         deleted(self.iface_policy()?.remove(&ifindex))?;
         Ok(())

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod enforcer;
 pub mod events;
 pub mod failpoint;
+pub mod hook;
 pub mod ifaces;
 pub mod install;
 pub mod metrics;

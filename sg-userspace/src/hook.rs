@@ -134,6 +134,8 @@ mod tests {
         assert_eq!(choose(Some(&info("bridge", "N/A"))), AutoHook::Tc);
         assert_eq!(choose(Some(&info("tun", "tun"))), AutoHook::Tc);
         assert_eq!(choose(None), AutoHook::Tc);
+        // A driver not in the list, with no bus: software all the same.
+        assert_eq!(choose(Some(&info("netdevsim-sw", ""))), AutoHook::Tc);
         assert_eq!(
             choose(Some(&info("ixgbe", "0000:03:00.0"))),
             AutoHook::NativeXdp

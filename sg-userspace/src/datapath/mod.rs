@@ -25,6 +25,7 @@ use sg_common::{
 
 use crate::{compile::Compiled, state::StateDir};
 
+mod batch;
 mod iface_fast;
 mod links;
 mod policy;

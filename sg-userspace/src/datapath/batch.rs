@@ -88,7 +88,10 @@ fn update_batch<K: Pod, V: Pod>(map: &MapData, entries: &[(K, V)]) -> Outcome {
         if rc < 0 {
             let e = std::io::Error::last_os_error();
             // ENOTSUPP (524) is the kernel's own "no batch ops here".
-            let unsupported = matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524));
+            let unsupported = matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::EOPNOTSUPP | 524)
+            );
             if done == 0 && attr.count == 0 && unsupported {
                 return Outcome::Unsupported;
             }

@@ -107,10 +107,8 @@ impl Datapath {
     fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
         let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
         let (upto, injected) = failpoints(name, entries.len());
-        super::batch::update(&mut map, &entries[..upto], |m, k, v| {
-            Ok(m.insert(k, v, 0)?)
-        })
-        .with_context(|| format!("writing {name} (map full?)"))?;
+        super::batch::update(&mut map, &entries[..upto], |m, k, v| Ok(m.insert(k, v, 0)?))
+            .with_context(|| format!("writing {name} (map full?)"))?;
         injected.map_or(Ok(()), Err)
     }
 

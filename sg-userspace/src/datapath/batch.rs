@@ -102,3 +102,57 @@ fn update_batch<K: Pod, V: Pod>(map: &MapData, entries: &[(K, V)]) -> Outcome {
     }
     Outcome::Done
 }
+
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// Deletes `keys` from the hash `map`; a key already gone is no error
+/// (see `deleted`). Kernels without batch support get one delete per key.
+pub(super) fn delete<M, K, V>(
+    map: &mut M,
+    keys: &[K],
+    mut one: impl FnMut(&mut M, &K) -> Result<()>,
+) -> Result<()>
+where
+    M: IterableMap<K, V>,
+    K: Pod,
+    V: Pod,
+{
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    let mut done = 0;
+    while done < keys.len() {
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            count: (keys.len() - done) as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: as in `update_batch`; no values are passed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_DELETE_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            // The key after the `count` deleted was already gone: skip it.
+            Some(libc::ENOENT) => done += attr.count as usize + 1,
+            Some(libc::EINVAL | libc::EOPNOTSUPP | 524) if done == 0 && attr.count == 0 => {
+                for k in keys {
+                    one(map, k)?;
+                }
+                return Ok(());
+            }
+            _ => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

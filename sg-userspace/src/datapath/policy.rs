@@ -125,11 +125,12 @@ impl Datapath {
             .filter_map(Result::ok)
             .filter(|k| doomed(id_of(k)))
             .collect();
-        for key in &stale {
-            crate::failpoint::write(name)?;
-            deleted(map.remove(key))?;
-        }
-        Ok(stale.len())
+        let (upto, injected) = failpoints(name, stale.len());
+        super::batch::delete(&mut map, &stale[..upto], |m, k| {
+            deleted(m.remove(k))?;
+            Ok(())
+        })?;
+        injected.map_or(Ok(stale.len()), Err)
     }
 
     /// Writes rule sets: their intervals into the free room `firsts` names

@@ -57,7 +57,8 @@ pub const CT_F_ADOPTED: u8 = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) after which the entry is dead.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) after which the
+    /// entry is dead.
     pub expires_ns: u64,
     pub state: u8,
     /// `CT_F_*` bits.

@@ -11,12 +11,16 @@ pub mod search;
 #[cfg(feature = "user")]
 extern crate std;
 
+mod bench_stop;
 mod conntrack;
 mod events;
+mod iface_fast;
 mod names;
 mod policy;
+pub use bench_stop::*;
 pub use conntrack::*;
 pub use events::*;
+pub use iface_fast::*;
 pub use names::*;
 pub use policy::*;
 
@@ -121,7 +125,8 @@ pub fn ip_addr(family: u8, raw: &[u8; 16]) -> core::net::IpAddr {
     }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, which
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of
+/// `bpf_ktime_get_coarse_ns`, which
 /// stamps conntrack expiries and events.
 #[cfg(feature = "user")]
 pub fn monotonic_ns() -> std::io::Result<u64> {
@@ -130,7 +135,7 @@ pub fn monotonic_ns() -> std::io::Result<u64> {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
@@ -246,6 +251,7 @@ mod pod {
     // SAFETY: every type here is `#[repr(C)]`, `Copy`, and has no implicit
     // padding (padding is spelled out as `_pad` fields).
     unsafe impl aya::Pod for IfacePolicy {}
+    unsafe impl aya::Pod for IfaceFast {}
     unsafe impl aya::Pod for PeerKeyV4 {}
     unsafe impl aya::Pod for PeerKeyV6 {}
     unsafe impl aya::Pod for PeerNetKeyV4 {}

@@ -3,6 +3,7 @@
 //! `STATE_DIR/maps`. Renaming a map means changing it here and there.
 
 pub const MAP_IFACE_POLICY: &str = "IFACE_POLICY";
+pub const MAP_IFACE_FAST: &str = "IFACE_FAST";
 pub const MAP_PEER_HOSTS_V4: &str = "PEER_HOSTS_V4";
 pub const MAP_PEER_HOSTS_V6: &str = "PEER_HOSTS_V6";
 pub const MAP_PEER_NETS_V4: &str = "PEER_NETS_V4";
@@ -21,8 +22,9 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_SWEEPER: &str = "SWEEPER";
 
 /// Every pinned map.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 18] = [
     MAP_IFACE_POLICY,
+    MAP_IFACE_FAST,
     MAP_PEER_HOSTS_V4,
     MAP_PEER_HOSTS_V6,
     MAP_PEER_NETS_V4,

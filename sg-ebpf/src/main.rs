@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod conntrack;
 mod counters;
 mod events;

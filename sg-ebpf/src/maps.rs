@@ -8,15 +8,21 @@ use aya_ebpf::{
 };
 use sg_common::{
     CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
-    EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_MAP_CAPACITY, IfacePolicy, PEER_HOST_CAPACITY,
-    PEER_LENGTHS_CAPACITY, PEER_NET_CAPACITY, PeerKeyV4, PeerKeyV6, PeerLengths, PeerLengthsKey,
-    PeerNet, PeerNetKeyV4, PeerNetKeyV6, RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY,
-    RULE_SET_CAPACITY, RuleHits, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig, TokenBucket,
+    EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_FAST_SLOTS, IFACE_MAP_CAPACITY, IfaceFast,
+    IfacePolicy, PEER_HOST_CAPACITY, PEER_LENGTHS_CAPACITY, PEER_NET_CAPACITY, PeerKeyV4,
+    PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
+    RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY, RULE_SET_CAPACITY, RuleHits, RuleInterval,
+    RuleSetKey, RuleSpan, RuntimeConfig, TokenBucket,
 };
 
 /// ifindex -> the interface's current ingress/egress policy IDs.
 #[map]
 pub(crate) static IFACE_POLICY: HashMap<u32, IfacePolicy> = HashMap::pinned(IFACE_MAP_CAPACITY, 0);
+
+/// ifindex -> the same, by index, for ifindexes below `IFACE_FAST_SLOTS`
+/// (see `sg_common::IfaceFast`). Looked up first.
+#[map]
+pub(crate) static IFACE_FAST: Array<IfaceFast> = Array::pinned(IFACE_FAST_SLOTS, 0);
 
 /// (policy, host address) -> peer class: hosts cost one lookup.
 #[map]

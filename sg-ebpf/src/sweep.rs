@@ -12,7 +12,7 @@ use aya_ebpf::{
     btf_maps::Array,
     cty::c_void,
     helpers::{
-        bpf_for_each_map_elem, bpf_ktime_get_ns, bpf_map_delete_elem, bpf_timer_init,
+        bpf_for_each_map_elem, bpf_ktime_get_coarse_ns, bpf_map_delete_elem, bpf_timer_init,
         bpf_timer_set_callback, bpf_timer_start,
     },
     macros::{btf_map, xdp},
@@ -22,7 +22,8 @@ use sg_common::{CtKey, CtValue, FragKey, SWEEP_PERIOD_NS};
 
 use crate::maps::{CONNTRACK, FRAGMENTS};
 
-/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns` and of the expiries.
+/// The timer's clock. Expiries are `CLOCK_MONOTONIC_COARSE`
+/// (`bpf_ktime_get_coarse_ns`), the same clock at a tick's resolution.
 const CLOCK_MONOTONIC: u64 = 1;
 
 /// The value of `SWEEPER`. The kernel finds the timer through the map's
@@ -80,7 +81,7 @@ extern "C" fn expired_fragment(
 #[inline(never)]
 extern "C" fn sweep(_map: *mut c_void, _key: *const u32, sweeper: *mut Sweeper) -> i32 {
     let ctx = SweepCtx {
-        now: unsafe { bpf_ktime_get_ns() },
+        now: unsafe { bpf_ktime_get_coarse_ns() },
     };
     unsafe {
         bpf_for_each_map_elem(

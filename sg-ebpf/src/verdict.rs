@@ -1,17 +1,19 @@
 //! The verdict for one packet on one interface in one direction.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
-    CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3, IfacePolicy, NO_RULE,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
+    BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3,
+    IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
+    bench,
     conntrack::{self, Flow, Kind, Lookup},
     counters::{count_drop, count_hit},
     events::emit_drop,
     fragments,
-    maps::{CONFIG, IFACE_POLICY, SCRATCH},
+    maps::{CONFIG, IFACE_FAST, IFACE_POLICY, SCRATCH},
     nacl,
     parse::{self, Bytes, Packet, Parsed},
     policy::{LookupKeys, allowing_rule},
@@ -60,18 +62,33 @@ fn record_drop(
     emit_drop(pkt, ifindex, direction, reason, len, now, NO_RULE);
 }
 
+/// The interface's policy: by index if it is in force there, else by
+/// hash (large ifindexes, pins from before `IFACE_FAST`).
+#[inline(always)]
+fn iface_policy(ifindex: u32) -> Option<IfacePolicy> {
+    if let Some(policy) = IFACE_FAST.get(ifindex).and_then(|e| e.current()) {
+        return Some(policy);
+    }
+    unsafe { IFACE_POLICY.get(&ifindex) }.copied()
+}
+
 #[inline(always)]
 pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Direction) -> Verdict {
-    let Some(iface) = (unsafe { IFACE_POLICY.get(&ifindex) }) else {
+    let Some(iface) = iface_policy(ifindex) else {
         // Not enforced here (yet, or any more).
         return Verdict::Pass;
     };
-    let iface = *iface;
+    let stop = bench::stop();
+    if stop == BENCH_STOP_AFTER_IFACE {
+        return Verdict::Pass;
+    }
     let (Some(scratch), Some(cfg)) = (SCRATCH.get_ptr_mut(0), CONFIG.get(0)) else {
         return Verdict::Drop;
     };
     let s = unsafe { &mut *scratch };
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse clock (one tick's resolution) costs a fraction of the
+    // precise one; timeouts are seconds (SPEC 1.7).
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let len = wire_len as u32;
     let l3 = iface.flags & IFACE_F_L3 != 0;
     match parse::parse(bytes, wire_len, l3, &mut s.pkt) {
@@ -81,6 +98,9 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
             return Verdict::Drop;
         }
         Parsed::Ip => {}
+    }
+    if stop == BENCH_STOP_AFTER_PARSE {
+        return Verdict::Pass;
     }
     if is_exempt_icmpv6(&s.pkt) {
         fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
@@ -104,7 +124,16 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
     {
         return Verdict::Drop;
     }
-    match judge_first(s, bytes, ifindex, direction, &iface, cfg, now) {
+    let verdict = judge_first(s, bytes, ifindex, direction, &iface, cfg, now);
+    if stop >= BENCH_STOP_AFTER_CONNTRACK {
+        // Bench variants without accounting.
+        return if verdict.is_ok() {
+            Verdict::Pass
+        } else {
+            Verdict::Drop
+        };
+    }
+    match verdict {
         Ok(rule) => {
             if !ingress
                 && iface.egress_nacl != 0
@@ -161,6 +190,7 @@ fn judge_first(
         &pkt.dst
     };
     conntrack::flow_of(pkt, ifindex, &mut s.flow);
+    let stop = bench::stop();
     match conntrack::track(&s.flow, pkt, cfg, now) {
         Lookup::Tracked { flags, rule } => {
             if cfg.flags & CFG_F_REVOKE_ESTABLISHED != 0 && !still_allowed(s, iface, flags) {
@@ -170,9 +200,13 @@ fn judge_first(
             return Ok(rule);
         }
         Lookup::OutOfWindow => return Err(Reason::TcpOutOfWindow),
+        Lookup::Untracked if stop == BENCH_STOP_AFTER_CONNTRACK => return Ok(NO_RULE),
         Lookup::Untracked => {}
     }
     let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
+    if stop == BENCH_STOP_AFTER_CLASSIFY {
+        return Ok(rule.rule);
+    }
     if conntrack::may_open(pkt) && !conntrack::untracked(pkt, &rule, iface.flags, direction) {
         conntrack::open(&s.flow, pkt, direction, rule.rule, cfg, now)
             .map_err(|()| Reason::ConntrackFull)?;

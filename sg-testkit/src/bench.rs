@@ -218,17 +218,17 @@ pub fn program_sizes() -> Result<Vec<crate::testrun::ProgramSize>> {
     TestBed::with_every_group(&loaded.config)?.program_sizes()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 /// One rule count of a workload, installed and ready to measure.
-struct Case {
-    rules: usize,
-    bed: TestBed,
+pub(crate) struct Case {
+    pub(crate) rules: usize,
+    pub(crate) bed: TestBed,
     install_ms: u128,
-    hit: Vec<u8>,
+    pub(crate) hit: Vec<u8>,
     allowed: Vec<u8>,
     denied: Vec<u8>,
 }
@@ -287,7 +287,7 @@ pub fn measure(workload: Workload, sizes: &[usize]) -> Result<Vec<Row>> {
         .collect()
 }
 
-fn prepare(workload: Workload, n: usize) -> Result<Case> {
+pub(crate) fn prepare(workload: Workload, n: usize) -> Result<Case> {
     let text = match workload {
         Workload::Hosts(family) => rule_set(family, n),
         Workload::Mixed(_) | Workload::MixedCidr(_) => mixed_rule_set(n),

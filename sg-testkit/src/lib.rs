@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod bench_e2e;
 pub mod bench_fleet;
+pub mod bench_peer;
 pub mod packet;
 pub mod reference;
 pub use sg_lab::rng;

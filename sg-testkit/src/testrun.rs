@@ -303,6 +303,16 @@ impl TestBed {
             .map_or(0, |h| h.packets))
     }
 
+    /// The programs again, over this bed's maps, stopping after step
+    /// `stop` (`sg_common::BENCH_STOP_*`): the bench's per-step variants.
+    pub fn bench_variant(&self, stop: u32) -> Result<Datapath> {
+        let max =
+            aya::maps::MapInfo::from_pin(self.dir.maps_dir().join("CONNTRACK"))?.max_entries();
+        let mut dp = Datapath::open_bench_variant(&self.dir, max, stop)?;
+        dp.load_programs()?;
+        Ok(dp)
+    }
+
     /// Where this bed's maps are pinned.
     pub fn maps_dir(&self) -> std::path::PathBuf {
         self.dir.maps_dir()
@@ -390,7 +400,7 @@ impl TestBed {
 
 /// BPF_PROG_TEST_RUN of `prog` on `frame`, `repeat` times: the return
 /// value and the kernel's mean time per run.
-fn run_program<P>(prog: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, Duration)>
+pub(crate) fn run_program<P>(prog: &mut P, frame: &[u8], repeat: u32) -> Result<(u32, Duration)>
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {

@@ -61,7 +61,9 @@ pub enum Command {
         /// Groups to enforce, overriding [interfaces.IFACE].
         #[arg(long, value_delimiter = ',', value_name = "A,B")]
         groups: Option<Vec<String>>,
-        /// Ingress hook: XDP (auto tries native, then generic) or tc.
+        /// Ingress hook. auto: TC on virtual interfaces (veth, bridge,
+        /// tunnels), native XDP on a NIC whose driver has it (else TC);
+        /// native or generic: XDP only; tc: TC ingress.
         #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
         mode: AttachMode,
     },

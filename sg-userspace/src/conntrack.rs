@@ -1,8 +1,8 @@
 //! `sg conntrack list | flush | gc`: the tracked connections in the pinned
 //! CONNTRACK map.
 //!
-//! Expiry: an entry carries the `CLOCK_MONOTONIC` time (what
-//! `bpf_ktime_get_ns` reads) after which it is dead. The datapath treats a
+//! Expiry: an entry carries the `CLOCK_MONOTONIC_COARSE` time (what
+//! `bpf_ktime_get_coarse_ns` reads) after which it is dead. The datapath treats a
 //! dead entry as absent and overwrites it when its tuple comes back, and
 //! never walks the table; a BPF timer deletes dead entries every
 //! `SWEEP_PERIOD_NS` (see `Datapath::start_sweeper`). `sg conntrack gc` and
@@ -26,9 +26,10 @@ use crate::{
     state::{RuleRecord, State, StateDir},
 };
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of
+/// `bpf_ktime_get_coarse_ns`.
 pub fn now_ns() -> Result<u64> {
-    sg_common::monotonic_ns().context("cannot read CLOCK_MONOTONIC")
+    sg_common::monotonic_ns().context("cannot read CLOCK_MONOTONIC_COARSE")
 }
 
 /// One tracked connection, as `sg conntrack list` shows it: from the

@@ -19,6 +19,7 @@ pub mod events;
 pub mod explain;
 pub mod failpoint;
 pub mod fleet;
+pub mod hook;
 pub mod ifaces;
 pub mod install;
 pub mod lockout;

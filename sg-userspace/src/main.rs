@@ -140,12 +140,16 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
+                // One write for the lot: 10,000 lines through a line-buffered
+                // stdout cost 10,000 syscalls.
+                let mut lines = String::new();
                 for id in &report.rules_added {
-                    println!("+ {id}");
+                    lines.push_str(&format!("+ {id}\n"));
                 }
                 for id in &report.rules_removed {
-                    println!("- {id}");
+                    lines.push_str(&format!("- {id}\n"));
                 }
+                print!("{lines}");
                 for (iface, count) in &report.adopted {
                     if count.adopted + count.no_room > 0 {
                         println!("{iface}: {}", sg::adopt::describe(count));

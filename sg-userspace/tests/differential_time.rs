@@ -2,7 +2,8 @@
 //! random packet sequences with real pauses, the kernel's verdict (through
 //! BPF_PROG_TEST_RUN) against the reference evaluator fed the same clock.
 //!
-//! The kernel stamps packets with `bpf_ktime_get_ns`, CLOCK_MONOTONIC. The
+//! The kernel stamps packets with `bpf_ktime_get_coarse_ns`,
+//! CLOCK_MONOTONIC_COARSE. The
 //! evaluator advances its state at the instant just before the test run,
 //! and a verdict is compared only if the evaluator gives the same answer
 //! MARGIN before and MARGIN after the run: a packet that lands within
@@ -44,7 +45,7 @@ icmp = "1s"
 other = "1s"
 "#;
 
-/// The kernel's clock (`bpf_ktime_get_ns`), for the evaluator.
+/// The kernel's clock (`bpf_ktime_get_coarse_ns`), for the evaluator.
 fn now() -> Duration {
     Duration::from_nanos(sg_common::monotonic_ns().expect("CLOCK_MONOTONIC"))
 }

@@ -51,7 +51,18 @@ fn attach_persists_after_exit_and_detach_restores_the_interface() {
 
     let cfg = TempFile::new("toml", WEB);
     let sg = Sg::new(&p.server);
-    attach(&sg, &p.s.ifname, cfg.path(), "web");
+    // XDP explicitly: `--mode auto` would pick TC on veth.
+    let out = sg.ok(&[
+        "attach",
+        &p.s.ifname,
+        "-c",
+        cfg.path(),
+        "--groups",
+        "web",
+        "--mode",
+        "generic",
+    ]);
+    assert!(out.contains("attached to"), "{out}");
     // The attach process has exited; enforcement holds.
     let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
     assert!(link.contains("xdp"), "XDP must be attached: {link}");
@@ -469,24 +480,31 @@ fn validate_needs_no_root_and_reports_counts() {
 
 #[test]
 fn tc_mode_enforces_ingress_without_xdp() {
+    tc_ingress_enforces(&["--mode", "tc"]);
+}
+
+/// `--mode auto`, the default, picks TC ingress on veth (SPEC 6): XDP
+/// there copies every GRO packet.
+#[test]
+fn auto_mode_picks_tc_ingress_on_veth() {
+    tc_ingress_enforces(&[]);
+}
+
+fn tc_ingress_enforces(mode: &[&str]) {
     let p = pair();
     let _l = listeners(&p.server, &[22, 80]);
     let _c = p.client.tcp_listen(7000);
     let cfg = TempFile::new("toml", WEB);
     let sg = Sg::new(&p.server);
-    let out = sg.ok(&[
-        "attach",
-        &p.s.ifname,
-        "-c",
-        cfg.path(),
-        "--groups",
-        "web",
-        "--mode",
-        "tc",
-    ]);
-    assert!(out.contains("(TC ingress)"), "{out}");
+    let mut args = vec!["attach", &p.s.ifname, "-c", cfg.path(), "--groups", "web"];
+    args.extend_from_slice(mode);
+    let out = sg.ok(&args);
+    assert!(out.contains("(TC ingress)"), "{mode:?}: {out}");
     let link = p.server.run_ok(&["ip", "-d", "link", "show", &p.s.ifname]);
-    assert!(!link.contains("xdp"), "tc mode attaches no XDP: {link}");
+    assert!(
+        !link.contains("xdp"),
+        "{mode:?}: TC attaches no XDP: {link}"
+    );
     // bpftool here predates tcx, so the hooks are checked by their effect.
     for server in [IpAddr::V4(p.s.v4), IpAddr::V6(p.s.v6)] {
         assert!(

@@ -2,14 +2,16 @@
 //! (BPF_PROG_TEST_RUN) and end-to-end figures against nftables. Writes
 //! target/bench/report.json, and Markdown on stdout.
 //!
-//! Usage: sg-bench [--no-e2e] [--no-fleet] [--only TEXT] [RULE_COUNT...]
+//! Usage: sg-bench [--no-e2e] [--no-fleet] [--peer-only] [--only TEXT] [RULE_COUNT...]
 //!        sg-bench --fleet-only   (fleet convergence alone: target/bench/fleet.json)
+//! (`--peer-only`: only the xdp-filter comparison and the per-step table)
 //! (`--only` keeps the workloads whose label contains TEXT, e.g. "V4 mixed")
 
 use anyhow::Result;
 use sg_testkit::{
     bench::{Family, Workload, measure, program_sizes},
     bench_e2e, bench_fleet,
+    bench_peer::{self, XdpFilter},
 };
 
 /// Simulated hosts of the fleet convergence bench (SPEC 8.5).
@@ -30,6 +32,7 @@ const E2E_RULES: usize = 1_000;
 fn main() -> Result<()> {
     let mut e2e = true;
     let mut with_fleet = true;
+    let mut scaling = true;
     let mut only: Option<String> = None;
     let mut sizes = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -47,6 +50,10 @@ fn main() -> Result<()> {
             )?;
             print!("{}", bench_fleet::markdown(&report));
             return Ok(());
+        } else if arg == "--peer-only" {
+            with_fleet = false;
+            e2e = false;
+            scaling = false;
         } else if arg == "--only" {
             only = Some(anyhow::Context::context(args.next(), "--only needs TEXT")?);
         } else {
@@ -71,7 +78,7 @@ fn main() -> Result<()> {
     ];
     let selected = workloads
         .into_iter()
-        .filter(|w| only.as_ref().is_none_or(|t| w.label().contains(t.as_str())));
+        .filter(|w| scaling && only.as_ref().is_none_or(|t| w.label().contains(t.as_str())));
     // A NACL holds at most 32,766 rules: its own sizes (SPEC 2.5).
     let sizes_of = |w: Workload| -> Vec<usize> {
         match w {
@@ -88,6 +95,33 @@ fn main() -> Result<()> {
             rows.push(row);
         }
     }
+    // Side by side with xdp-filter, and sg's cost per step, at the
+    // smallest and largest rule counts.
+    let mut peer_rows = Vec::new();
+    {
+        let families = [Family::V4, Family::V6];
+        let deny: Vec<_> = families
+            .iter()
+            .map(|f| bench_peer::denied_source(*f))
+            .collect();
+        let mut xf = XdpFilter::load(&deny)?;
+        let mut counts = vec![sizes[0]];
+        counts.extend(sizes.last().filter(|&&n| n != sizes[0]));
+        for family in families {
+            let workload = Workload::Hosts(family);
+            if only
+                .as_ref()
+                .is_some_and(|t| !workload.label().contains(t.as_str()))
+            {
+                continue;
+            }
+            for &n in &counts {
+                let row = bench_peer::compare(workload, n, &mut xf)?;
+                eprintln!("{row:?}");
+                peer_rows.push(row);
+            }
+        }
+    }
     let e2e = if e2e {
         Some(bench_e2e::run(E2E_RULES)?)
     } else {
@@ -97,8 +131,13 @@ fn main() -> Result<()> {
     let fleet = if with_fleet { Some(fleet()?) } else { None };
     std::fs::create_dir_all("target/bench")?;
     let programs = program_sizes()?;
-    let report =
-        serde_json::json!({ "test_run": rows, "e2e": e2e, "programs": programs, "fleet": fleet });
+    let report = serde_json::json!({
+        "test_run": rows,
+        "peer": peer_rows,
+        "e2e": e2e,
+        "programs": programs,
+        "fleet": fleet,
+    });
     std::fs::write(
         "target/bench/report.json",
         serde_json::to_string_pretty(&report)?,
@@ -159,6 +198,70 @@ fn main() -> Result<()> {
             );
         }
     }
+    println!("\n## Side by side with xdp-filter (BPF_PROG_TEST_RUN, XDP ingress)\n");
+    println!("xdp-tools' `xdp-filter` (every feature, default allow, `LIBXDP_SKIP_DISPATCHER=1`,");
+    println!(
+        "skb mode on a veth in a lab namespace, one `ip --mode src` rule) and sg judge the same"
+    );
+    println!("frames in the same rounds (200,000 runs per measurement, median of 11 rounds).");
+    println!(
+        "*Denied*: a TCP SYN from a source no sg rule names (sg: no rule; xdp-filter: dropped"
+    );
+    println!(
+        "by its source). *Tracked hit*: an ACK of a connection sg tracks (xdp-filter passes it"
+    );
+    println!("after every lookup). Figures in ns per packet; ratios are taken round by round.\n");
+    println!(
+        "| workload | rules | sg denied | xdp-filter drop | ratio | sg tracked hit | xdp-filter pass | ratio | baseline |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &peer_rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}x | {:.0} | {:.0} | {:.2}x | {:.0} |",
+            r.workload.label(),
+            r.rules,
+            r.sg_denied_ns,
+            r.xdp_filter_drop_ns,
+            r.denied_ratio,
+            r.sg_hit_ns,
+            r.xdp_filter_pass_ns,
+            r.hit_ratio,
+            r.baseline_ns
+        );
+    }
+    println!("\n### sg's cost per step\n");
+    println!("Program variants that stop after each step (`SG_BENCH_STOP`, read-only data the");
+    println!(
+        "verifier prunes by), measured in the same rounds as the table above; ns per packet.\n"
+    );
+    println!(
+        "| workload | rules | packet | {} | whole verdict |",
+        bench_peer::STEPS.map(|(_, l)| l).join(" | ")
+    );
+    println!(
+        "|---|---:|---|{}---:|",
+        "---:|".repeat(bench_peer::STEPS.len())
+    );
+    for r in &peer_rows {
+        for (packet, pick, whole) in [
+            ("tracked hit", 0, r.sg_hit_ns),
+            ("denied SYN", 1, r.sg_denied_ns),
+        ] {
+            let cells: Vec<String> = r
+                .steps
+                .iter()
+                .map(|s| format!("{:.0}", if pick == 0 { s.1 } else { s.2 }))
+                .collect();
+            println!(
+                "| {} | {} | {} | {} | {:.0} |",
+                r.workload.label(),
+                r.rules,
+                packet,
+                cells.join(" | "),
+                whole
+            );
+        }
+    }
     println!("\n## Hot path\n");
     println!("| program | instructions (xlated) | instructions the verifier walked |");
     println!("|---|---:|---:|");
@@ -167,7 +270,9 @@ fn main() -> Result<()> {
     }
     println!();
     println!("Map operations per packet (keys in bytes):");
-    println!("- every packet: `IFACE_POLICY` (hash, 4), `SCRATCH` and `CONFIG` (arrays, inlined);");
+    println!("- every packet: `IFACE_FAST` (array by ifindex, inlined; the `IFACE_POLICY` hash");
+    println!("  only for ifindexes beyond it), `SCRATCH` and `CONFIG` (arrays, inlined), the");
+    println!("  coarse clock (`bpf_ktime_get_coarse_ns`);");
     println!("- conntrack hit: `CONNTRACK` (hash, 44) and the rule-hit counter `RULE_HITS`");
     println!("  (per-CPU hash, 4); no classification at all;");
     println!("- new flow: `PEER_HOSTS_V4/V6` (hash, 8/20); for a peer that is not a host,");

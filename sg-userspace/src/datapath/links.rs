@@ -22,7 +22,8 @@ pub const SWEEP_ARM_PROGRAM: &str = "sg_sweep_arm";
 /// How to attach XDP (`--mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
-    /// Native if the driver supports it, else generic.
+    /// TC on virtual interfaces (veth, bridges, tunnels); native XDP on
+    /// a NIC whose driver has it, else TC (`sg::hook`).
     Auto,
     Native,
     Generic,
@@ -123,7 +124,7 @@ impl Datapath {
         self.load_programs()?;
         self.start_sweeper()?;
         let (link, mode_name) = self
-            .attach_ingress(ifindex, mode)
+            .attach_ingress(iface, ifindex, mode)
             .with_context(|| format!("cannot attach ingress enforcement to {iface}"))?;
         link.pin(&ingress_pin)
             .with_context(|| format!("cannot pin {}", ingress_pin.display()))?;
@@ -141,13 +142,24 @@ impl Datapath {
         Ok(mode_name)
     }
 
-    fn attach_ingress(&mut self, ifindex: u32, mode: AttachMode) -> Result<(FdLink, &'static str)> {
+    fn attach_ingress(
+        &mut self,
+        iface: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<(FdLink, &'static str)> {
         let modes: &[(XdpMode, &'static str)] = match mode {
-            AttachMode::Tc => {
-                let prog = self.classifier(TC_INGRESS_PROGRAM)?;
-                return Ok((attach_tc(prog, ifindex, TcAttachType::Ingress)?, "tc"));
-            }
-            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
+            AttachMode::Tc => return self.attach_tc_ingress(ifindex),
+            AttachMode::Auto => match crate::hook::auto_hook(iface) {
+                crate::hook::AutoHook::Tc => return self.attach_tc_ingress(ifindex),
+                crate::hook::AutoHook::NativeXdp => {
+                    // A driver may still refuse (MTU, queues): TC then.
+                    return match self.attach_ingress(iface, ifindex, AttachMode::Native) {
+                        Ok(done) => Ok(done),
+                        Err(_) => self.attach_tc_ingress(ifindex),
+                    };
+                }
+            },
             AttachMode::Native => &[(XdpMode::Driver, "native")],
             AttachMode::Generic => &[(XdpMode::Skb, "generic")],
         };
@@ -160,6 +172,13 @@ impl Datapath {
             }
         }
         Err(anyhow!(last_err.expect("at least one mode was tried")))
+    }
+}
+
+impl Datapath {
+    fn attach_tc_ingress(&mut self, ifindex: u32) -> Result<(FdLink, &'static str)> {
+        let prog = self.classifier(TC_INGRESS_PROGRAM)?;
+        Ok((attach_tc(prog, ifindex, TcAttachType::Ingress)?, "tc"))
     }
 }
 

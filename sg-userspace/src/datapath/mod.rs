@@ -25,6 +25,8 @@ use sg_common::{
 
 use crate::{compile::Compiled, state::StateDir};
 
+mod batch;
+mod iface_fast;
 mod links;
 mod policy;
 mod usage;
@@ -51,6 +53,23 @@ impl Datapath {
         let ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(MAP_CONNTRACK, ct_max_entries)
+            .load(crate::EBPF_OBJ)
+            .context("cannot load the sg eBPF object")?;
+        Ok(Datapath { ebpf })
+    }
+
+    /// [`Datapath::open`] for the benchmark's per-step breakdown: the same
+    /// pinned maps, programs that stop after step `stop`
+    /// (`sg_common::BENCH_STOP_*`). `sg` itself never loads these.
+    pub fn open_bench_variant(
+        state: &StateDir,
+        ct_max_entries: u32,
+        stop: u32,
+    ) -> Result<Datapath> {
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(state.maps_dir())
+            .map_max_entries(MAP_CONNTRACK, ct_max_entries)
+            .override_global(sg_common::BENCH_STOP_GLOBAL, &stop, true)
             .load(crate::EBPF_OBJ)
             .context("cannot load the sg eBPF object")?;
         Ok(Datapath { ebpf })

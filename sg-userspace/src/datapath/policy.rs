@@ -106,12 +106,10 @@ impl Datapath {
 
     fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
         let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
-        for (key, value) in entries {
-            crate::failpoint::write(name)?;
-            map.insert(key, value, 0)
-                .with_context(|| format!("writing {name} (map full?)"))?;
-        }
-        Ok(())
+        let (upto, injected) = failpoints(name, entries.len());
+        super::batch::update(&mut map, &entries[..upto], |m, k, v| Ok(m.insert(k, v, 0)?))
+            .with_context(|| format!("writing {name} (map full?)"))?;
+        injected.map_or(Ok(()), Err)
     }
 
     /// Removes the entries of hash `name` whose ID `doomed` picks.
@@ -127,11 +125,12 @@ impl Datapath {
             .filter_map(Result::ok)
             .filter(|k| doomed(id_of(k)))
             .collect();
-        for key in &stale {
-            crate::failpoint::write(name)?;
-            deleted(map.remove(key))?;
-        }
-        Ok(stale.len())
+        let (upto, injected) = failpoints(name, stale.len());
+        super::batch::delete(&mut map, &stale[..upto], |m, k| {
+            deleted(m.remove(k))?;
+            Ok(())
+        })?;
+        injected.map_or(Ok(stale.len()), Err)
     }
 
     /// Writes rule sets: their intervals into the free room `firsts` names
@@ -140,25 +139,34 @@ impl Datapath {
     /// switch.
     fn write_rule_sets(&mut self, sets: &[RuleSet], firsts: &[u32]) -> Result<()> {
         let (mut spans, mut intervals) = self.rule_maps()?;
-        for (set, &first) in sets.iter().zip(firsts) {
-            for (index, interval) in (first..).zip(&set.intervals) {
-                crate::failpoint::write(MAP_RULE_INTERVALS)?;
-                intervals
-                    .set(index, interval, 0)
-                    .context("writing MAP_RULE_INTERVALS")?;
-            }
-        }
-        for (set, &first) in sets.iter().zip(firsts) {
-            let span = RuleSpan {
-                first,
-                len: set.intervals.len() as u32,
-            };
-            crate::failpoint::write(MAP_RULE_SETS)?;
-            spans
-                .insert(&set.key, &span, 0)
-                .context("writing MAP_RULE_SETS (map full?)")?;
-        }
-        Ok(())
+        let placed: Vec<(u32, RuleInterval)> = sets
+            .iter()
+            .zip(firsts)
+            .flat_map(|(set, &first)| (first..).zip(set.intervals.iter().copied()))
+            .collect();
+        let (upto, injected) = failpoints(MAP_RULE_INTERVALS, placed.len());
+        super::batch::update(&mut intervals, &placed[..upto], |m, i, v| {
+            Ok(m.set(*i, v, 0)?)
+        })
+        .context("writing MAP_RULE_INTERVALS")?;
+        injected.map_or(Ok(()), Err)?;
+        let spans_of: Vec<(RuleSetKey, RuleSpan)> = sets
+            .iter()
+            .zip(firsts)
+            .map(|(set, &first)| {
+                let span = RuleSpan {
+                    first,
+                    len: set.intervals.len() as u32,
+                };
+                (set.key, span)
+            })
+            .collect();
+        let (upto, injected) = failpoints(MAP_RULE_SETS, spans_of.len());
+        super::batch::update(&mut spans, &spans_of[..upto], |m, k, v| {
+            Ok(m.insert(k, v, 0)?)
+        })
+        .context("writing MAP_RULE_SETS (map full?)")?;
+        injected.map_or(Ok(()), Err)
     }
 
     pub(super) fn rule_maps(&mut self) -> Result<RuleMapHandles<'_>> {
@@ -272,10 +280,12 @@ impl Datapath {
     fn put_iface(&mut self, ifindex: u32, value: &IfacePolicy) -> Result<()> {
         crate::failpoint::write(MAP_IFACE_POLICY)?;
         self.iface_policy()?.insert(&ifindex, value, 0)?;
-        Ok(())
+        // The copy packets read first; the hash stays the record.
+        self.put_fast(ifindex, Some(value))
     }
 
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<()> {
+        self.put_fast(ifindex, None)?;
         crate::failpoint::write(MAP_IFACE_POLICY)?;
         deleted(self.iface_policy()?.remove(&ifindex))?;
         Ok(())
@@ -379,4 +389,16 @@ pub struct Undo {
     /// Interfaces switched, with their entry before (`None`: none).
     ifaces: Vec<(u32, Option<IfacePolicy>)>,
     fresh: HashSet<u32>,
+}
+
+/// The failure points of writing `n` entries of `name`, one per entry as
+/// when each had its own syscall: how many to write before the injected
+/// failure, and that failure.
+fn failpoints(name: &str, n: usize) -> (usize, Option<anyhow::Error>) {
+    for i in 0..n {
+        if let Err(e) = crate::failpoint::write(name) {
+            return (i, Some(e));
+        }
+    }
+    (n, None)
 }

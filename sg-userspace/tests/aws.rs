@@ -494,7 +494,13 @@ fn imported_nacls_validate_and_compile() {
         assert_eq!(
             got,
             [
-                (100, Allow, Proto::All, PortMatch::All, vec![v4("0.0.0.0/0")]),
+                (
+                    100,
+                    Allow,
+                    Proto::All,
+                    PortMatch::All,
+                    vec![v4("0.0.0.0/0")]
+                ),
                 (101, Allow, Proto::All, PortMatch::All, vec![v4("::/0")]),
             ]
         );
@@ -518,13 +524,37 @@ fn imported_nacls_validate_and_compile() {
     assert_eq!(
         got,
         [
-            (90, Deny, Proto::All, PortMatch::All, vec![v4("198.18.2.0/24")]),
+            (
+                90,
+                Deny,
+                Proto::All,
+                PortMatch::All,
+                vec![v4("198.18.2.0/24")]
+            ),
             (100, Allow, TCP, range(443, 443), vec![v4("0.0.0.0/0")]),
-            (110, Allow, TCP, range(1024, 65535), vec![v4("2001:db8::/32")]),
+            (
+                110,
+                Allow,
+                TCP,
+                range(1024, 65535),
+                vec![v4("2001:db8::/32")]
+            ),
             (120, Allow, UDP, range(53, 53), vec![v4("198.18.0.0/15")]),
             (130, Allow, ICMP, icmp(None, None), vec![v4("0.0.0.0/0")]),
-            (140, Allow, ICMPV6, icmp(Some(128), Some(0)), vec![v4("::/0")]),
-            (150, Allow, Proto::Number(47), PortMatch::All, vec![v4("198.18.9.0/24")]),
+            (
+                140,
+                Allow,
+                ICMPV6,
+                icmp(Some(128), Some(0)),
+                vec![v4("::/0")]
+            ),
+            (
+                150,
+                Allow,
+                Proto::Number(47),
+                PortMatch::All,
+                vec![v4("198.18.9.0/24")]
+            ),
         ],
         "{text}"
     );
@@ -545,9 +575,8 @@ fn imported_nacls_validate_and_compile() {
     // Named by an interface, it compiles: one rule per AWS rule and one
     // `*` per direction (32767 and 32768 are both that rule).
     let group = cfg.groups.keys().next().expect("a group").clone();
-    let with_iface = format!(
-        "{text}\n[interfaces.eth0]\ngroups = [\"{group}\"]\nnacl = \"acl-0handmade1\"\n"
-    );
+    let with_iface =
+        format!("{text}\n[interfaces.eth0]\ngroups = [\"{group}\"]\nnacl = \"acl-0handmade1\"\n");
     let cfg = config::parse(&with_iface, "out.toml")
         .unwrap_or_else(|e| panic!("{e}\n{with_iface}"))
         .config;

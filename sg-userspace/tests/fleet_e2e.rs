@@ -559,7 +559,10 @@ egress = [{{ rule = 100, action = "allow", proto = "all", to = "anywhere" }}]
     let app = Agent::start(&fl, 2, "app-1", "base,app");
     db.wait_for(rev, "app", PER_HOST);
     app.wait_for(rev, "app", PER_HOST);
-    assert!(fl.host(2).tcp_connects(fl.ip(1), 1433), "NACL 100 and db allow");
+    assert!(
+        fl.host(2).tcp_connects(fl.ip(1), 1433),
+        "NACL 100 and db allow"
+    );
     assert!(
         !fl.host(2).tcp_connects(fl.ip(1), 1434),
         "NACL rule 10 denies what db allows"
@@ -612,7 +615,15 @@ fn bad_flags_are_usage_errors_that_change_nothing() {
         ("y=edge", "y is not an --iface of this agent"),
     ] {
         let out = sg.run(&[
-            "agent", "--etcd", &fl.etcd.url(), "--host", "h", "--iface", "x=a", "--nacl", nacl,
+            "agent",
+            "--etcd",
+            &fl.etcd.url(),
+            "--host",
+            "h",
+            "--iface",
+            "x=a",
+            "--nacl",
+            nacl,
         ]);
         assert_eq!(out.status.code(), Some(1), "--nacl {nacl}");
         let err = String::from_utf8_lossy(&out.stderr);

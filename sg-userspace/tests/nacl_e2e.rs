@@ -369,7 +369,10 @@ fn a_prefix_list_in_a_nacl_rule_follows_the_list_at_apply() {
     let file = TempFile::new("toml", &with_list(&format!("{}/32", p.c.v4)));
     let sg = Sg::new(server);
     sg.ok(&["attach", &p.s.ifname, "-c", file.path()]);
-    assert!(!client.tcp_connects(s4, 80), "rule 5 denies the listed client");
+    assert!(
+        !client.tcp_connects(s4, 80),
+        "rule 5 denies the listed client"
+    );
     std::fs::write(file.path(), with_list("198.19.77.0/24")).unwrap();
     sg.ok(&["apply", "-c", file.path()]);
     assert!(client.tcp_connects(s4, 80), "the client left the list");

@@ -64,7 +64,9 @@ pub fn parse_nacls(
         };
         let nacl = nacl.trim();
         if nacl.is_empty() {
-            bail!("invalid --nacl {flag:?}: name a NACL of the fleet policy, e.g. --nacl {iface}=edge");
+            bail!(
+                "invalid --nacl {flag:?}: name a NACL of the fleet policy, e.g. --nacl {iface}=edge"
+            );
         }
         crate::config::validate_group_name(nacl)
             .map_err(|e| anyhow::anyhow!("invalid --nacl {flag:?}: {e}"))?;

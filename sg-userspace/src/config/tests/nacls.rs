@@ -167,5 +167,10 @@ fn a_nacl_prefix_list_peer_must_exist_and_be_alone() {
         "unknown prefix list `nope` in `pl:nope`: define [prefix_lists.nope]",
     );
     let r = r#"{ rule = 1, action = "allow", proto = "all", from = ["pl:a", "198.18.0.0/16"] }"#;
-    fails(&rule(r), 8, col(r, "[\"pl") + 2, "exactly one peer, found 2");
+    fails(
+        &rule(r),
+        8,
+        col(r, "[\"pl") + 2,
+        "exactly one peer, found 2",
+    );
 }

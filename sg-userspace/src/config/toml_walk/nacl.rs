@@ -149,9 +149,7 @@ impl Ctx<'_> {
                 other => {
                     return Err(self.err(
                         v.span(),
-                        format!(
-                            "`{other}`: NACL rules take CIDRs, `anywhere` or `pl:NAME` only"
-                        ),
+                        format!("`{other}`: NACL rules take CIDRs, `anywhere` or `pl:NAME` only"),
                     ));
                 }
             }

@@ -17,7 +17,8 @@ use sg_lab::{Background, Etcd, Host, Lab, Link, unique_name};
 use support::{Sg, TempFile, wait_until};
 
 /// The course example: db accepts 1433 from the app group. `base` lets
-/// etcd's replies reach connections opened before the agent attached.
+/// etcd's replies in when no entry tracks the agent's connection (attach
+/// adopts it: `the_agents_etcd_connection_is_adopted_at_attach`).
 const POLICY: &str = r#"
 [groups.base]
 ingress = [{ proto = "tcp", ports = "1024-65535", from = "198.18.1.1/32", description = "etcd replies" }]
@@ -581,6 +582,44 @@ egress = [{{ rule = 100, action = "allow", proto = "all", to = "anywhere" }}]
     // The app host has no --nacl: no NACL layer there.
     let status = app.sg.json(&["status", "--json"]);
     assert!(status["interfaces"][0]["nacl"].is_null(), "{status}");
+}
+
+/// Adoption (issue 17) at the agent's attach: the agent's own connection to
+/// etcd, opened before the attach and allowed by the policy's egress (the
+/// AWS default allow-all here), is adopted, so etcd's replies pass with no
+/// ingress rule for them and the agent keeps following the fleet.
+#[test]
+fn the_agents_etcd_connection_is_adopted_at_attach() {
+    let fl = fleet_lab(2);
+    let admin = Sg::new(fl.host(1));
+    let no_base = POLICY.replace(
+        r#"[groups.base]
+ingress = [{ proto = "tcp", ports = "1024-65535", from = "198.18.1.1/32", description = "etcd replies" }]
+"#,
+        "",
+    );
+    assert!(!no_base.contains("base"), "{no_base}");
+    let rev = fl.push(&admin, &no_base);
+    let _srv = listen(fl.host(1), 1433);
+    let db = Agent::start(&fl, 1, "db-1", "db");
+    let app = Agent::start(&fl, 2, "app-1", "app");
+    db.wait_for(rev, "app", PER_HOST);
+    app.wait_for(rev, "app", PER_HOST);
+    let status = db.sg.json(&["status", "--json"]);
+    assert!(
+        status["interfaces"][0]["adopted"].as_u64().unwrap() >= 1,
+        "the etcd connection is adopted: {status}"
+    );
+    // Changes still reach both agents over their adopted connections.
+    let rev2 = fl.push(&admin, &no_base.replace("\"1433\"", "\"1433-1434\""));
+    db.wait_for(rev2, "app", PER_HOST);
+    app.wait_for(rev2, "app", PER_HOST);
+    assert!(fl.host(2).tcp_connects(fl.ip(1), 1433));
+    assert!(
+        !db.log().contains("blocks this agent's connection to etcd"),
+        "{}",
+        db.log()
+    );
 }
 
 #[test]

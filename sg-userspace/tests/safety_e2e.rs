@@ -538,8 +538,17 @@ egress = [
             ep(s4, port),
         ]
     };
-    // (what, args, real, verdict reason, NACL rule, reached, SG allows)
-    let cases: Vec<(&str, Vec<String>, bool, &str, &str, bool, bool)> = vec![
+    /// (what, args, real, verdict reason, NACL rule, reached, SG allows)
+    type NaclCase = (
+        &'static str,
+        Vec<String>,
+        bool,
+        &'static str,
+        &'static str,
+        bool,
+        bool,
+    );
+    let cases: Vec<NaclCase> = vec![
         (
             "ingress 7000: NACL 100, then the SGs",
             ingress(7000),

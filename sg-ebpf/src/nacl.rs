@@ -16,11 +16,9 @@ use crate::{
     verdict::Scratch,
 };
 
-/// [`passes`] on ingress, inlined. A BPF-to-BPF call kept the verifier's
-/// walk shorter (~430k instructions against ~490k), but the kernel adds the
-/// caller's frame to the callee's, and since the verdict's frame grew
-/// (408 bytes) the pair exceeded the 512-byte stack: the kernel refused
-/// both ingress programs.
+/// [`passes`] on ingress, inlined: as a BPF-to-BPF call its frame came on
+/// top of the verdict's, past the verifier's 512-byte combined stack limit;
+/// inlined, the verifier walks ~490k instructions of its 1M budget.
 #[inline(always)]
 pub(crate) fn passes_ingress(s: &mut Scratch, nacl: u32, ifindex: u32, len: u32, now: u64) -> bool {
     passes(s, nacl, ifindex, Direction::Ingress, len, now)

@@ -247,7 +247,7 @@ pub enum Command {
     /// etcd is unreachable it keeps enforcing what it applied and retries;
     /// `sg status` says since when. SIGTERM stops it; enforcement stays.
     #[command(
-        after_help = "Example:\n  sg agent --etcd http://198.18.0.1:2379 --host db-1 --iface eth0=db\n  sg agent --etcd https://etcd:2379 --cacert ca.pem --cert db-1.pem --key db-1-key.pem \\\n           --host db-1 --iface eth0=db,ssh --lease 10s"
+        after_help = "Example:\n  sg agent --etcd http://198.18.0.1:2379 --host db-1 --iface eth0=db\n  sg agent --etcd https://etcd:2379 --cacert ca.pem --cert db-1.pem --key db-1-key.pem \\\n           --host db-1 --iface eth0=db,ssh --lease 10s\n  sg agent --etcd http://198.18.0.1:2379 --host web-1 --iface eth0=web --nacl eth0=edge"
     )]
     Agent(AgentArgs),
     /// Convert another system's security groups into an sg config.
@@ -418,6 +418,11 @@ pub struct AgentArgs {
     /// more interfaces.
     #[arg(long = "iface", value_name = "IFACE=GROUP[,GROUP...]", required = true)]
     pub ifaces: Vec<String>,
+    /// The network ACL (a `[nacls.NAME]` of the fleet policy) of one of
+    /// the --iface interfaces; repeat for more. An interface without one
+    /// has no NACL layer.
+    #[arg(long = "nacl", value_name = "IFACE=NACL")]
+    pub nacls: Vec<String>,
     /// TTL of the lease the host's membership lives on: a host whose agent
     /// dies leaves its groups this long after.
     #[arg(long, default_value = "10s", value_name = "DURATION")]

@@ -349,8 +349,8 @@ fn import_errors_name_the_group_and_field() {
     assert!(stderr(&o).contains("expected ID=FILE"));
 }
 
-/// The NACL config parser lands in another branch: the `[nacls]` output is
-/// checked structurally here.
+/// The `[nacls]` output as TOML; `imported_nacls_validate_and_compile`
+/// reads it with sg's parser and compiler.
 #[test]
 fn nacls_map_to_numbered_rules_without_the_default_star_rules() {
     let o = sg(&[
@@ -463,6 +463,151 @@ fn nacl_ports_icmp_and_errors() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `--nacls` output goes through `sg validate` (the real config parser) and
+/// compiles: rule numbers, actions, protocols, ports, ICMP, both families,
+/// and AWS's default rules 32767/32768 as sg's one implicit `*` deny.
+#[test]
+fn imported_nacls_validate_and_compile() {
+    use sg::compile::{attachments_from_config, compile};
+    use sg::config::NaclAction::{Allow, Deny};
+
+    let v4 = |s: &str| Peer::Cidr(s.parse().unwrap());
+    let sgs = "awscli-describe-security-groups.json";
+    let mut imported = Vec::new();
+    for file in [
+        "awscli-describe-network-acls.json",
+        "botocore-examples-describe-network-acls.json",
+        "handmade-network-acls.json",
+    ] {
+        let (cfg, text, _) = import_ok(file, &[sgs, "--nacls", file]);
+        imported.push((file, cfg, text));
+    }
+    // The real samples: allow all from/to each family, or nothing at all.
+    let real = &imported[0].1.nacls["acl-0e2a78e4e2EXAMPLE"];
+    for rules in [&real.ingress, &real.egress] {
+        let got: Vec<_> = rules
+            .iter()
+            .map(|r| (r.number, r.action, r.proto, r.ports, r.peers.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    100,
+                    Allow,
+                    Proto::All,
+                    PortMatch::All,
+                    vec![v4("0.0.0.0/0")]
+                ),
+                (101, Allow, Proto::All, PortMatch::All, vec![v4("::/0")]),
+            ]
+        );
+    }
+    let deny_all = &imported[1].1.nacls["acl-5fb85d36"];
+    assert!(deny_all.ingress.is_empty() && deny_all.egress.is_empty());
+
+    // The hand-made one: every field form.
+    let (_, cfg, text) = &imported[2];
+    let n = &cfg.nacls["acl-0handmade1"];
+    let range = |from, to| PortMatch::Range { from, to };
+    let icmp = |t, c| PortMatch::Icmp {
+        icmp_type: t,
+        icmp_code: c,
+    };
+    let got: Vec<_> = n
+        .ingress
+        .iter()
+        .map(|r| (r.number, r.action, r.proto, r.ports, r.peers.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                90,
+                Deny,
+                Proto::All,
+                PortMatch::All,
+                vec![v4("198.18.2.0/24")]
+            ),
+            (100, Allow, TCP, range(443, 443), vec![v4("0.0.0.0/0")]),
+            (
+                110,
+                Allow,
+                TCP,
+                range(1024, 65535),
+                vec![v4("2001:db8::/32")]
+            ),
+            (120, Allow, UDP, range(53, 53), vec![v4("198.18.0.0/15")]),
+            (130, Allow, ICMP, icmp(None, None), vec![v4("0.0.0.0/0")]),
+            (
+                140,
+                Allow,
+                ICMPV6,
+                icmp(Some(128), Some(0)),
+                vec![v4("::/0")]
+            ),
+            (
+                150,
+                Allow,
+                Proto::Number(47),
+                PortMatch::All,
+                vec![v4("198.18.9.0/24")]
+            ),
+        ],
+        "{text}"
+    );
+    let got: Vec<_> = n
+        .egress
+        .iter()
+        .map(|r| (r.number, r.action, r.proto, r.ports, r.peers.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (100, Allow, TCP, range(1024, 65535), vec![v4("0.0.0.0/0")]),
+            (101, Allow, Proto::All, PortMatch::All, vec![v4("::/0")]),
+        ],
+        "{text}"
+    );
+
+    // Named by an interface, it compiles: one rule per AWS rule and one
+    // `*` per direction (32767 and 32768 are both that rule).
+    let group = cfg.groups.keys().next().expect("a group").clone();
+    let with_iface =
+        format!("{text}\n[interfaces.eth0]\ngroups = [\"{group}\"]\nnacl = \"acl-0handmade1\"\n");
+    let cfg = config::parse(&with_iface, "out.toml")
+        .unwrap_or_else(|e| panic!("{e}\n{with_iface}"))
+        .config;
+    let c = compile(&cfg, &attachments_from_config(&cfg), 1).expect("compiles");
+    let mut ids: Vec<(&str, u16, bool)> = c
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let info = r.nacl?;
+            Some((r.id.as_str(), info.number, info.action == Allow))
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("nacl:acl-0handmade1:egress:*", 32767, false),
+            ("nacl:acl-0handmade1:egress:100", 100, true),
+            ("nacl:acl-0handmade1:egress:101", 101, true),
+            ("nacl:acl-0handmade1:ingress:*", 32767, false),
+            ("nacl:acl-0handmade1:ingress:100", 100, true),
+            ("nacl:acl-0handmade1:ingress:110", 110, true),
+            ("nacl:acl-0handmade1:ingress:120", 120, true),
+            ("nacl:acl-0handmade1:ingress:130", 130, true),
+            ("nacl:acl-0handmade1:ingress:140", 140, true),
+            ("nacl:acl-0handmade1:ingress:150", 150, true),
+            ("nacl:acl-0handmade1:ingress:90", 90, false),
+        ]
+    );
+    assert_ne!(c.ifaces["eth0"].ingress_nacl, 0);
+    assert_ne!(c.ifaces["eth0"].egress_nacl, 0);
 }
 
 /// Export, then import: the same rules (CLI level; the random property test

@@ -17,7 +17,8 @@ use sg_lab::{Background, Etcd, Host, Lab, Link, unique_name};
 use support::{Sg, TempFile, wait_until};
 
 /// The course example: db accepts 1433 from the app group. `base` lets
-/// etcd's replies reach connections opened before the agent attached.
+/// etcd's replies in when no entry tracks the agent's connection (attach
+/// adopts it: `the_agents_etcd_connection_is_adopted_at_attach`).
 const POLICY: &str = r#"
 [groups.base]
 ingress = [{ proto = "tcp", ports = "1024-65535", from = "198.18.1.1/32", description = "etcd replies" }]
@@ -519,6 +520,108 @@ fn etcd_down_keeps_enforcement_and_a_restarted_agent_keeps_its_lease() {
     assert!(text.contains("connected to etcd since"), "{text}");
 }
 
+/// SPEC 8.2 `--nacl IFACE=NACL`: the agent composes `nacl = "NACL"` into its
+/// interface, and the fleet policy's NACL is enforced there (a port the SGs
+/// allow, the NACL denies); `fleet push` validates NACLs and prefix lists.
+#[test]
+fn an_agent_with_nacl_enforces_the_policys_nacl() {
+    let fl = fleet_lab(2);
+    let admin = Sg::new(fl.host(1));
+    let policy = format!(
+        r#"{}
+[prefix_lists.closed]
+entries = ["198.18.0.0/16"]
+
+[nacls.edge]
+ingress = [
+  {{ rule = 10, action = "deny", proto = "tcp", ports = "1434", from = "pl:closed" }},
+  {{ rule = 100, action = "allow", proto = "all", from = "anywhere" }},
+]
+egress = [{{ rule = 100, action = "allow", proto = "all", to = "anywhere" }}]
+"#,
+        POLICY.replace("\"1433\"", "\"1433-1434\"")
+    );
+    // A NACL rule naming a list the file lacks: refused, nothing stored.
+    let bad = TempFile::new("toml", &policy.replace("pl:closed", "pl:nope"));
+    let out = fl.fleet(&admin, &["push", "-c", bad.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown prefix list `nope`"), "{err}");
+    let good = TempFile::new("toml", &policy);
+    let out = fl.fleet(&admin, &["push", "-c", good.path()]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("named by no interface"), "{err}");
+    let rev = fl.show(&admin)["revision"].as_i64().unwrap();
+
+    let _srv = [listen(fl.host(1), 1433), listen(fl.host(1), 1434)];
+    let nacl = format!("{}=edge", fl.link(1).ifname);
+    let db = Agent::start_with(&fl, 1, "db-1", "base,db", &["--nacl", &nacl], "");
+    let app = Agent::start(&fl, 2, "app-1", "base,app");
+    db.wait_for(rev, "app", PER_HOST);
+    app.wait_for(rev, "app", PER_HOST);
+    assert!(
+        fl.host(2).tcp_connects(fl.ip(1), 1433),
+        "NACL 100 and db allow"
+    );
+    assert!(
+        !fl.host(2).tcp_connects(fl.ip(1), 1434),
+        "NACL rule 10 denies what db allows"
+    );
+    let status = db.sg.json(&["status", "--json"]);
+    assert_eq!(status["interfaces"][0]["nacl"]["name"], "edge", "{status}");
+    let stats = db.sg.stats();
+    let ten = stats["nacl_rules"]
+        .as_array()
+        .expect("nacl_rules")
+        .iter()
+        .find(|r| r["nacl"] == "edge" && r["direction"] == "ingress" && r["rule"] == "10")
+        .unwrap_or_else(|| panic!("no rule 10 in {stats}"))
+        .clone();
+    assert!(ten["denied_packets"].as_u64().unwrap() >= 1, "{ten}");
+    // The app host has no --nacl: no NACL layer there.
+    let status = app.sg.json(&["status", "--json"]);
+    assert!(status["interfaces"][0]["nacl"].is_null(), "{status}");
+}
+
+/// Adoption (issue 17) at the agent's attach: the agent's own connection to
+/// etcd, opened before the attach and allowed by the policy's egress (the
+/// AWS default allow-all here), is adopted, so etcd's replies pass with no
+/// ingress rule for them and the agent keeps following the fleet.
+#[test]
+fn the_agents_etcd_connection_is_adopted_at_attach() {
+    let fl = fleet_lab(2);
+    let admin = Sg::new(fl.host(1));
+    let no_base = POLICY.replace(
+        r#"[groups.base]
+ingress = [{ proto = "tcp", ports = "1024-65535", from = "198.18.1.1/32", description = "etcd replies" }]
+"#,
+        "",
+    );
+    assert!(!no_base.contains("base"), "{no_base}");
+    let rev = fl.push(&admin, &no_base);
+    let _srv = listen(fl.host(1), 1433);
+    let db = Agent::start(&fl, 1, "db-1", "db");
+    let app = Agent::start(&fl, 2, "app-1", "app");
+    db.wait_for(rev, "app", PER_HOST);
+    app.wait_for(rev, "app", PER_HOST);
+    let status = db.sg.json(&["status", "--json"]);
+    assert!(
+        status["interfaces"][0]["adopted"].as_u64().unwrap() >= 1,
+        "the etcd connection is adopted: {status}"
+    );
+    // Changes still reach both agents over their adopted connections.
+    let rev2 = fl.push(&admin, &no_base.replace("\"1433\"", "\"1433-1434\""));
+    db.wait_for(rev2, "app", PER_HOST);
+    app.wait_for(rev2, "app", PER_HOST);
+    assert!(fl.host(2).tcp_connects(fl.ip(1), 1433));
+    assert!(
+        !db.log().contains("blocks this agent's connection to etcd"),
+        "{}",
+        db.log()
+    );
+}
+
 #[test]
 fn bad_flags_are_usage_errors_that_change_nothing() {
     let fl = fleet_lab(1);
@@ -545,6 +648,26 @@ fn bad_flags_are_usage_errors_that_change_nothing() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("IFACE=GROUP"));
+    for (nacl, why) in [
+        ("x", "expected IFACE=NACL"),
+        ("x=", "name a NACL"),
+        ("y=edge", "y is not an --iface of this agent"),
+    ] {
+        let out = sg.run(&[
+            "agent",
+            "--etcd",
+            &fl.etcd.url(),
+            "--host",
+            "h",
+            "--iface",
+            "x=a",
+            "--nacl",
+            nacl,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "--nacl {nacl}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "--nacl {nacl}: {err}");
+    }
     let out = sg.run(&["fleet", "show", "--etcd", &fl.etcd.url(), "--cert", "/x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cert and --key"));

@@ -349,3 +349,44 @@ fn live_applies_change_nacl_and_sgs_together_without_losing_allowed_flows() {
     );
     sg.ok(&["detach", "--all"]);
 }
+
+/// SPEC 9.1: `pl:NAME` in a NACL rule; changing the list at apply changes
+/// what the NACL denies.
+#[test]
+fn a_prefix_list_in_a_nacl_rule_follows_the_list_at_apply() {
+    let p = pair();
+    let (client, server) = (&p.client, &p.server);
+    let _l = server.tcp_listen(80);
+    let s4 = IpAddr::V4(p.s.v4);
+    let ingress = r#"  { rule = 5, action = "deny", type = "http", from = "pl:blocked" },
+  { rule = 100, action = "allow", type = "http", from = "anywhere" },"#;
+    let with_list = |entry: &str| {
+        format!(
+            "{}\n[prefix_lists.blocked]\nentries = [\"{entry}\"]\n",
+            config(&p, SG_WEB, Some(ingress), Some(EPHEMERAL_OUT))
+        )
+    };
+    let file = TempFile::new("toml", &with_list(&format!("{}/32", p.c.v4)));
+    let sg = Sg::new(server);
+    sg.ok(&["attach", &p.s.ifname, "-c", file.path()]);
+    assert!(
+        !client.tcp_connects(s4, 80),
+        "rule 5 denies the listed client"
+    );
+    std::fs::write(file.path(), with_list("198.19.77.0/24")).unwrap();
+    sg.ok(&["apply", "-c", file.path()]);
+    assert!(client.tcp_connects(s4, 80), "the client left the list");
+    std::fs::write(file.path(), with_list(&format!("{}/24", p.c.v4))).unwrap();
+    sg.ok(&["apply", "-c", file.path()]);
+    assert!(!client.tcp_connects(s4, 80), "listed again");
+    let stats = sg.stats();
+    let five = stats["nacl_rules"]
+        .as_array()
+        .expect("nacl_rules")
+        .iter()
+        .find(|r| r["nacl"] == "edge" && r["direction"] == "ingress" && r["rule"] == "5")
+        .unwrap_or_else(|| panic!("no rule 5 in {stats}"))
+        .clone();
+    assert!(five["denied_packets"].as_u64().unwrap() >= 1, "{five}");
+    sg.ok(&["detach", "--all"]);
+}

@@ -476,6 +476,185 @@ fn explain_agrees_with_real_connections() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("address families"));
 }
 
+/// SPEC 10.1 with a NACL (SPEC 2.3): the NACL rule that decided, ingress
+/// before the SGs, egress after them (not reached when the SGs drop), each
+/// answer compared with a real connection.
+#[test]
+fn explain_reports_the_nacl_step_as_real_connections_see_it() {
+    let p = pair();
+    let _t = [7000, 7001].map(|port| p.server.tcp_listen(port));
+    let _out = [8000, 8001, 8002].map(|port| p.client.tcp_listen(port));
+    let (c4, s4) = (IpAddr::V4(p.c.v4), IpAddr::V4(p.s.v4));
+    let config = format!(
+        r#"
+[groups.srv]
+ingress = [
+  {{ proto = "tcp", ports = "7000-7001", from = "{c4}/32", description = "client" }},
+  {{ proto = "icmp", icmp_type = 8, from = "{c4}/32", description = "ping" }},
+]
+egress = [
+  {{ proto = "tcp", ports = "8000", to = "198.18.0.0/15" }},
+  {{ proto = "tcp", ports = "8002", to = "198.18.0.0/15" }},
+]
+
+[interfaces.{iface}]
+groups = ["srv"]
+nacl = "edge"
+
+[nacls.edge]
+ingress = [
+  {{ rule = 10, action = "deny", proto = "tcp", ports = "7001", from = "{c4}/32", description = "no 7001" }},
+  {{ rule = 100, action = "allow", proto = "tcp", ports = "1024-65535", from = "anywhere" }},
+]
+egress = [
+  {{ rule = 100, action = "allow", proto = "tcp", ports = "1024-7999", to = "anywhere" }},
+  {{ rule = 110, action = "allow", proto = "tcp", ports = "8000-8001", to = "anywhere" }},
+  {{ rule = 120, action = "deny", proto = "tcp", ports = "8002", to = "anywhere" }},
+  {{ rule = 130, action = "allow", proto = "tcp", ports = "8003-65535", to = "anywhere" }},
+]
+"#,
+        iface = p.s.ifname
+    );
+    let cfg = TempFile::new("toml", &config);
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", cfg.path()]);
+    let ep = |ip: IpAddr, port: u16| std::net::SocketAddr::new(ip, port).to_string();
+    let (c4s, s4s) = (c4.to_string(), s4.to_string());
+    let egress = |port: u16| {
+        vec![
+            "--from".to_string(),
+            s4s.clone(),
+            "--to".into(),
+            ep(c4, port),
+            "--direction".into(),
+            "egress".into(),
+        ]
+    };
+    let ingress = |port: u16| {
+        vec![
+            "--from".to_string(),
+            c4s.clone(),
+            "--to".into(),
+            ep(s4, port),
+        ]
+    };
+    /// (what, args, real, verdict reason, NACL rule, reached, SG allows)
+    type NaclCase = (
+        &'static str,
+        Vec<String>,
+        bool,
+        &'static str,
+        &'static str,
+        bool,
+        bool,
+    );
+    let cases: Vec<NaclCase> = vec![
+        (
+            "ingress 7000: NACL 100, then the SGs",
+            ingress(7000),
+            p.client.tcp_connects(s4, 7000),
+            "rule",
+            "100",
+            true,
+            true,
+        ),
+        (
+            "ingress 7001: NACL 10 denies what the SGs allow",
+            ingress(7001),
+            p.client.tcp_connects(s4, 7001),
+            "nacl_deny",
+            "10",
+            true,
+            true,
+        ),
+        (
+            "ingress ping: the implicit deny",
+            vec![
+                "--from".into(),
+                c4s.clone(),
+                "--to".into(),
+                s4s.clone(),
+                "--proto".into(),
+                "icmp".into(),
+            ],
+            p.client.ping(s4, 1) == 1,
+            "nacl_deny",
+            "*",
+            true,
+            true,
+        ),
+        (
+            "egress 8000: the SGs, then NACL 110",
+            egress(8000),
+            p.server.tcp_connects(c4, 8000),
+            "rule",
+            "110",
+            true,
+            true,
+        ),
+        (
+            "egress 8002: NACL 120 denies after the SGs",
+            egress(8002),
+            p.server.tcp_connects(c4, 8002),
+            "nacl_deny",
+            "120",
+            true,
+            true,
+        ),
+        (
+            "egress 8001: the SGs drop it first",
+            egress(8001),
+            p.server.tcp_connects(c4, 8001),
+            "no_rule",
+            "110",
+            false,
+            false,
+        ),
+    ];
+    for (what, args, real, reason, rule, reached, sg_allows) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = explain(&sg, &p.s.ifname, &args);
+        assert_eq!(e["verdict"] == "allow", *real, "{what}: explain {e:#}");
+        assert_eq!(e["reason"], *reason, "{what}: {e:#}");
+        assert!(e["drift"].is_null(), "{what}: {e:#}");
+        let n = &e["nacl"];
+        assert_eq!(n["name"], "edge", "{what}: {e:#}");
+        assert_eq!(n["rule"], *rule, "{what}: {e:#}");
+        assert_eq!(n["reached"], *reached, "{what}: {e:#}");
+        let dir = if args.contains(&"egress") {
+            "egress"
+        } else {
+            "ingress"
+        };
+        assert_eq!(n["id"], format!("nacl:edge:{dir}:{rule}"), "{what}: {e:#}");
+        assert_eq!(e["rule"].is_object(), *sg_allows, "{what}: {e:#}");
+    }
+    let text = sg.ok(&[
+        &["explain", "--iface", &p.s.ifname][..],
+        &["--from", &c4s, "--to", &ep(s4, 7001)],
+    ]
+    .concat());
+    assert!(
+        text.contains("nacl edge: rule 10 denies")
+            && text.contains("\"no 7001\"")
+            && text.contains("DROP (nacl_deny: NACL edge rule 10 denies it)")
+            && text.contains("the security groups would allow it by sgr-"),
+        "{text}"
+    );
+    // Without a NACL on the interface, no NACL step.
+    let no_nacl = config.replace("nacl = \"edge\"\n", "");
+    std::fs::write(cfg.path(), no_nacl).unwrap();
+    sg.ok(&["apply", "-c", cfg.path()]);
+    let e = explain(
+        &sg,
+        &p.s.ifname,
+        &ingress(7001).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(e["nacl"].is_null(), "{e:#}");
+    assert_eq!(e["reason"], "rule", "{e:#}");
+    assert!(p.client.tcp_connects(s4, 7001));
+}
+
 #[test]
 fn explain_reports_drift_from_a_hand_edited_map() {
     let p = pair();

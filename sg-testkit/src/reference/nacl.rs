@@ -1,8 +1,9 @@
 //! Network ACLs (SPEC 2), read plainly: the rules of one direction in
 //! number order, the first whose protocol, ports (ICMP type and code) and
-//! one CIDR match decides; none matching is the implicit `*` deny.
+//! one peer (a CIDR, or a CIDR of its prefix list) match decides; none
+//! matching is the implicit `*` deny.
 
-use sg::config::{Config, Direction, NaclAction, PortMatch, Proto};
+use sg::config::{Config, Direction, NaclAction, Peer, PortMatch, Proto};
 use sg_common::NACL_RULE_IMPLICIT;
 
 use super::*;
@@ -45,7 +46,15 @@ pub fn nacl_decision(
             ) => icmp_type.is_none_or(|w| w == t) && icmp_code.is_none_or(|w| w == c),
             _ => false,
         };
-        if proto_ok && l4_ok && r.peers.iter().any(|net| net.contains(&remote)) {
+        let peer_ok = r.peers.iter().any(|peer| match peer {
+            Peer::Cidr(net) => net.contains(&remote),
+            Peer::PrefixList(l) => config
+                .prefix_lists
+                .get(l)
+                .is_some_and(|l| l.entries.iter().any(|e| e.cidr.contains(&remote))),
+            Peer::Group(_) => false, // refused by the config parser
+        });
+        if proto_ok && l4_ok && peer_ok {
             return (r.number, r.action == NaclAction::Allow);
         }
     }

@@ -20,7 +20,7 @@ use super::{
     port_sets::{Match, RANK_ANY_PROTO, proto_in_family, rule_matches},
     resolve::Net,
 };
-use crate::config::{Config, Direction, NaclAction, PortMatch, Proto};
+use crate::config::{Config, Direction, NaclAction, Peer, PortMatch, Proto};
 
 /// Every NACL rule of the configuration, indexed after the SG rules.
 pub(super) struct NaclRules {
@@ -56,7 +56,7 @@ pub(super) fn nacl_rules(config: &Config, first_index: u32) -> NaclRules {
                 NaclAction::Deny,
                 Proto::All,
                 PortMatch::All,
-                &anywhere,
+                anywhere.clone(),
                 None,
                 None,
             );
@@ -69,7 +69,7 @@ pub(super) fn nacl_rules(config: &Config, first_index: u32) -> NaclRules {
                         r.action,
                         r.proto,
                         r.ports,
-                        &r.peers,
+                        nacl_rule_cidrs(config, &r.peers),
                         r.name.clone(),
                         r.description.clone(),
                     )
@@ -96,6 +96,16 @@ pub(super) fn nacl_rules(config: &Config, first_index: u32) -> NaclRules {
         }
     }
     out
+}
+
+/// The CIDRs of a NACL rule's peer, `pl:` lists resolved where the SG
+/// rules' are ([`Config::static_peer_cidrs`]): an empty list matches
+/// nothing.
+fn nacl_rule_cidrs(config: &Config, peers: &[Peer]) -> Vec<IpNet> {
+    peers
+        .iter()
+        .flat_map(|p| config.static_peer_cidrs(p).unwrap_or_default())
+        .collect()
 }
 
 /// One policy per NACL that an interface names and direction, and the

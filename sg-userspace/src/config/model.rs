@@ -73,8 +73,9 @@ impl NaclAction {
     }
 }
 
-/// One numbered NACL rule: the SG rule fields, one CIDR peer (`anywhere`
-/// is two: `0.0.0.0/0` and `::/0`) and an action.
+/// One numbered NACL rule: the SG rule fields, one peer (a CIDR;
+/// `anywhere`, which is two: `0.0.0.0/0` and `::/0`; or `pl:NAME`) and an
+/// action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NaclRule {
     pub nacl: String,
@@ -84,8 +85,10 @@ pub struct NaclRule {
     pub action: NaclAction,
     pub proto: Proto,
     pub ports: PortMatch,
-    /// Canonical CIDRs: one, or one per family for `anywhere`.
-    pub peers: Vec<IpNet>,
+    /// `Peer::Cidr`s (one, or one per family for `anywhere`) or one
+    /// `Peer::PrefixList`, never a group; resolved to CIDRs by
+    /// [`Config::static_peer_cidrs`], like an SG rule's.
+    pub peers: Vec<Peer>,
     pub name: Option<String>,
     pub description: Option<String>,
 }

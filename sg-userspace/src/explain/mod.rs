@@ -10,12 +10,13 @@
 //! port) come from the config in force.
 //!
 //! NACLs (SPEC 2) judge every packet before the security groups on ingress
-//! and after them on egress: when they land, their step goes in
-//! [`explain`] where `nacl` is set, and the SG verdict below it only
-//! applies when the NACL allows.
+//! and after them on egress ([`nacl`]): a NACL deny drops the packet
+//! whatever the SGs say (`reason` "nacl_deny"); on egress an SG drop comes
+//! first and the NACL is not reached.
 
 mod closest;
 mod kernel;
+mod nacl;
 pub(crate) mod search;
 
 use std::{
@@ -35,6 +36,7 @@ use crate::{
     state::{State, StateDir},
 };
 pub use closest::Closest;
+pub use nacl::NaclStep;
 use search::{Answer, CompiledTables, PolicyTables, classify};
 
 /// One flow to explain, as given on the command line.
@@ -204,10 +206,12 @@ pub struct Explanation {
     pub flow: Flow,
     /// "allow" or "drop" for a new packet of the flow.
     pub verdict: &'static str,
-    /// Why: "rule", "no_rule", "not_enforced", "always_allowed".
+    /// Why: "rule", "no_rule", "nacl_deny", "not_enforced",
+    /// "always_allowed".
     pub reason: &'static str,
-    /// The NACL step (SPEC 2), once NACLs exist; always null for now.
-    pub nacl: Option<serde_json::Value>,
+    /// The NACL step (SPEC 2) as the kernel's maps say; null when the
+    /// interface has no NACL.
+    pub nacl: Option<NaclStep>,
     /// The security-group rule that allows it, as the kernel's maps say.
     pub rule: Option<RuleInfo>,
     /// Rules that come closest, from the config in force.
@@ -285,24 +289,57 @@ pub fn explain(dir: &StateDir, flow: &Flow) -> Result<Explanation> {
         .map(|r| r.id.clone());
 
     let exempt = always_allowed(flow);
-    let (verdict, reason) = match (exempt, kernel_answer, &rule) {
+    let (mut verdict, mut reason) = match (exempt, kernel_answer, &rule) {
         (_, None, _) => ("allow", "not_enforced"),
         (true, _, _) => ("allow", "always_allowed"),
         (false, Some(_), Some(_)) => ("allow", "rule"),
         (false, Some(_), None) => ("drop", "no_rule"),
     };
-    let config_verdict = match (exempt, config_answer) {
+    let mut config_verdict = match (exempt, config_answer) {
         (true, _) | (false, None) => "allow",
         (false, Some(a)) if a.rule.is_some() => "allow",
         _ => "drop",
     };
-    let drift = drift(&kernel_answer, &rule, &config_answer, &config_rule);
+    // The NACL layer: always-allowed frames pass it too.
+    let kernel_nacl = nacl::lookup(&kernel, ifindex, flow)?;
+    let config_nacl = nacl::lookup(&tables, ifindex, flow)?;
+    let nacl_step = kernel_nacl.filter(|_| !exempt).map(|hit| {
+        let mut step = nacl::describe_kernel(&state, flow, hit);
+        step.reached = flow.direction == Direction::Ingress || verdict == "allow";
+        step
+    });
+    if let Some(step) = &nacl_step
+        && step.reached
+        && step.denies()
+    {
+        (verdict, reason) = ("drop", "nacl_deny");
+    }
+    let config_nacl_id = config_nacl
+        .filter(|_| !exempt)
+        .map(|hit| nacl::config_rule_id(&compiled, &state, flow, hit));
+    if let Some(hit) = config_nacl.filter(|_| !exempt)
+        && (flow.direction == Direction::Ingress || config_verdict == "allow")
+        && hit.is_none_or(|r| r.flags & sg_common::RULE_F_NACL_DENY != 0)
+    {
+        config_verdict = "drop";
+    }
+    let drift = drift(&kernel_answer, &rule, &config_answer, &config_rule).or_else(|| {
+        let kernel_id = nacl_step.as_ref().map(|s| s.id.as_str());
+        (kernel_id != config_nacl_id.as_deref()).then(|| {
+            format!(
+                "the kernel's NACL decides by {} but the config in force by {}: the installed \
+                 maps differ from the config; `sg detach IFACE` and `sg attach` again rewrite them",
+                kernel_id.unwrap_or("no NACL"),
+                config_nacl_id.as_deref().unwrap_or("no NACL")
+            )
+        })
+    });
     let closest = closest::closest(&config, &compiled, config_answer, flow);
     Ok(Explanation {
         flow: flow.clone(),
         verdict,
         reason,
-        nacl: None,
+        nacl: nacl_step,
         rule,
         closest,
         config: Some(config_path),
@@ -410,7 +447,34 @@ pub fn print(e: &Explanation) {
         port(f.to_port),
         f.iface
     );
+    if let Some(n) = &e.nacl {
+        let place = match f.direction {
+            Direction::Ingress => "ingress: the NACL before the security groups",
+            Direction::Egress if n.reached => "egress: the NACL after the security groups",
+            Direction::Egress => "egress: not reached, the security groups drop it first",
+        };
+        let verb = if n.denies() { "denies" } else { "allows" };
+        let desc = n
+            .description
+            .as_deref()
+            .map(|d| format!(" \"{d}\""))
+            .unwrap_or_default();
+        println!(
+            "nacl {}: rule {} {verb} ({}){desc}; {place}",
+            n.name, n.rule, n.id
+        );
+    }
     match (e.verdict, e.reason) {
+        ("drop", "nacl_deny") => {
+            let n = e.nacl.as_ref().expect("a NACL step");
+            println!(
+                "verdict: DROP (nacl_deny: NACL {} rule {} denies it)",
+                n.name, n.rule
+            );
+            if let Some(r) = &e.rule {
+                println!("  the security groups would allow it by {r}");
+            }
+        }
         (_, "not_enforced") => println!(
             "verdict: ALLOW (the kernel enforces nothing on {})",
             f.iface

@@ -28,7 +28,7 @@ use super::{
     reach,
     status_file::{self, FleetStatus, Refused, SavedLease},
     store::EtcdOptions,
-    view::{Change, Policy, View, compose},
+    view::{Change, Policy, View, compose_host},
 };
 use crate::{datapath::AttachMode, enforcer, state::StateDir};
 
@@ -45,6 +45,8 @@ pub struct AgentOptions {
     pub host: String,
     /// Interface -> its groups, from `--iface IFACE=GROUP,...`.
     pub ifaces: BTreeMap<String, Vec<String>>,
+    /// Interface -> its NACL, from `--nacl IFACE=NACL` (SPEC 8.2).
+    pub nacls: BTreeMap<String, String>,
     /// Lease TTL in seconds.
     pub lease_ttl: i64,
     pub mode: AttachMode,
@@ -479,7 +481,7 @@ impl Agent<'_> {
         policy: &str,
         members: &BTreeMap<String, BTreeSet<IpAddr>>,
     ) -> Result<()> {
-        let text = compose(policy, &self.opts.ifaces, members)?;
+        let text = compose_host(policy, &self.opts.ifaces, &self.opts.nacls, members)?;
         let attached: BTreeSet<String> = self
             .dir
             .load()?

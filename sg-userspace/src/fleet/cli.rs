@@ -66,13 +66,15 @@ pub fn agent(dir: &StateDir, args: AgentArgs) -> Result<()> {
             args.lease
         ));
     }
+    let ifaces = super::parse_ifaces(&args.ifaces)?;
     agent::run(
         dir,
         AgentOptions {
             etcd,
             prefix,
             host: args.host,
-            ifaces: super::parse_ifaces(&args.ifaces)?,
+            nacls: super::parse_nacls(&args.nacls, &ifaces)?,
+            ifaces,
             lease_ttl: ttl.as_secs() as i64,
             mode: args.mode,
         },

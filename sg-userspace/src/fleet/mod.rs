@@ -51,6 +51,38 @@ pub fn parse_ifaces(flags: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
     Ok(out)
 }
 
+/// Parses `--nacl IFACE=NACL` flags into interface -> NACL; each IFACE
+/// must be one of the agent's `--iface` interfaces, once.
+pub fn parse_nacls(
+    flags: &[String],
+    ifaces: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for flag in flags {
+        let Some((iface, nacl)) = flag.split_once('=') else {
+            bail!("invalid --nacl {flag:?}: expected IFACE=NACL, e.g. --nacl eth0=edge");
+        };
+        let nacl = nacl.trim();
+        if nacl.is_empty() {
+            bail!(
+                "invalid --nacl {flag:?}: name a NACL of the fleet policy, e.g. --nacl {iface}=edge"
+            );
+        }
+        crate::config::validate_group_name(nacl)
+            .map_err(|e| anyhow::anyhow!("invalid --nacl {flag:?}: {e}"))?;
+        if !ifaces.contains_key(iface) {
+            bail!(
+                "invalid --nacl {flag:?}: {iface} is not an --iface of this agent; give it \
+                 --iface {iface}=GROUP too"
+            );
+        }
+        if out.insert(iface.to_string(), nacl.to_string()).is_some() {
+            bail!("--nacl {iface} is given twice: an interface has at most one NACL");
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -62,5 +94,22 @@ mod tests {
         assert!(e.to_string().contains("IFACE=GROUP"), "{e}");
         assert!(super::parse_ifaces(&["eth0=".into()]).is_err());
         assert!(super::parse_ifaces(&["eth0=a".into(), "eth0=b".into()]).is_err());
+    }
+
+    #[test]
+    fn nacl_flags_name_an_iface_once() {
+        let ifaces = super::parse_ifaces(&["eth0=app".into(), "eth1=db".into()]).unwrap();
+        let m = super::parse_nacls(&["eth0=edge".into()], &ifaces).unwrap();
+        assert_eq!(m["eth0"], "edge");
+        assert!(!m.contains_key("eth1"));
+        let err = |flags: &[&str]| {
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            super::parse_nacls(&flags, &ifaces).unwrap_err().to_string()
+        };
+        assert!(err(&["eth0"]).contains("expected IFACE=NACL"));
+        assert!(err(&["eth0="]).contains("name a NACL"));
+        assert!(err(&["eth9=edge"]).contains("eth9 is not an --iface of this agent"));
+        assert!(err(&["eth0=a", "eth0=b"]).contains("given twice"));
+        assert!(err(&["eth0=a b"]).contains("invalid --nacl"));
     }
 }

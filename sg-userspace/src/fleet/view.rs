@@ -112,6 +112,18 @@ pub fn compose(
     ifaces: &BTreeMap<String, Vec<String>>,
     members: &BTreeMap<String, BTreeSet<IpAddr>>,
 ) -> Result<String> {
+    compose_host(policy, ifaces, &BTreeMap::new(), members)
+}
+
+/// [`compose`] with this host's `--nacl IFACE=NACL` flags: each becomes
+/// `nacl = "NACL"` in its interface's section (a name the policy does not
+/// define fails to compile, as in a file).
+pub fn compose_host(
+    policy: &str,
+    ifaces: &BTreeMap<String, Vec<String>>,
+    nacls: &BTreeMap<String, String>,
+    members: &BTreeMap<String, BTreeSet<IpAddr>>,
+) -> Result<String> {
     let mut table: toml::Table = toml::from_str(policy).context("the fleet policy is not TOML")?;
     table.remove("interfaces");
     if let Some(toml::Value::Table(groups)) = table.get_mut("groups") {
@@ -137,6 +149,9 @@ pub fn compose(
             "groups".into(),
             toml::Value::Array(groups.iter().cloned().map(toml::Value::String).collect()),
         );
+        if let Some(nacl) = nacls.get(iface) {
+            section.insert("nacl".into(), toml::Value::String(nacl.clone()));
+        }
         interfaces.insert(iface.clone(), toml::Value::Table(section));
     }
     table.insert("interfaces".into(), toml::Value::Table(interfaces));
@@ -199,6 +214,27 @@ groups = ["db"]
             .collect();
         assert_eq!(db, ["198.18.2.2/32", "198.18.9.9/32"]);
         assert!(!c.groups.contains_key("gone"));
+    }
+
+    #[test]
+    fn composition_gives_an_interface_its_nacl() {
+        let policy = format!(
+            "{POLICY}\n[nacls.edge]\ningress = [{{ rule = 10, action = \"allow\", proto = \"all\", from = \"anywhere\" }}]\n"
+        );
+        let ifaces = BTreeMap::from([
+            ("veth0".to_string(), vec!["db".to_string()]),
+            ("veth1".to_string(), vec!["app".to_string()]),
+        ]);
+        let nacls = BTreeMap::from([("veth0".to_string(), "edge".to_string())]);
+        let text = compose_host(&policy, &ifaces, &nacls, &BTreeMap::new()).unwrap();
+        let c = crate::config::parse(&text, "composed").unwrap().config;
+        assert_eq!(c.interfaces["veth0"].nacl.as_deref(), Some("edge"));
+        assert_eq!(c.interfaces["veth1"].nacl, None);
+        // A NACL the policy lacks: the composed config is refused.
+        let nacls = BTreeMap::from([("veth0".to_string(), "nope".to_string())]);
+        let text = compose_host(POLICY, &ifaces, &nacls, &BTreeMap::new()).unwrap();
+        let e = crate::config::parse(&text, "composed").unwrap_err();
+        assert!(e.message.contains("unknown NACL `nope`"), "{e}");
     }
 
     #[test]

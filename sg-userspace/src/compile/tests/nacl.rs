@@ -7,7 +7,7 @@ use crate::config::{NaclAction, NaclRule};
 use sg_common::{NACL_RULE_IMPLICIT, RULE_F_NACL_DENY};
 
 /// SPEC 2.1 read directly: the number and action of the first match.
-fn first_match(rules: &[NaclRule], p: &Packet) -> (u16, NaclAction) {
+fn first_match(cfg: &Config, rules: &[NaclRule], p: &Packet) -> (u16, NaclAction) {
     let mut sorted: Vec<&NaclRule> = rules.iter().collect();
     sorted.sort_by_key(|r| r.number);
     for r in sorted {
@@ -28,7 +28,15 @@ fn first_match(rules: &[NaclRule], p: &Packet) -> (u16, NaclAction) {
                     && icmp_code.is_none_or(|c| c == p.icmp_code)
             }
         };
-        if proto_ok && ports_ok && r.peers.iter().any(|n| n.contains(&p.addr)) {
+        let peer_ok = r.peers.iter().any(|peer| match peer {
+            Peer::Cidr(n) => n.contains(&p.addr),
+            Peer::PrefixList(l) => cfg.prefix_lists[l]
+                .entries
+                .iter()
+                .any(|e| e.cidr.contains(&p.addr)),
+            Peer::Group(_) => panic!("a NACL rule with a group peer"),
+        });
+        if proto_ok && ports_ok && peer_ok {
             return (r.number, r.action);
         }
     }
@@ -47,7 +55,14 @@ const CIDRS: &[&str] = &[
     "2001:db8::/32",
     "2001:db8:2::/48",
     "2001:db8:2::7",
+    // The lists of `PREFIX_LISTS`.
+    "pl:mixed",
+    "pl:empty",
 ];
+/// Prefix lists for `pl:` peers: overlapping the CIDRs above, both
+/// families, and one empty (matches nothing).
+const PREFIX_LISTS: &str = "[prefix_lists.mixed]\nentries = [\"198.18.2.0/25\", \"198.19.0.0/16\", \"2001:db8:2::/64\"]\n\
+                            [prefix_lists.empty]\nentries = []\n";
 const ADDRS: &[&str] = &[
     "198.18.2.7",
     "198.18.2.200",
@@ -106,6 +121,7 @@ fn random_nacls_decide_by_the_lowest_numbered_match() {
                 .collect();
             src += &format!("{d} = [\n  {}\n]\n", rules.join(",\n  "));
         }
+        src.insert_str(0, PREFIX_LISTS);
         let (cfg, c) = build(&src, &[att("eth0", &["g"], &[])]);
         let tables = KernelTables::of(&c);
         let b = c.ifaces["eth0"];
@@ -126,7 +142,7 @@ fn random_nacls_decide_by_the_lowest_numbered_match() {
                     icmp_type: rng.pick(&[0u8, 3, 8, 128]),
                     icmp_code: rng.pick(&[0u8, 1]),
                 };
-                let want = first_match(rules, &p);
+                let want = first_match(&cfg, rules, &p);
                 let got = lookup_ref(&tables, policy, &p).map(|r| {
                     let info = c.rules[r.rule as usize].nacl.expect("a NACL rule");
                     let action = if r.flags & RULE_F_NACL_DENY != 0 {
@@ -173,4 +189,56 @@ ingress = [{ rule = 1, action = "allow", proto = "all", from = "anywhere" }]
     let second = crate::reuse::plan(&again, &first.installed);
     assert_eq!(second.entries_written(), 0);
     assert_eq!(second.write.ifaces, first.write.ifaces);
+}
+
+/// SPEC 9.1: a changed prefix list changes the NACL rules that name it, as
+/// an ordinary recompile: the next plan writes a new NACL policy and
+/// switches the interface to it, the SG policy untouched.
+#[test]
+fn a_changed_prefix_list_changes_the_nacl_that_names_it() {
+    let src = |office: &str| {
+        format!(
+            r#"
+[prefix_lists.office]
+entries = ["{office}"]
+[groups.g]
+ingress = [{{ proto = "tcp", ports = "22", from = "anywhere" }}]
+[interfaces.a]
+groups = ["g"]
+nacl = "n"
+[nacls.n]
+ingress = [
+  {{ rule = 10, action = "deny", proto = "tcp", ports = "22", from = "pl:office" }},
+  {{ rule = 20, action = "allow", proto = "all", from = "anywhere" }},
+]
+"#
+        )
+    };
+    let atts = [att("a", &["g"], &[])];
+    let ssh = |a: &str| Packet {
+        addr: a.parse().unwrap(),
+        proto: 6,
+        port: 22,
+        icmp_type: 0,
+        icmp_code: 0,
+    };
+    let verdict = |c: &Compiled, a: &str| {
+        let t = KernelTables::of(c);
+        let r = lookup_ref(&t, c.ifaces["a"].ingress_nacl, &ssh(a)).expect("a NACL rule");
+        let info = c.rules[r.rule as usize].nacl.expect("a NACL rule");
+        (info.number, r.flags & RULE_F_NACL_DENY != 0)
+    };
+    let (_, c1) = build(&src("198.18.5.0/24"), &atts);
+    assert_eq!(verdict(&c1, "198.18.5.9"), (10, true));
+    assert_eq!(verdict(&c1, "198.18.6.9"), (20, false));
+    let first = crate::reuse::plan(&c1, &Default::default());
+
+    let c2 = compile(&parse(&src("198.18.6.0/24")), &atts, first.write.next_id).unwrap();
+    let second = crate::reuse::plan(&c2, &first.installed);
+    assert_eq!(verdict(&second.write, "198.18.5.9"), (20, false));
+    assert_eq!(verdict(&second.write, "198.18.6.9"), (10, true));
+    let (b1, b2) = (first.write.ifaces["a"], second.write.ifaces["a"]);
+    assert_ne!(b1.ingress_nacl, b2.ingress_nacl, "a new NACL policy");
+    assert_eq!(b1.ingress_policy, b2.ingress_policy, "the SGs are reused");
+    assert!(second.entries_written() > 0);
 }

@@ -28,13 +28,13 @@ egress = [{ rule = 100, action = "allow", proto = "all", to = "anywhere" }]
     let numbers: Vec<u16> = n.ingress.iter().map(|r| r.number).collect();
     assert_eq!(numbers, vec![90, 100, 110]);
     assert_eq!(n.ingress[0].action, NaclAction::Deny);
-    assert_eq!(n.ingress[0].peers, vec![net("198.18.2.0/24")]);
+    assert_eq!(n.ingress[0].peers, vec![cidr("198.18.2.0/24")]);
     assert_eq!(n.ingress[0].description.as_deref(), Some("quarantine"));
     assert_eq!(n.ingress[1].proto, TCP);
     assert_eq!(n.ingress[1].ports, port(80));
     assert_eq!(
         n.ingress[1].peers,
-        vec![net("0.0.0.0/0"), net("::/0")],
+        vec![cidr("0.0.0.0/0"), cidr("::/0")],
         "anywhere is both families"
     );
     assert_eq!(n.egress.len(), 1);
@@ -129,5 +129,48 @@ fn nacl_errors_name_line_and_column() {
         7,
         1,
         "unknown key `rules` in NACL `edge`",
+    );
+}
+
+#[test]
+fn a_nacl_rule_peer_may_be_a_prefix_list() {
+    let src = format!(
+        "{}[prefix_lists.office]\nentries = [\"198.18.5.0/24\", \"2001:db8:5::/48\"]\n",
+        with_nacl(
+            "ingress = [{ rule = 10, action = \"deny\", proto = \"tcp\", ports = \"22\", from = \"pl:office\" }]\n\
+             egress = [{ rule = 20, action = \"allow\", proto = \"all\", to = [\"pl:office\"] }]\n",
+        )
+    );
+    let l = ok(&src);
+    let n = &l.config.nacls["edge"];
+    assert_eq!(n.ingress[0].peers, vec![Peer::PrefixList("office".into())]);
+    assert_eq!(n.egress[0].peers, vec![Peer::PrefixList("office".into())]);
+    assert_eq!(
+        l.config.static_peer_cidrs(&n.ingress[0].peers[0]).unwrap(),
+        vec![net("198.18.5.0/24"), net("2001:db8:5::/48")]
+    );
+}
+
+#[test]
+fn a_nacl_prefix_list_peer_must_exist_and_be_alone() {
+    let rule = |r: &str| {
+        format!(
+            "{}[prefix_lists.a]\nentries = [\"198.18.5.0/24\"]\n",
+            with_nacl(&format!("ingress = [\n  {r},\n]\n"))
+        )
+    };
+    let r = r#"{ rule = 1, action = "allow", proto = "all", from = "pl:nope" }"#;
+    fails(
+        &rule(r),
+        8,
+        col(r, "\"pl:nope\"") + 2,
+        "unknown prefix list `nope` in `pl:nope`: define [prefix_lists.nope]",
+    );
+    let r = r#"{ rule = 1, action = "allow", proto = "all", from = ["pl:a", "198.18.0.0/16"] }"#;
+    fails(
+        &rule(r),
+        8,
+        col(r, "[\"pl") + 2,
+        "exactly one peer, found 2",
     );
 }

@@ -1,11 +1,11 @@
 //! `[nacls.NAME]` (SPEC 2.4): numbered `ingress`/`egress` rules with an
 //! `action`. A rule's protocol, ports, ICMP fields and peer are walked by
 //! the security-group rule walker (`rule`), so both layers read them the
-//! same way; this adds the number, the action and the one-CIDR-peer check.
+//! same way; this adds the number, the action and the one-peer check (a
+//! CIDR, `anywhere` or `pl:NAME`).
 
 use std::collections::{BTreeSet, HashMap};
 
-use ipnet::IpNet;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -124,8 +124,8 @@ impl Ctx<'_> {
                     return Err(self.err(
                         span,
                         format!(
-                            "`{s}`: NACL rules take CIDRs or `anywhere`, not security-group \
-                             references (as in AWS)"
+                            "`{s}`: NACL rules take CIDRs, `anywhere` or `pl:NAME`, not \
+                             security-group references (as in AWS)"
                         ),
                     ));
                 }
@@ -140,14 +140,16 @@ impl Ctx<'_> {
         }
         let rest = Spanned::new(v.span(), DeValue::Table(rest));
         let raw = self.rule(nacl, direction, index, &rest, &BTreeSet::new())?;
-        let mut peers: Vec<IpNet> = Vec::new();
+        // CIDRs and `pl:` stay as written (the compiler resolves a list,
+        // so a changed list changes the NACL); a group cannot get here.
+        let mut peers: Vec<Peer> = Vec::new();
         for p in raw.rule.peers {
             match p {
-                Peer::Cidr(c) => peers.push(c),
+                Peer::Cidr(_) | Peer::PrefixList(_) => peers.push(p),
                 other => {
                     return Err(self.err(
                         v.span(),
-                        format!("`{other}`: NACL rules take CIDRs or `anywhere` only"),
+                        format!("`{other}`: NACL rules take CIDRs, `anywhere` or `pl:NAME` only"),
                     ));
                 }
             }

@@ -29,13 +29,15 @@ pub(crate) fn count_hit(rule: u32, len: u32) {
     }
 }
 
-/// Counts a dropped packet, exactly, per CPU.
+/// Counts a dropped packet, exactly, per CPU; `audit` (0 or 1): a
+/// would-be drop audit mode let pass, counted apart.
 #[inline(always)]
-pub(crate) fn count_drop(ifindex: u32, direction: Direction, reason: Reason) {
+pub(crate) fn count_drop(ifindex: u32, direction: Direction, reason: Reason, audit: u8) {
     let key = DropKey {
         ifindex,
         direction: direction.code(),
         reason: reason as u8,
+        audit,
         _pad: 0,
     };
     match DROPS.get_ptr_mut(&key) {

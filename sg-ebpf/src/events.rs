@@ -2,7 +2,7 @@
 //! bucket. Events are a sample; the exact counts are in `counters`.
 
 use sg_common::{
-    Direction, DropEvent, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, PROTO_TCP,
+    Direction, DropEvent, EV_F_AUDIT, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, PROTO_TCP,
     PROTO_UDP, Reason, TOKEN_UNITS_PER_EVENT,
 };
 
@@ -52,8 +52,10 @@ fn take_token(now: u64) -> bool {
 }
 
 /// Writes the drop of `pkt` to the ring buffer for `sg watch`, if the
-/// token bucket allows; counts it in `EVENT_STATS` otherwise.
+/// token bucket allows; counts it in `EVENT_STATS` otherwise. `audit`
+/// (0 or 1): a would-be drop audit mode let pass (`EV_F_AUDIT`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_drop(
     pkt: &Packet,
     ifindex: u32,
@@ -62,6 +64,7 @@ pub(crate) fn emit_drop(
     len: u32,
     now: u64,
     rule: u32,
+    audit: u8,
 ) {
     if !take_token(now) {
         bump(EVSTAT_SUPPRESSED);
@@ -71,7 +74,7 @@ pub(crate) fn emit_drop(
         bump(EVSTAT_RING_FULL);
         return;
     };
-    let mut flags = 0;
+    let mut flags = if audit != 0 { EV_F_AUDIT } else { 0 };
     if pkt.has_l4 && (pkt.proto == PROTO_TCP || pkt.proto == PROTO_UDP) {
         flags |= EV_F_PORTS;
     }

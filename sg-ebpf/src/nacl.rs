@@ -35,7 +35,8 @@ pub(crate) fn passes_egress(s: &mut Scratch, nacl: u32, ifindex: u32, len: u32, 
 /// Judges `pkt` by the NACL policy `nacl` (0: the interface has none,
 /// everything passes). An allowed packet counts toward its NACL rule; a
 /// denied one toward its rule and the reason `nacl_deny`, with an event
-/// naming the rule. Returns whether the packet passes this layer.
+/// naming the rule. Returns whether the packet passes this layer (a deny
+/// passes on an interface in audit mode, `Scratch::audit`).
 #[inline(always)]
 fn passes(
     s: &mut Scratch,
@@ -62,8 +63,11 @@ fn passes(
     };
     count_hit(slot, len);
     if deny {
-        count_drop(ifindex, direction, Reason::NaclDeny);
-        emit_drop(pkt, ifindex, direction, Reason::NaclDeny, len, now, slot);
+        // Audit mode (SPEC 10.2): counted and reported apart, and passed.
+        let audit = s.audit;
+        count_drop(ifindex, direction, Reason::NaclDeny, audit);
+        emit_drop(pkt, ifindex, direction, Reason::NaclDeny, len, now, slot, audit);
+        return audit != 0;
     }
-    !deny
+    true
 }

@@ -3,7 +3,8 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
-    BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3,
+    BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_AUDIT,
+    IFACE_F_L3,
     IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
@@ -34,6 +35,9 @@ pub(crate) struct Scratch {
     /// A second packet: the one quoted by an ICMP error, or the one that
     /// opened a connection (revocation).
     pub inner: Packet,
+    /// 1 when the interface is in audit mode (`IFACE_F_AUDIT`): policy
+    /// verdicts count and report as audited drops, and pass.
+    pub audit: u8,
 }
 
 /// ICMPv6 that always passes (SPEC 1.10): multicast listener discovery
@@ -49,6 +53,8 @@ fn is_exempt_icmpv6(pkt: &Packet) -> bool {
 }
 
 /// Every drop is counted exactly; its event may be held back (rate limit).
+/// `audit` (0 or 1): the interface is in audit mode and `reason` is one it
+/// audits, so the drop is counted and reported apart and the packet passes.
 #[inline(always)]
 fn record_drop(
     pkt: &Packet,
@@ -57,9 +63,15 @@ fn record_drop(
     reason: Reason,
     len: u32,
     now: u64,
-) {
-    count_drop(ifindex, direction, reason);
-    emit_drop(pkt, ifindex, direction, reason, len, now, NO_RULE);
+    audit: u8,
+) -> Verdict {
+    count_drop(ifindex, direction, reason, audit);
+    emit_drop(pkt, ifindex, direction, reason, len, now, NO_RULE, audit);
+    if audit != 0 {
+        Verdict::Pass
+    } else {
+        Verdict::Drop
+    }
 }
 
 /// The interface's policy: by index if it is in force there, else by
@@ -93,9 +105,10 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
     let l3 = iface.flags & IFACE_F_L3 != 0;
     match parse::parse(bytes, wire_len, l3, &mut s.pkt) {
         Parsed::NotIp => return Verdict::Pass,
+        // Hostile or broken packets stay dropped in audit mode: they
+        // guard the enforcer itself, not a policy.
         Parsed::Malformed => {
-            record_drop(&s.pkt, ifindex, direction, Reason::Malformed, len, now);
-            return Verdict::Drop;
+            return record_drop(&s.pkt, ifindex, direction, Reason::Malformed, len, now, 0);
         }
         Parsed::Ip => {}
     }
@@ -111,13 +124,13 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return if fragments::follows_first(&mut s.frag, &s.pkt, ifindex, direction, now) {
             Verdict::Pass
         } else {
-            record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
-            Verdict::Drop
+            record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now, 0)
         };
     }
     // NACLs (SPEC 2.3): ingress judges the NACL before the SGs, egress
     // after them; a denied packet is counted and reported there.
     let ingress = direction == Direction::Ingress;
+    s.audit = (iface.flags & IFACE_F_AUDIT != 0) as u8;
     if ingress
         && iface.ingress_nacl != 0
         && !nacl::passes_ingress(s, iface.ingress_nacl, ifindex, len, now)
@@ -145,9 +158,12 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
             fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
             Verdict::Pass
         }
+        // Audit mode passes a policy verdict without tracking its flow:
+        // the replies are judged too, and show as would-be drops where the
+        // other direction would refuse them.
         Err(reason) => {
-            record_drop(&s.pkt, ifindex, direction, reason, len, now);
-            Verdict::Drop
+            let audit = s.audit & reason.is_audited() as u8;
+            record_drop(&s.pkt, ifindex, direction, reason, len, now, audit)
         }
     }
 }

@@ -11,7 +11,7 @@ use sg_common::{
 use crate::{
     bench,
     conntrack::{self, Flow, Kind, Lookup},
-    counters::{count_drop, count_hit},
+    counters::{AUDITED, code, count_drop, count_hit},
     events::emit_drop,
     fragments,
     maps::{CONFIG, IFACE_FAST, IFACE_POLICY, SCRATCH},
@@ -35,8 +35,9 @@ pub(crate) struct Scratch {
     /// A second packet: the one quoted by an ICMP error, or the one that
     /// opened a connection (revocation).
     pub inner: Packet,
-    /// 1 when the interface is in audit mode (`IFACE_F_AUDIT`): policy
-    /// verdicts count and report as audited drops, and pass.
+    /// `counters::AUDITED` when the interface is in audit mode
+    /// (`IFACE_F_AUDIT`), else 0: policy verdicts count and report as
+    /// audited drops, and pass.
     pub audit: u8,
 }
 
@@ -53,21 +54,20 @@ fn is_exempt_icmpv6(pkt: &Packet) -> bool {
 }
 
 /// Every drop is counted exactly; its event may be held back (rate limit).
-/// `audit` (0 or 1): the interface is in audit mode and `reason` is one it
-/// audits, so the drop is counted and reported apart and the packet passes.
+/// `code` is the reason, with `AUDITED` when the interface is in audit
+/// mode and audits this reason: counted and reported apart, and passed.
 #[inline(always)]
 fn record_drop(
     pkt: &Packet,
     ifindex: u32,
     direction: Direction,
-    reason: Reason,
+    code: u8,
     len: u32,
     now: u64,
-    audit: u8,
 ) -> Verdict {
-    count_drop(ifindex, direction, reason, audit);
-    emit_drop(pkt, ifindex, direction, reason, len, now, NO_RULE, audit);
-    if audit != 0 {
+    count_drop(ifindex, direction, code);
+    emit_drop(pkt, ifindex, direction, code, len, now, NO_RULE);
+    if code & AUDITED != 0 {
         Verdict::Pass
     } else {
         Verdict::Drop
@@ -108,7 +108,7 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         // Hostile or broken packets stay dropped in audit mode: they
         // guard the enforcer itself, not a policy.
         Parsed::Malformed => {
-            return record_drop(&s.pkt, ifindex, direction, Reason::Malformed, len, now, 0);
+            return record_drop(&s.pkt, ifindex, direction, code(Reason::Malformed), len, now);
         }
         Parsed::Ip => {}
     }
@@ -124,13 +124,17 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return if fragments::follows_first(&mut s.frag, &s.pkt, ifindex, direction, now) {
             Verdict::Pass
         } else {
-            record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now, 0)
+            record_drop(&s.pkt, ifindex, direction, code(Reason::Fragment), len, now)
         };
     }
     // NACLs (SPEC 2.3): ingress judges the NACL before the SGs, egress
     // after them; a denied packet is counted and reported there.
     let ingress = direction == Direction::Ingress;
-    s.audit = (iface.flags & IFACE_F_AUDIT != 0) as u8;
+    s.audit = if iface.flags & IFACE_F_AUDIT != 0 {
+        AUDITED
+    } else {
+        0
+    };
     if ingress
         && iface.ingress_nacl != 0
         && !nacl::passes_ingress(s, iface.ingress_nacl, ifindex, len, now)
@@ -162,8 +166,8 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         // the replies are judged too, and show as would-be drops where the
         // other direction would refuse them.
         Err(reason) => {
-            let audit = s.audit & reason.is_audited() as u8;
-            record_drop(&s.pkt, ifindex, direction, reason, len, now, audit)
+            let audit = if reason.is_audited() { s.audit } else { 0 };
+            record_drop(&s.pkt, ifindex, direction, code(reason) | audit, len, now)
         }
     }
 }

@@ -22,12 +22,13 @@ fn ip(s: &str) -> IpAddr {
 
 const LOCAL4: &str = "198.18.0.1";
 
-/// Web from anywhere, SSH from one host; `MODE` is replaced.
+/// Web from the lab range (tracked: not `anywhere`, SPEC 1.8), SSH from
+/// one host; `MODE` is replaced.
 const WEB: &str = r#"
 [groups.web]
 mode = "MODE"
 ingress = [
-  { proto = "tcp", ports = "80", from = "anywhere" },
+  { proto = "tcp", ports = "80", from = "198.18.0.0/15" },
   { proto = "tcp", ports = "22", from = "198.18.5.5" },
 ]
 "#;

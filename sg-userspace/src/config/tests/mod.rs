@@ -12,6 +12,7 @@ mod peers;
 mod prefix_lists;
 mod rule_ids;
 mod rules;
+mod modes;
 mod settings;
 
 fn ok(src: &str) -> Loaded {

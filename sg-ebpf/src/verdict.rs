@@ -98,6 +98,11 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return Verdict::Drop;
     };
     let s = unsafe { &mut *scratch };
+    s.audit = if iface.flags & IFACE_F_AUDIT != 0 {
+        AUDITED
+    } else {
+        0
+    };
     // The coarse clock (one tick's resolution) costs a fraction of the
     // precise one; timeouts are seconds (SPEC 1.7).
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -130,11 +135,6 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
     // NACLs (SPEC 2.3): ingress judges the NACL before the SGs, egress
     // after them; a denied packet is counted and reported there.
     let ingress = direction == Direction::Ingress;
-    s.audit = if iface.flags & IFACE_F_AUDIT != 0 {
-        AUDITED
-    } else {
-        0
-    };
     if ingress
         && iface.ingress_nacl != 0
         && !nacl::passes_ingress(s, iface.ingress_nacl, ifindex, len, now)

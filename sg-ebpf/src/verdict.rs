@@ -4,8 +4,7 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
     BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_AUDIT,
-    IFACE_F_L3,
-    IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
@@ -113,7 +112,14 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         // Hostile or broken packets stay dropped in audit mode: they
         // guard the enforcer itself, not a policy.
         Parsed::Malformed => {
-            return record_drop(&s.pkt, ifindex, direction, code(Reason::Malformed), len, now);
+            return record_drop(
+                &s.pkt,
+                ifindex,
+                direction,
+                code(Reason::Malformed),
+                len,
+                now,
+            );
         }
         Parsed::Ip => {}
     }

@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use sg_common::{Direction, DropEvent, EV_F_AUDIT, EV_F_ICMP, EV_F_PORTS, Reason, ip_addr, monotonic_ns};
+use sg_common::{
+    Direction, DropEvent, EV_F_AUDIT, EV_F_ICMP, EV_F_PORTS, Reason, ip_addr, monotonic_ns,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::{datapath::Datapath, state::StateDir};

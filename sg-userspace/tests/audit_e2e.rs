@@ -121,7 +121,10 @@ fn audit_lets_unallowed_connections_through_and_apply_to_enforce_cuts_them() {
     // Enforce: the same rules now cut 8080; http still connects.
     std::fs::write(file.path(), config(&p, Some("enforce"), None)).unwrap();
     sg.ok(&["apply", "-c", file.path()]);
-    assert_eq!(sg.json(&["status", "--json"])["interfaces"][0]["mode"], "enforce");
+    assert_eq!(
+        sg.json(&["status", "--json"])["interfaces"][0]["mode"],
+        "enforce"
+    );
     let events = watch_json(&sg, || {
         assert!(!client.tcp_connects(s4, 8080), "enforced now");
         assert!(client.tcp_connects(s4, 80));

@@ -34,7 +34,9 @@ ingress = [
 "#;
 
 fn cfg(text: &str) -> config::Config {
-    config::parse(text, "test.toml").expect("valid config").config
+    config::parse(text, "test.toml")
+        .expect("valid config")
+        .config
 }
 
 fn web(mode: &str) -> config::Config {

@@ -7,12 +7,12 @@ use super::presets::{ICMP_ALL, port};
 use super::*;
 
 mod files;
+mod modes;
 mod nacls;
 mod peers;
 mod prefix_lists;
 mod rule_ids;
 mod rules;
-mod modes;
 mod settings;
 
 fn ok(src: &str) -> Loaded {

@@ -7,13 +7,18 @@ pub struct DropKey {
     pub ifindex: u32,
     pub direction: u8,
     pub reason: u8,
-    pub _pad: u16,
+    /// 1: a would-be drop that an interface in audit mode let pass
+    /// (SPEC 10.2); counted apart from the real drops.
+    pub audit: u8,
+    pub _pad: u8,
 }
 
 /// `DropEvent::flags`: ports are meaningful.
 pub const EV_F_PORTS: u8 = 1;
 /// `DropEvent::flags`: ICMP type and code are meaningful.
 pub const EV_F_ICMP: u8 = 2;
+/// `DropEvent::flags`: a would-be drop that audit mode let pass (SPEC 10.2).
+pub const EV_F_AUDIT: u8 = 4;
 
 /// A drop, as written to the `EVENTS` ring buffer.
 #[repr(C)]

@@ -181,6 +181,14 @@ impl Reason {
         }
     }
 
+    /// Does audit mode let this would-be drop pass? The policy verdicts
+    /// do (no SG rule, a NACL deny, a revoked connection); the reasons that
+    /// guard the enforcer itself (malformed, fragment, conntrack_full,
+    /// tcp_out_of_window) stay enforced.
+    pub const fn is_audited(self) -> bool {
+        matches!(self, Reason::NoRule | Reason::NaclDeny | Reason::Revoked)
+    }
+
     pub const fn from_code(code: u8) -> Option<Reason> {
         match code {
             1 => Some(Reason::NoRule),

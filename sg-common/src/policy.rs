@@ -31,6 +31,11 @@ pub const IFACE_F_EGRESS_ALL_V6: u32 = 8;
 /// The interface has no link header (tun, WireGuard, ipip, gre, sit, ppp):
 /// packets start with the IP header, whose version nibble tells v4 from v6.
 pub const IFACE_F_L3: u32 = 16;
+/// Audit mode (SPEC 10.2): the policy verdicts ([`crate::Reason::is_audited`])
+/// count and report as drops with the audit flag, and the packet passes.
+/// In the same entry as the policies, so one update switches between
+/// audit and enforce.
+pub const IFACE_F_AUDIT: u32 = 32;
 
 /// Key of `PEER_HOSTS_V4`: policy ID (big endian), then a host address.
 #[repr(C)]

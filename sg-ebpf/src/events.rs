@@ -3,13 +3,16 @@
 
 use sg_common::{
     Direction, DropEvent, EV_F_ICMP, EV_F_PORTS, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, PROTO_TCP,
-    PROTO_UDP, Reason, TOKEN_UNITS_PER_EVENT,
+    PROTO_UDP, TOKEN_UNITS_PER_EVENT,
 };
 
 use crate::{
+    counters::AUDITED,
     maps::{CONFIG, EVENT_BUCKET, EVENT_STATS, EVENTS},
     parse::Packet,
 };
+
+const _: () = assert!(AUDITED >> 5 == sg_common::EV_F_AUDIT);
 
 #[inline(always)]
 fn bump(stat: u32) {
@@ -52,13 +55,15 @@ fn take_token(now: u64) -> bool {
 }
 
 /// Writes the drop of `pkt` to the ring buffer for `sg watch`, if the
-/// token bucket allows; counts it in `EVENT_STATS` otherwise.
+/// token bucket allows; counts it in `EVENT_STATS` otherwise. `code` is
+/// the reason, with `counters::AUDITED` for a would-be drop audit mode let
+/// pass (`EV_F_AUDIT`).
 #[inline(always)]
 pub(crate) fn emit_drop(
     pkt: &Packet,
     ifindex: u32,
     direction: Direction,
-    reason: Reason,
+    code: u8,
     len: u32,
     now: u64,
     rule: u32,
@@ -71,7 +76,8 @@ pub(crate) fn emit_drop(
         bump(EVSTAT_RING_FULL);
         return;
     };
-    let mut flags = 0;
+    // AUDITED (0x80) >> 5 is EV_F_AUDIT (4).
+    let mut flags = (code & AUDITED) >> 5;
     if pkt.has_l4 && (pkt.proto == PROTO_TCP || pkt.proto == PROTO_UDP) {
         flags |= EV_F_PORTS;
     }
@@ -89,7 +95,7 @@ pub(crate) fn emit_drop(
         family: pkt.family,
         proto: pkt.proto,
         direction: direction.code(),
-        reason: reason as u8,
+        reason: code & !AUDITED,
         icmp_type: pkt.icmp_type,
         icmp_code: pkt.icmp_code,
         flags,

@@ -10,7 +10,7 @@
 use sg_common::{Direction, NO_RULE, RULE_F_NACL_DENY, Reason};
 
 use crate::{
-    counters::{count_drop, count_hit},
+    counters::{AUDITED, code, count_drop, count_hit},
     events::emit_drop,
     policy::allowing_rule,
     verdict::Scratch,
@@ -34,7 +34,8 @@ pub(crate) fn passes_egress(s: &mut Scratch, nacl: u32, ifindex: u32, len: u32, 
 /// Judges `pkt` by the NACL policy `nacl` (0: the interface has none,
 /// everything passes). An allowed packet counts toward its NACL rule; a
 /// denied one toward its rule and the reason `nacl_deny`, with an event
-/// naming the rule. Returns whether the packet passes this layer.
+/// naming the rule. Returns whether the packet passes this layer (a deny
+/// passes on an interface in audit mode, `Scratch::audit`).
 #[inline(always)]
 fn passes(
     s: &mut Scratch,
@@ -61,8 +62,11 @@ fn passes(
     };
     count_hit(slot, len);
     if deny {
-        count_drop(ifindex, direction, Reason::NaclDeny);
-        emit_drop(pkt, ifindex, direction, Reason::NaclDeny, len, now, slot);
+        // Audit mode (SPEC 10.2): counted and reported apart, and passed.
+        let code = code(Reason::NaclDeny) | s.audit;
+        count_drop(ifindex, direction, code);
+        emit_drop(pkt, ifindex, direction, code, len, now, slot);
+        return code & AUDITED != 0;
     }
-    !deny
+    true
 }

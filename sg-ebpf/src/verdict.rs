@@ -3,14 +3,14 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
-    BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_L3,
-    IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_AUDIT,
+    IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
     bench,
     conntrack::{self, Flow, Kind, Lookup},
-    counters::{count_drop, count_hit},
+    counters::{AUDITED, code, count_drop, count_hit},
     events::emit_drop,
     fragments,
     maps::{CONFIG, IFACE_FAST, IFACE_POLICY, SCRATCH},
@@ -34,6 +34,10 @@ pub(crate) struct Scratch {
     /// A second packet: the one quoted by an ICMP error, or the one that
     /// opened a connection (revocation).
     pub inner: Packet,
+    /// `counters::AUDITED` when the interface is in audit mode
+    /// (`IFACE_F_AUDIT`), else 0: policy verdicts count and report as
+    /// audited drops, and pass.
+    pub audit: u8,
 }
 
 /// ICMPv6 that always passes (SPEC 1.10): multicast listener discovery
@@ -49,17 +53,24 @@ fn is_exempt_icmpv6(pkt: &Packet) -> bool {
 }
 
 /// Every drop is counted exactly; its event may be held back (rate limit).
+/// `code` is the reason, with `AUDITED` when the interface is in audit
+/// mode and audits this reason: counted and reported apart, and passed.
 #[inline(always)]
 fn record_drop(
     pkt: &Packet,
     ifindex: u32,
     direction: Direction,
-    reason: Reason,
+    code: u8,
     len: u32,
     now: u64,
-) {
-    count_drop(ifindex, direction, reason);
-    emit_drop(pkt, ifindex, direction, reason, len, now, NO_RULE);
+) -> Verdict {
+    count_drop(ifindex, direction, code);
+    emit_drop(pkt, ifindex, direction, code, len, now, NO_RULE);
+    if code & AUDITED != 0 {
+        Verdict::Pass
+    } else {
+        Verdict::Drop
+    }
 }
 
 /// The interface's policy: by index if it is in force there, else by
@@ -86,6 +97,11 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return Verdict::Drop;
     };
     let s = unsafe { &mut *scratch };
+    s.audit = if iface.flags & IFACE_F_AUDIT != 0 {
+        AUDITED
+    } else {
+        0
+    };
     // The coarse clock (one tick's resolution) costs a fraction of the
     // precise one; timeouts are seconds (SPEC 1.7).
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -93,9 +109,17 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
     let l3 = iface.flags & IFACE_F_L3 != 0;
     match parse::parse(bytes, wire_len, l3, &mut s.pkt) {
         Parsed::NotIp => return Verdict::Pass,
+        // Hostile or broken packets stay dropped in audit mode: they
+        // guard the enforcer itself, not a policy.
         Parsed::Malformed => {
-            record_drop(&s.pkt, ifindex, direction, Reason::Malformed, len, now);
-            return Verdict::Drop;
+            return record_drop(
+                &s.pkt,
+                ifindex,
+                direction,
+                code(Reason::Malformed),
+                len,
+                now,
+            );
         }
         Parsed::Ip => {}
     }
@@ -111,8 +135,7 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
         return if fragments::follows_first(&mut s.frag, &s.pkt, ifindex, direction, now) {
             Verdict::Pass
         } else {
-            record_drop(&s.pkt, ifindex, direction, Reason::Fragment, len, now);
-            Verdict::Drop
+            record_drop(&s.pkt, ifindex, direction, code(Reason::Fragment), len, now)
         };
     }
     // NACLs (SPEC 2.3): ingress judges the NACL before the SGs, egress
@@ -145,9 +168,12 @@ pub(crate) fn judge(bytes: Bytes, wire_len: usize, ifindex: u32, direction: Dire
             fragments::remember_first(&mut s.frag, &s.pkt, ifindex, direction, now);
             Verdict::Pass
         }
+        // Audit mode passes a policy verdict without tracking its flow:
+        // the replies are judged too, and show as would-be drops where the
+        // other direction would refuse them.
         Err(reason) => {
-            record_drop(&s.pkt, ifindex, direction, reason, len, now);
-            Verdict::Drop
+            let audit = if reason.is_audited() { s.audit } else { 0 };
+            record_drop(&s.pkt, ifindex, direction, code(reason) | audit, len, now)
         }
     }
 }

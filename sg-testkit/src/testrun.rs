@@ -332,10 +332,28 @@ impl TestBed {
 
     /// [`TestBed::drop_count`] on interface `ifindex`.
     pub fn drop_count_on(&mut self, ifindex: u32, direction: u8, reason: Reason) -> Result<u64> {
+        self.drop_count_keyed(ifindex, direction, reason, false)
+    }
+
+    /// Would-be drops audit mode let pass (SPEC 10.2) on the test-run
+    /// device, summed over CPUs.
+    pub fn audit_count(&mut self, direction: u8, reason: Reason) -> Result<u64> {
+        let ifindex = self.ifindex()?;
+        self.drop_count_keyed(ifindex, direction, reason, true)
+    }
+
+    fn drop_count_keyed(
+        &mut self,
+        ifindex: u32,
+        direction: u8,
+        reason: Reason,
+        audit: bool,
+    ) -> Result<u64> {
         let key = DropKey {
             ifindex,
             direction,
             reason: reason as u8,
+            audit: audit as u8,
             _pad: 0,
         };
         match self.dp.drops()?.get(&key, 0) {

@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use sg_common::{Direction, DropEvent, EV_F_ICMP, EV_F_PORTS, Reason, ip_addr, monotonic_ns};
+use sg_common::{
+    Direction, DropEvent, EV_F_AUDIT, EV_F_ICMP, EV_F_PORTS, Reason, ip_addr, monotonic_ns,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::{datapath::Datapath, state::StateDir};
@@ -32,6 +34,9 @@ pub struct DropRecord {
     pub unix_secs: u64,
     pub iface: String,
     pub direction: &'static str,
+    /// `"drop"`, or `"would_drop"` on an interface in audit mode (SPEC
+    /// 10.2): the policy would drop the packet, and it passed.
+    pub action: &'static str,
     pub proto: u8,
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -105,6 +110,11 @@ impl Clock {
     }
 }
 
+/// `DropRecord::action` of a real drop.
+pub const ACTION_DROP: &str = "drop";
+/// `DropRecord::action` of a would-be drop that audit mode let pass.
+pub const ACTION_WOULD_DROP: &str = "would_drop";
+
 pub fn decode(ev: &DropEvent, clock: &Clock, names: &HashMap<u32, String>) -> DropRecord {
     let wall = clock.wall(ev.ts_ns);
     let time = time::OffsetDateTime::from(wall)
@@ -123,6 +133,11 @@ pub fn decode(ev: &DropEvent, clock: &Clock, names: &HashMap<u32, String>) -> Dr
             .cloned()
             .unwrap_or_else(|| format!("if{}", ev.ifindex)),
         direction: Direction::from_code(ev.direction).name(),
+        action: if ev.flags & EV_F_AUDIT != 0 {
+            ACTION_WOULD_DROP
+        } else {
+            ACTION_DROP
+        },
         proto: ev.proto,
         src: ip_addr(ev.family, &ev.src),
         dst: ip_addr(ev.family, &ev.dst),
@@ -216,7 +231,15 @@ pub fn format_record_styled(r: &DropRecord, format: Format, color: bool) -> Stri
                 paint(&time, 24, c(ansi::DIM)),
                 paint(&r.iface, 12, c(ansi::CYAN)),
                 paint(r.direction, 7, None),
-                paint("DROP", 4, c(ansi::RED_BOLD)),
+                paint(
+                    if r.action == ACTION_WOULD_DROP {
+                        "WOULD_DROP"
+                    } else {
+                        "DROP"
+                    },
+                    4,
+                    c(ansi::RED_BOLD)
+                ),
                 paint(r.reason, 14, c(ansi::YELLOW)),
                 paint(&proto_name(r.proto), 6, c(ansi::MAGENTA)),
                 paint(&endpoint(r.src, r.src_port), 21, None),
@@ -515,6 +538,7 @@ mod flow_log_tests {
             unix_secs: 1_700_000_000,
             iface: "eth1".into(),
             direction: "egress",
+            action: ACTION_DROP,
             proto,
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
@@ -528,6 +552,29 @@ mod flow_log_tests {
             nacl: None,
             nacl_rule: None,
         }
+    }
+
+    #[test]
+    fn audit_events_are_would_drops_in_json_and_text() {
+        let clock = Clock::new().unwrap();
+        let mut ev = DropEvent {
+            ifindex: 7,
+            family: sg_common::FAMILY_V4,
+            reason: Reason::NoRule as u8,
+            ..DropEvent::default()
+        };
+        let names = HashMap::new();
+        let real = decode(&ev, &clock, &names);
+        assert_eq!(real.action, "drop");
+        ev.flags |= EV_F_AUDIT;
+        let audited = decode(&ev, &clock, &names);
+        let json: serde_json::Value =
+            serde_json::from_str(&format_record(&audited, Format::Json)).unwrap();
+        assert_eq!(json["action"], "would_drop");
+        assert_eq!(json["reason"], "no_rule");
+        let text = format_record(&audited, Format::Text);
+        assert!(text.contains(" WOULD_DROP "), "{text}");
+        assert!(!format_record(&real, Format::Text).contains("WOULD"));
     }
 
     #[test]

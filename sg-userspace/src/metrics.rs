@@ -27,6 +27,8 @@ struct DropLabels {
     iface: String,
     direction: String,
     reason: String,
+    /// "true": would-be drops that audit mode let pass (SPEC 10.2).
+    audit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,12 +61,14 @@ pub fn render(s: &Stats) -> Result<String> {
                 iface: d.iface.clone(),
                 direction: d.direction.to_string(),
                 reason: d.reason.to_string(),
+                audit: d.audit.to_string(),
             })
             .inc_by(d.packets);
     }
     registry.register(
         "sg_drops",
-        "Packets dropped, by interface, direction and reason",
+        "Packets dropped, by interface, direction and reason; audit=\"true\": \
+         would-be drops that audit mode let pass",
         drops,
     );
     let hits = Family::<RuleLabels, Counter>::default();

@@ -34,6 +34,9 @@ pub struct IfaceStatus {
     /// No link header: packets are parsed from the IP header.
     pub l3: bool,
     pub groups: Vec<String>,
+    /// `"enforce"` or `"audit"` (SPEC 10.2), as the interface's entry in
+    /// the kernel says (`IFACE_F_AUDIT`).
+    pub mode: &'static str,
     pub ingress_rules: usize,
     pub egress_rules: usize,
     /// Established connections adopted as tracked at attach and at the
@@ -73,6 +76,20 @@ fn nacl_rule_count(state: &State, nacl: &str, direction: Direction) -> usize {
         .count()
 }
 
+/// The mode in force on `ifindex`: its `IFACE_POLICY` entry's audit flag.
+fn iface_mode(dp: &mut Datapath, ifindex: u32) -> Result<&'static str> {
+    let flags = match dp.iface_policy()?.get(&ifindex, 0) {
+        Ok(p) => p.flags,
+        Err(aya::maps::MapError::KeyNotFound) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(if flags & sg_common::IFACE_F_AUDIT != 0 {
+        crate::config::Mode::Audit.name()
+    } else {
+        crate::config::Mode::Enforce.name()
+    })
+}
+
 pub fn status(dir: &StateDir) -> Result<Status> {
     let Some(state) = dir.load()? else {
         return Ok(Status {
@@ -86,6 +103,10 @@ pub fn status(dir: &StateDir) -> Result<Status> {
     };
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
     let conntrack_entries = dp.conntrack()?.keys().filter(Result::is_ok).count();
+    let mut modes = BTreeMap::new();
+    for i in state.interfaces.values() {
+        modes.insert(i.ifindex, iface_mode(&mut dp, i.ifindex)?);
+    }
     Ok(Status {
         state_dir: dir.pins.display().to_string(),
         interfaces: state
@@ -98,6 +119,7 @@ pub fn status(dir: &StateDir) -> Result<Status> {
                 link: i.link.clone(),
                 l3: i.l3,
                 groups: i.groups.clone(),
+                mode: modes[&i.ifindex],
                 ingress_rules: rule_count(&state, &i.groups, Direction::Ingress),
                 egress_rules: rule_count(&state, &i.groups, Direction::Egress),
                 adopted: i.adopted,
@@ -137,6 +159,12 @@ pub fn print_status(s: &Status) {
             i.egress_rules,
             i.groups.join(",")
         );
+        if i.mode != crate::config::Mode::Enforce.name() {
+            println!(
+                "{:<16} mode {}: would-be drops pass (see sg stats, sg watch)",
+                "", i.mode
+            );
+        }
         if let Some(n) = &i.nacl {
             println!(
                 "{:<16} nacl {}: {} ingress, {} egress rules (then * denies)",
@@ -157,9 +185,12 @@ pub fn print_status(s: &Status) {
 /// `sg stats`: every counter, exact (summed over CPUs).
 #[derive(Debug, Default, Serialize)]
 pub struct Stats {
-    /// reason -> total drops, over every interface and direction.
+    /// reason -> total drops, over every interface and direction (real
+    /// drops only: audit mode's would-be drops are in `audit_by_reason`).
     pub drops_by_reason: BTreeMap<String, u64>,
-    /// Every drop counter, by interface, direction and reason.
+    /// reason -> would-be drops that audit mode let pass (SPEC 10.2).
+    pub audit_by_reason: BTreeMap<String, u64>,
+    /// Every drop counter, by interface, direction, reason and `audit`.
     pub drops: Vec<DropCounter>,
     /// Allowed packets and bytes by rule: every rule in force (zero if it
     /// never matched), then counters of removed rules whose tracked
@@ -184,6 +215,8 @@ pub struct DropCounter {
     pub iface: String,
     pub direction: &'static str,
     pub reason: &'static str,
+    /// A would-be drop that audit mode let pass (SPEC 10.2).
+    pub audit: bool,
     pub packets: u64,
 }
 
@@ -235,18 +268,26 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
         let (key, per_cpu) = item?;
         let packets: u64 = per_cpu.iter().sum();
         let reason = Reason::from_code(key.reason).map_or("unknown", Reason::name);
-        *out.drops_by_reason.entry(reason.to_string()).or_default() += packets;
+        let audit = key.audit != 0;
+        let by_reason = if audit {
+            &mut out.audit_by_reason
+        } else {
+            &mut out.drops_by_reason
+        };
+        *by_reason.entry(reason.to_string()).or_default() += packets;
         out.drops.push(DropCounter {
             iface: names
                 .get(&key.ifindex)
                 .map_or_else(|| format!("if{}", key.ifindex), |n| n.to_string()),
             direction: Direction::from_code(key.direction).name(),
             reason,
+            audit,
             packets,
         });
     }
-    out.drops
-        .sort_by(|a, b| (&a.iface, a.direction, a.reason).cmp(&(&b.iface, b.direction, b.reason)));
+    out.drops.sort_by(|a, b| {
+        (a.audit, &a.iface, a.direction, a.reason).cmp(&(b.audit, &b.iface, b.direction, b.reason))
+    });
 
     let mut hits = dp.rule_hit_totals()?;
     let by_slot = state.rules_by_slot();
@@ -312,6 +353,25 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
     Ok(out)
 }
 
+/// The would-be drops of interfaces in audit mode, apart from the drops.
+fn print_audit(s: &Stats) {
+    if !s.drops.iter().any(|d| d.audit) {
+        return;
+    }
+    println!();
+    println!("AUDIT (would-be drops that audit mode let pass)");
+    println!(
+        "  {:<16} {:<8} {:<15} {:>12}",
+        "INTERFACE", "DIR", "REASON", "PACKETS"
+    );
+    for d in s.drops.iter().filter(|d| d.audit) {
+        println!(
+            "  {:<16} {:<8} {:<15} {:>12}",
+            d.iface, d.direction, d.reason, d.packets
+        );
+    }
+}
+
 pub fn print_stats(s: &Stats) {
     println!("DROPS");
     println!(
@@ -321,7 +381,7 @@ pub fn print_stats(s: &Stats) {
     if s.drops.is_empty() {
         println!("  (none)");
     }
-    for d in &s.drops {
+    for d in s.drops.iter().filter(|d| !d.audit) {
         println!(
             "  {:<16} {:<8} {:<15} {:>12}",
             d.iface, d.direction, d.reason, d.packets
@@ -332,6 +392,7 @@ pub fn print_stats(s: &Stats) {
     for (reason, packets) in &s.drops_by_reason {
         println!("  {reason:<17} {packets:>10}");
     }
+    print_audit(s);
     println!();
     println!("RULE HITS (allowed packets, tracked connections included)");
     println!(

@@ -30,6 +30,7 @@ use sg_common::RuleRef;
 
 use crate::config::{Config, Direction, NaclAction};
 
+mod audit;
 mod nacl;
 mod peer_search;
 mod policies;
@@ -367,6 +368,7 @@ pub fn compile(
         &mut ids,
     )?);
     rule_nets.extend(nacl.nets.iter().cloned());
+    audit::mark(config, attachments, &mut ifaces);
     let mut classes = policies::build_classes(&mut policies, &rule_nets, &mut ids)?;
     let mut matches: Vec<_> = index
         .all

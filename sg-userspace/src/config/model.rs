@@ -37,6 +37,55 @@ pub struct InterfaceConfig {
     pub groups: Vec<String>,
     /// The interface's network ACL (`nacl = "NAME"`), if any.
     pub nacl: Option<String>,
+    /// `mode = "audit"` on the interface itself (SPEC 10.2); see
+    /// [`Config::iface_mode`] for the mode in force.
+    pub mode: Mode,
+}
+
+/// `mode` of a group or an interface (SPEC 10.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Drop what the policy does not allow (the default).
+    #[default]
+    Enforce,
+    /// Let the policy's would-be drops pass, counted and reported as such.
+    Audit,
+}
+
+impl Mode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "enforce" => Some(Mode::Enforce),
+            "audit" => Some(Mode::Audit),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// The mode in force on interface `iface` with groups `groups`: audit
+    /// when the interface or any of its groups is in audit mode (a group's
+    /// policy is the union of the interface's groups, so a group cannot be
+    /// audited on an interface that enforces the others).
+    pub fn iface_mode(&self, iface: &str, groups: &[String]) -> Mode {
+        let own = self.interfaces.get(iface).map(|i| i.mode);
+        let by_group = groups
+            .iter()
+            .any(|g| self.groups.get(g).is_some_and(|g| g.mode == Mode::Audit));
+        if own == Some(Mode::Audit) || by_group {
+            Mode::Audit
+        } else {
+            Mode::Enforce
+        }
+    }
 }
 
 /// A network ACL (SPEC 2): numbered, stateless allow/deny rules.
@@ -111,6 +160,9 @@ pub struct Group {
     pub members: Vec<IpNet>,
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
+    /// `mode = "audit"` (SPEC 10.2): puts every interface of the group in
+    /// audit mode.
+    pub mode: Mode,
 }
 
 impl Group {

@@ -11,7 +11,7 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
     Config, ConfigError, ConntrackConfig, Direction, EventsConfig, Group, InterfaceConfig,
-    MAX_TEXT_CHARS, default_egress_rule, parse_cidr, parse_duration, validate_group_name,
+    MAX_TEXT_CHARS, Mode, default_egress_rule, parse_cidr, parse_duration, validate_group_name,
     validate_iface_name,
 };
 
@@ -317,7 +317,12 @@ impl<'s> Ctx<'s> {
         names: &BTreeSet<String>,
     ) -> Result<Group, ConfigError> {
         let what = format!("group `{name}`");
-        let f = self.fields(t, &["description", "members", "ingress", "egress"], &what)?;
+        let f = self.fields(
+            t,
+            &["description", "members", "ingress", "egress", "mode"],
+            &what,
+        )?;
+        let mode = self.mode(f.get("mode"), &what)?;
         let description = f
             .get("description")
             .map(|v| self.text(v, "the group's `description`"))
@@ -346,6 +351,7 @@ impl<'s> Ctx<'s> {
             members,
             ingress: Vec::new(),
             egress: Vec::new(),
+            mode,
         };
         for direction in Direction::ALL {
             let key = direction.as_str();
@@ -404,7 +410,12 @@ impl<'s> Ctx<'s> {
         nacls: &std::collections::BTreeMap<String, super::Nacl>,
     ) -> Result<InterfaceConfig, ConfigError> {
         let t = self.table(v, &format!("interface `{name}`"))?;
-        let f = self.fields(t, &["groups", "nacl"], &format!("interface `{name}`"))?;
+        let f = self.fields(
+            t,
+            &["groups", "nacl", "mode"],
+            &format!("interface `{name}`"),
+        )?;
+        let mode = self.mode(f.get("mode"), &format!("interface `{name}`"))?;
         let nacl = match f.get("nacl") {
             Some(nv) => {
                 let n = self.string(nv, "`nacl`")?;
@@ -450,7 +461,21 @@ impl<'s> Ctx<'s> {
             }
             groups.push(g.to_string());
         }
-        Ok(InterfaceConfig { groups, nacl })
+        Ok(InterfaceConfig { groups, nacl, mode })
+    }
+
+    /// `mode = "enforce" | "audit"` (SPEC 10.2); absent: enforce.
+    fn mode(&self, v: Option<&Val<'_>>, what: &str) -> Result<Mode, ConfigError> {
+        let Some(v) = v else {
+            return Ok(Mode::Enforce);
+        };
+        let s = self.string(v, &format!("the `mode` of {what}"))?;
+        Mode::parse(s).ok_or_else(|| {
+            self.err(
+                v.span(),
+                format!("unknown mode `{s}` for {what}: expected \"enforce\" or \"audit\""),
+            )
+        })
     }
 
     fn conntrack(&self, v: &Val<'_>) -> Result<ConntrackConfig, ConfigError> {

@@ -375,3 +375,36 @@ fn classes_of(c: &Compiled, policy: u32) -> BTreeMap<String, BTreeSet<String>> {
 fn ids(items: &[&String]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+#[test]
+fn audit_mode_sets_the_audit_flag_of_the_interfaces_it_covers() {
+    use crate::config::parse;
+    let c = parse(
+        "[groups.a]\n[groups.b]\nmode = \"audit\"\n\
+         [interfaces.eth0]\ngroups = [\"a\"]\n\
+         [interfaces.eth1]\ngroups = [\"a\", \"b\"]\n\
+         [interfaces.eth2]\ngroups = [\"a\"]\nmode = \"audit\"\n",
+        "t.toml",
+    )
+    .unwrap()
+    .config;
+    let compiled = compile(
+        &c,
+        &[
+            att("eth0", &["a"], &[]),
+            att("eth1", &["a", "b"], &[]),
+            att("eth2", &["a"], &[]),
+        ],
+        1,
+    )
+    .unwrap();
+    let audit = |i: &str| compiled.ifaces[i].flags & sg_common::IFACE_F_AUDIT != 0;
+    assert!(!audit("eth0"));
+    assert!(audit("eth1"), "a group in audit mode");
+    assert!(audit("eth2"), "the interface's own mode");
+    // Same groups, same policies: only the flag tells them apart.
+    assert_eq!(
+        compiled.ifaces["eth0"].ingress_policy,
+        compiled.ifaces["eth2"].ingress_policy
+    );
+}

@@ -75,6 +75,7 @@ fn big_config(n: u32) -> Config {
             members: Vec::new(),
             ingress,
             egress: vec![config::default_egress_rule("big")],
+            mode: config::Mode::Enforce,
         },
     );
     cfg

@@ -174,10 +174,10 @@ fn unknown_rule_key() {
 #[test]
 fn unknown_interface_conntrack_events_keys() {
     fails(
-        "[groups.g]\n[interfaces.eth0]\ngroups = [\"g\"]\nmode = \"native\"\n",
+        "[groups.g]\n[interfaces.eth0]\ngroups = [\"g\"]\nxdp_mode = \"native\"\n",
         4,
         1,
-        "unknown key `mode` in interface `eth0`",
+        "unknown key `xdp_mode` in interface `eth0`",
     );
     fails(
         "[conntrack]\ntcp_estab = \"1s\"\n",

@@ -7,6 +7,7 @@ use super::presets::{ICMP_ALL, port};
 use super::*;
 
 mod files;
+mod modes;
 mod nacls;
 mod peers;
 mod prefix_lists;

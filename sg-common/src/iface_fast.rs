@@ -90,6 +90,6 @@ mod tests {
             e = flipped;
         }
         assert_eq!(e.cleared().current(), None);
-        assert_eq!(core::mem::size_of::<IfaceFast>(), 40);
+        assert_eq!(core::mem::size_of::<IfaceFast>(), 56);
     }
 }

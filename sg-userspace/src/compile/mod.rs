@@ -35,6 +35,7 @@ mod peer_search;
 mod policies;
 mod port_sets;
 mod resolve;
+mod scope;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -347,6 +348,8 @@ pub fn compile(
     attachments: &[Attachment],
     first_id: u32,
 ) -> Result<Compiled, CompileError> {
+    let (group_count, nacl_count) = (config.groups.len(), config.nacls.len());
+    let config = &*scope::in_scope(config, attachments);
     let first = first_id.max(1);
     let mut ids = Ids {
         first,
@@ -399,7 +402,7 @@ pub fn compile(
         classes,
         ifaces,
         next_id,
-        group_count: config.groups.len(),
-        nacl_count: config.nacls.len(),
+        group_count,
+        nacl_count,
     })
 }

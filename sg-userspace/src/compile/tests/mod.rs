@@ -16,6 +16,7 @@ mod nacl;
 mod ports;
 mod prefix_lists;
 mod random;
+mod scope;
 mod scale;
 
 // ---------------------------------------------------------------------------

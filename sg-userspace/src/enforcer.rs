@@ -374,7 +374,8 @@ pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
     if let Some(path) = state.config_path.clone() {
         match load_config(&path).and_then(|config| {
             refresh_groups(&config, &mut state, "")?;
-            let compiled = compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
+            let compiled =
+                compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
             install(dir, &mut dp, &mut state, &compiled, &config)
         }) {
             Ok(()) => {}

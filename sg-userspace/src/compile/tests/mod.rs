@@ -16,8 +16,8 @@ mod nacl;
 mod ports;
 mod prefix_lists;
 mod random;
-mod scope;
 mod scale;
+mod scope;
 
 // ---------------------------------------------------------------------------
 // Helpers

@@ -77,7 +77,10 @@ fn only_what_the_attached_interfaces_enforce_is_compiled() {
     let plan = crate::reuse::plan(&big, &Default::default());
     let plan_none = crate::reuse::plan(&none, &Default::default());
     assert_eq!(plan.entries_written(), plan_none.entries_written());
-    assert_eq!(format!("{:?}", KernelTables::of(&big)), format!("{:?}", KernelTables::of(&none)));
+    assert_eq!(
+        format!("{:?}", KernelTables::of(&big)),
+        format!("{:?}", KernelTables::of(&none))
+    );
     // `sg:db` still resolves to db's members, `pl:office` to its entries.
     let t = KernelTables::of(&big);
     let prefixes = format!("{:?}", t.peers.nets_v4);

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     adopt,
-    compile::{Attachment, Compiled, compile},
+    compile::{Attachment, Compiled, compile_attached},
     config::{self, Config, Loaded},
     datapath::{AttachMode, Datapath, detach_links},
     ifaces,
@@ -128,7 +128,7 @@ pub fn attach(dir: &StateDir, req: &AttachRequest) -> Result<Attached> {
     );
     refresh_groups(&config, &mut state, req.iface)?;
     state.config_path = Some(absolute(req.config_path));
-    let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
+    let compiled = compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
 
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
     if newly_attached {
@@ -269,7 +269,7 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         iface.link = link.name.to_string();
         iface.l3 = link.l3;
     }
-    let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
+    let compiled = compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
     let report = diff(&before, &state, &compiled);
     if dry_run {
         return Ok(report);
@@ -374,7 +374,8 @@ pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
     if let Some(path) = state.config_path.clone() {
         match load_config(&path).and_then(|config| {
             refresh_groups(&config, &mut state, "")?;
-            let compiled = compile(&config, &attachments(&state.interfaces)?, state.next_id)?;
+            let compiled =
+                compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
             install(dir, &mut dp, &mut state, &compiled, &config)
         }) {
             Ok(()) => {}

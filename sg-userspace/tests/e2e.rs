@@ -606,3 +606,43 @@ fn detach_all_cleans_up_after_the_namespace_is_gone() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("nothing attached"), "{text}");
 }
+
+/// Issue 14: an attach compiles and records only what the attached
+/// interface enforces, however many rules the config holds for others.
+#[test]
+fn attach_compiles_only_the_attached_groups() {
+    let p = pair();
+    let _l = listeners(&p.server, &[22]);
+    let g = r#"
+[groups.g]
+ingress = [{ type = "ssh", from = "198.18.1.0/24" }]
+"#;
+    let mut big = g.to_string();
+    big.push_str("[groups.other]\ningress = [\n");
+    for i in 0..3000 {
+        big.push_str(&format!(
+            "  {{ proto = \"tcp\", ports = \"{}\", from = \"198.19.{}.{}\" }},\n",
+            1024 + i,
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    big.push_str("]\n[interfaces.elsewhere]\ngroups = [\"other\"]\nnacl = \"n\"\n");
+    big.push_str("[nacls.n]\ningress = [{ rule = 1, action = \"deny\", proto = \"all\", from = \"anywhere\" }]\n");
+    let (small, big) = (TempFile::new("toml", g), TempFile::new("toml", &big));
+    let sg = Sg::new(&p.server);
+    attach(&sg, &p.s.ifname, big.path(), "g");
+    assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
+    // In force: g's ssh rule and its default egress rule, nothing of `other`.
+    let same: serde_json::Value =
+        serde_json::from_str(&sg.ok(&["apply", "-c", big.path(), "--json"])).unwrap();
+    assert_eq!(same["rule_count"], 2, "{same}");
+    assert_eq!(same["entries_written"], 0, "{same}");
+    // Dropping `other` from the config removes no rule and writes nothing:
+    // none of it was ever compiled, written or recorded.
+    let cut: serde_json::Value =
+        serde_json::from_str(&sg.ok(&["apply", "-c", small.path(), "--json"])).unwrap();
+    assert_eq!(cut["rules_removed"], serde_json::json!([]), "{cut}");
+    assert_eq!(cut["entries_written"], 0, "{cut}");
+    assert!(p.client.tcp_connects(IpAddr::V4(p.s.v4), 22));
+}

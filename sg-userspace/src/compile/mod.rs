@@ -36,6 +36,7 @@ mod peer_search;
 mod policies;
 mod port_sets;
 mod resolve;
+mod scope;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -348,6 +349,33 @@ pub fn compile(
     attachments: &[Attachment],
     first_id: u32,
 ) -> Result<Compiled, CompileError> {
+    compile_scoped(config, attachments, first_id, false)
+}
+
+/// [`compile`] of only what `attachments` enforce (`scope`): the groups of
+/// attached interfaces, what their rules name, their NACLs. What attach,
+/// apply and detach install: a config's rules for interfaces not attached
+/// here are neither compiled nor recorded (issue 14).
+pub fn compile_attached(
+    config: &Config,
+    attachments: &[Attachment],
+    first_id: u32,
+) -> Result<Compiled, CompileError> {
+    compile_scoped(config, attachments, first_id, true)
+}
+
+fn compile_scoped(
+    config: &Config,
+    attachments: &[Attachment],
+    first_id: u32,
+    scoped: bool,
+) -> Result<Compiled, CompileError> {
+    let (group_count, nacl_count) = (config.groups.len(), config.nacls.len());
+    let config = &*if scoped {
+        scope::in_scope(config, attachments)
+    } else {
+        std::borrow::Cow::Borrowed(config)
+    };
     let first = first_id.max(1);
     let mut ids = Ids {
         first,
@@ -401,7 +429,7 @@ pub fn compile(
         classes,
         ifaces,
         next_id,
-        group_count: config.groups.len(),
-        nacl_count: config.nacls.len(),
+        group_count,
+        nacl_count,
     })
 }

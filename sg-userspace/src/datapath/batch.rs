@@ -156,3 +156,85 @@ where
     }
     Ok(())
 }
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Entries fetched per `BPF_MAP_LOOKUP_BATCH` call. A hash hands out whole
+/// buckets, so this must exceed the longest bucket (ENOSPC otherwise: then
+/// the batch is grown).
+const LOOKUP_CHUNK: usize = 8192;
+
+/// Every entry of the (non per-CPU) hash `map`, `LOOKUP_CHUNK` per syscall
+/// (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+) instead of two per entry
+/// (`get_next_key`, then a lookup): the room checks and removal scans of
+/// a 10,000-rule apply walk ~20,000 keys per table. Exact, like the walk:
+/// it reads what the kernel holds, leftovers included. Kernels without
+/// batch lookups get `walk`.
+pub(super) fn entries<M, K, V>(
+    map: &M,
+    walk: impl FnOnce(&M) -> Result<Vec<(K, V)>>,
+) -> Result<Vec<(K, V)>>
+where
+    M: IterableMap<K, V>,
+    K: Pod,
+    V: Pod,
+{
+    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    let mut out: Vec<(K, V)> = Vec::new();
+    let mut chunk = LOOKUP_CHUNK;
+    // The batch position: a bucket number for a hash (u32); room for a
+    // key too, which is what other map kinds use.
+    let width = std::mem::size_of::<K>().max(8);
+    let mut in_batch = vec![0u8; width];
+    let mut out_batch = vec![0u8; width];
+    let mut first = true;
+    loop {
+        let mut keys: Vec<K> = Vec::with_capacity(chunk);
+        let mut values: Vec<V> = Vec::with_capacity(chunk);
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { in_batch.as_ptr() as u64 },
+            out_batch: out_batch.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: fd,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `keys` and `values` have room for `count` keys and values
+        // laid out as the map's (aya checked their sizes when it opened
+        // the map; not per-CPU, so one value per key); the batch positions
+        // have room for the map's position. The kernel writes no more.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let errno = err.as_ref().and_then(std::io::Error::raw_os_error);
+        match errno {
+            None | Some(libc::ENOENT) => {
+                let n = (attr.count as usize).min(chunk);
+                // SAFETY: the kernel wrote `n` keys and values.
+                unsafe {
+                    keys.set_len(n);
+                    values.set_len(n);
+                }
+                out.extend(keys.into_iter().zip(values));
+                if errno.is_some() {
+                    return Ok(out); // ENOENT: the walk is done.
+                }
+                in_batch.copy_from_slice(&out_batch);
+                first = false;
+            }
+            // A bucket longer than the batch: retry larger.
+            Some(libc::ENOSPC) if attr.count == 0 => chunk *= 4,
+            Some(libc::EINVAL | libc::EOPNOTSUPP | 524) if first && out.is_empty() => {
+                return walk(map);
+            }
+            _ => return Err(err.expect("an errno").into()),
+        }
+    }
+}

@@ -71,12 +71,11 @@ impl Datapath {
             };
             usage.check(need as u64)?;
         }
-        let (spans, _) = self.rule_maps()?;
-        let in_use: Vec<RuleSpan> = spans
-            .iter()
-            .map(|item| item.map(|(_, span)| span))
-            .collect::<Result<_, _>>()
-            .context("reading MAP_RULE_SETS")?;
+        let in_use: Vec<RuleSpan> = self
+            .hash_entries::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?
+            .into_iter()
+            .map(|(_, span)| span)
+            .collect();
         let sizes: Vec<u32> = tables
             .rule_sets
             .iter()
@@ -119,12 +118,13 @@ impl Datapath {
         id_of: impl Fn(&K) -> u32,
         doomed: &impl Fn(u32) -> bool,
     ) -> Result<usize> {
-        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
-        let stale: Vec<K> = map
-            .keys()
-            .filter_map(Result::ok)
+        let stale: Vec<K> = self
+            .hash_entries::<K, V>(name)?
+            .into_iter()
+            .map(|(k, _)| k)
             .filter(|k| doomed(id_of(k)))
             .collect();
+        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
         let (upto, injected) = failpoints(name, stale.len());
         super::batch::delete(&mut map, &stale[..upto], |m, k| {
             deleted(m.remove(k))?;

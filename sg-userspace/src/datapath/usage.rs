@@ -1,6 +1,6 @@
 //! How full the policy maps are, for room checks and `sg status`.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use aya::{
     Pod,
     maps::{HashMap, MapData},
@@ -30,12 +30,12 @@ impl Datapath {
         ];
         // The interval array is always full size: what counts is how much
         // of it the rule sets point at.
-        let (spans, intervals) = self.rule_maps()?;
-        let used = spans
+        let used = self
+            .hash_entries::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?
             .iter()
-            .filter_map(Result::ok)
             .map(|(_, span)| u64::from(span.len))
             .sum();
+        let (_, intervals) = self.rule_maps()?;
         out.push(MapUsage {
             map: MAP_RULE_INTERVALS,
             entries: used,
@@ -49,13 +49,23 @@ impl Datapath {
             Some(aya::maps::Map::HashMap(data)) => data.info()?.max_entries(),
             _ => anyhow::bail!("map {name} missing or not a hash"),
         };
-        let map: HashMap<&mut MapData, K, V> = self.map(name)?;
-        let entries = map.keys().filter(Result::is_ok).count() as u64;
+        let entries = self.hash_entries::<K, V>(name)?.len() as u64;
         Ok(MapUsage {
             map: name,
             entries,
             capacity,
         })
+    }
+
+    /// Every entry of the hash `name`, read in batches (`batch::entries`).
+    pub(super) fn hash_entries<K: Pod, V: Pod>(&mut self, name: &str) -> Result<Vec<(K, V)>> {
+        let map: HashMap<&mut MapData, K, V> = self.map(name)?;
+        super::batch::entries(&map, |m| {
+            m.iter()
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("reading {name}"))
+        })
+        .with_context(|| format!("reading {name}"))
     }
 }
 

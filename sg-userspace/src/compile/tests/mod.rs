@@ -17,6 +17,7 @@ mod ports;
 mod prefix_lists;
 mod random;
 mod scale;
+mod scope;
 
 // ---------------------------------------------------------------------------
 // Helpers

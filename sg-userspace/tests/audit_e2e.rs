@@ -3,12 +3,7 @@
 //! no rule allows succeeds, shows in `sg watch --json` as `would_drop` and
 //! counts apart in `sg stats`; `sg apply` to enforce cuts new connections.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    net::IpAddr,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::net::IpAddr;
 
 mod support;
 
@@ -25,43 +20,6 @@ fn config(p: &Pair, group_mode: Option<&str>, iface_mode: Option<&str>) -> Strin
         p.s.ifname,
         line(iface_mode)
     )
-}
-
-/// `sg watch --json` while `during` runs: its drop objects.
-fn watch_json(sg: &Sg, during: impl FnOnce()) -> Vec<serde_json::Value> {
-    let mut child = sg
-        .cmd(&["watch", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sg watch starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !line.contains("watching drops") {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sg watch never became ready");
-        }
-    }
-    during();
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("reason").is_some())
-        .collect()
 }
 
 /// `sg stats --json`'s counter for the server's ingress `no_rule`.
@@ -96,7 +54,7 @@ fn audit_lets_unallowed_connections_through_and_apply_to_enforce_cuts_them() {
     assert!(sg.ok(&["status"]).contains("mode audit"));
 
     // No rule allows 8080: audit mode lets it through, and reports it.
-    let events = watch_json(&sg, || {
+    let events = sg.watch_json(|| {
         assert!(client.tcp_connects(s4, 8080), "audit lets it pass");
         assert!(client.tcp_connects(s6, 8080), "IPv6 too");
         assert!(client.tcp_connects(s4, 80), "allowed, as ever");
@@ -125,7 +83,7 @@ fn audit_lets_unallowed_connections_through_and_apply_to_enforce_cuts_them() {
         sg.json(&["status", "--json"])["interfaces"][0]["mode"],
         "enforce"
     );
-    let events = watch_json(&sg, || {
+    let events = sg.watch_json(|| {
         assert!(!client.tcp_connects(s4, 8080), "enforced now");
         assert!(client.tcp_connects(s4, 80));
     });

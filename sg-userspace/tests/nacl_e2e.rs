@@ -2,14 +2,12 @@
 //! between two namespaces, real TCP clients and ping, IPv4 and IPv6.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
     net::IpAddr,
     process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
 };
 
 mod support;
@@ -174,43 +172,6 @@ fn egress_nacl_judges_what_the_server_sends() {
     sg.ok(&["detach", "--all"]);
 }
 
-/// `sg watch --json` until `stop`: its stdout lines.
-fn watch_json(sg: &Sg, during: impl FnOnce()) -> Vec<serde_json::Value> {
-    let mut child = sg
-        .cmd(&["watch", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sg watch starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !line.contains("watching drops") {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sg watch never became ready");
-        }
-    }
-    during();
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("reason").is_some())
-        .collect()
-}
-
 #[test]
 fn live_applies_change_nacl_and_sgs_together_without_losing_allowed_flows() {
     let p = pair();
@@ -329,7 +290,7 @@ fn live_applies_change_nacl_and_sgs_together_without_losing_allowed_flows() {
     )
     .unwrap();
     sg.ok(&["apply", "-c", file.path()]);
-    let events = watch_json(&sg, || {
+    let events = sg.watch_json(|| {
         assert!(!client.tcp_connects(s4, 80), "rule 7 denies http now");
         assert!(!client.tcp_connects(s4, 81), "no SG rule for 81");
     });

@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, SocketAddr, TcpStream},
     path::PathBuf,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -25,6 +25,43 @@ impl std::ops::Deref for Sg {
 }
 
 impl Sg {
+    /// `sg watch --json` while `during` runs: its drop objects.
+    pub(crate) fn watch_json(&self, during: impl FnOnce()) -> Vec<serde_json::Value> {
+        let mut child = self
+            .cmd(&["watch", "--json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sg watch starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !line.contains("watching drops") {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sg watch never became ready");
+            }
+        }
+        during();
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("reason").is_some())
+            .collect()
+    }
+
     pub(crate) fn new(host: &Host) -> Sg {
         Sg(SgCli::new(
             PathBuf::from(env!("CARGO_BIN_EXE_sg")),

@@ -194,6 +194,19 @@ pub struct IfaceBinding {
 }
 
 impl IfaceBinding {
+    /// The interface's `IFACE_POLICY` entry: SG and NACL policies and flags,
+    /// switched together in one map update.
+    pub fn kernel_value(&self) -> sg_common::IfacePolicy {
+        sg_common::IfacePolicy {
+            ingress_policy: self.ingress_policy,
+            egress_policy: self.egress_policy,
+            flags: self.flags,
+            _pad: 0,
+            ingress_nacl: self.ingress_nacl,
+            egress_nacl: self.egress_nacl,
+        }
+    }
+
     pub fn policy(&self, direction: Direction) -> u32 {
         match direction {
             Direction::Ingress => self.ingress_policy,

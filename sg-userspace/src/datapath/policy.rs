@@ -196,17 +196,7 @@ impl Datapath {
         let switches: Vec<(u32, IfacePolicy)> = compiled
             .ifaces
             .iter()
-            .map(|(name, b)| {
-                let value = IfacePolicy {
-                    ingress_policy: b.ingress_policy,
-                    egress_policy: b.egress_policy,
-                    flags: b.flags,
-                    _pad: 0,
-                    ingress_nacl: b.ingress_nacl,
-                    egress_nacl: b.egress_nacl,
-                };
-                Ok((ifindex_of(name)?, value))
-            })
+            .map(|(name, b)| Ok((ifindex_of(name)?, b.kernel_value())))
             .collect::<Result<_>>()?;
         self.write_policies(tables, fresh)?;
         let mut undo = Undo {

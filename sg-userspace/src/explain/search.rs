@@ -166,19 +166,7 @@ impl CompiledTables {
         let ifaces = compiled
             .ifaces
             .iter()
-            .map(|(name, b)| {
-                (
-                    name.clone(),
-                    IfacePolicy {
-                        ingress_policy: b.ingress_policy,
-                        egress_policy: b.egress_policy,
-                        flags: b.flags,
-                        _pad: 0,
-                        ingress_nacl: b.ingress_nacl,
-                        egress_nacl: b.egress_nacl,
-                    },
-                )
-            })
+            .map(|(name, b)| (name.clone(), b.kernel_value()))
             .collect();
         CompiledTables {
             tables,

@@ -265,16 +265,16 @@ fn lookup(c: &Compiled, policy: u32, p: &Packet) -> Option<u32> {
     lookup_ref(&KernelTables::of(c), policy, p).map(|r| r.rule)
 }
 
-/// SPEC 1.3 read directly: does `rule` allow `p`?
-fn reference_rule(cfg: &Config, atts: &[Attachment], rule: &Rule, p: &Packet) -> bool {
-    // ICMP is IPv4's, ICMPv6 IPv6's (SPEC 1.3).
-    let proto_ok = match rule.proto {
+/// SPEC 1.3 read directly: do a rule's protocol and ports match `p`?
+/// (ICMP is IPv4's, ICMPv6 IPv6's.) Shared by the SG and NACL oracles.
+fn proto_and_ports_match(proto: Proto, ports: PortMatch, p: &Packet) -> bool {
+    let proto_ok = match proto {
         Proto::All => true,
         Proto::Number(1) => p.proto == 1 && p.addr.is_ipv4(),
         Proto::Number(58) => p.proto == 58 && p.addr.is_ipv6(),
         Proto::Number(n) => n == p.proto,
     };
-    let ports_ok = match rule.ports {
+    let ports_ok = match ports {
         PortMatch::All => true,
         PortMatch::Range { from, to } => (from..=to).contains(&p.port),
         PortMatch::Icmp {
@@ -284,6 +284,11 @@ fn reference_rule(cfg: &Config, atts: &[Attachment], rule: &Rule, p: &Packet) ->
             icmp_type.is_none_or(|t| t == p.icmp_type) && icmp_code.is_none_or(|c| c == p.icmp_code)
         }
     };
+    proto_ok && ports_ok
+}
+
+/// SPEC 1.3 read directly: does `rule` allow `p`?
+fn reference_rule(cfg: &Config, atts: &[Attachment], rule: &Rule, p: &Packet) -> bool {
     let peer_ok = rule.peers.iter().any(|peer| match peer {
         Peer::Cidr(n) => n.contains(&p.addr),
         Peer::PrefixList(l) => cfg.prefix_lists[l]
@@ -297,7 +302,7 @@ fn reference_rule(cfg: &Config, atts: &[Attachment], rule: &Rule, p: &Packet) ->
                     .any(|a| a.groups.contains(g) && a.addrs.contains(&p.addr))
         }
     });
-    proto_ok && ports_ok && peer_ok
+    proto_and_ports_match(rule.proto, rule.ports, p) && peer_ok
 }
 
 /// IDs of the rules of `groups` in `direction` that allow `p`.

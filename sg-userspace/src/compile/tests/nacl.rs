@@ -11,23 +11,6 @@ fn first_match(cfg: &Config, rules: &[NaclRule], p: &Packet) -> (u16, NaclAction
     let mut sorted: Vec<&NaclRule> = rules.iter().collect();
     sorted.sort_by_key(|r| r.number);
     for r in sorted {
-        let proto_ok = match r.proto {
-            Proto::All => true,
-            Proto::Number(1) => p.proto == 1 && p.addr.is_ipv4(),
-            Proto::Number(58) => p.proto == 58 && p.addr.is_ipv6(),
-            Proto::Number(n) => n == p.proto,
-        };
-        let ports_ok = match r.ports {
-            PortMatch::All => true,
-            PortMatch::Range { from, to } => (from..=to).contains(&p.port),
-            PortMatch::Icmp {
-                icmp_type,
-                icmp_code,
-            } => {
-                icmp_type.is_none_or(|t| t == p.icmp_type)
-                    && icmp_code.is_none_or(|c| c == p.icmp_code)
-            }
-        };
         let peer_ok = r.peers.iter().any(|peer| match peer {
             Peer::Cidr(n) => n.contains(&p.addr),
             Peer::PrefixList(l) => cfg.prefix_lists[l]
@@ -36,7 +19,7 @@ fn first_match(cfg: &Config, rules: &[NaclRule], p: &Packet) -> (u16, NaclAction
                 .any(|e| e.cidr.contains(&p.addr)),
             Peer::Group(_) => panic!("a NACL rule with a group peer"),
         });
-        if proto_ok && ports_ok && peer_ok {
+        if proto_and_ports_match(r.proto, r.ports, p) && peer_ok {
             return (r.number, r.action);
         }
     }

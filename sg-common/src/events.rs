@@ -2,7 +2,7 @@
 
 /// Key of the per-CPU drop counters.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DropKey {
     pub ifindex: u32,
     pub direction: u8,

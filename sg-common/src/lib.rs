@@ -13,12 +13,14 @@ extern crate std;
 
 mod bench_stop;
 mod conntrack;
+mod drop_rows;
 mod events;
 mod iface_fast;
 mod names;
 mod policy;
 pub use bench_stop::*;
 pub use conntrack::*;
+pub use drop_rows::*;
 pub use events::*;
 pub use iface_fast::*;
 pub use names::*;
@@ -277,6 +279,7 @@ mod pod {
     unsafe impl aya::Pod for TcpWindow {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for DropRow {}
     unsafe impl aya::Pod for DropEvent {}
     unsafe impl aya::Pod for RuleHits {}
     unsafe impl aya::Pod for TokenBucket {}

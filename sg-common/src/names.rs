@@ -15,6 +15,7 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_CONNTRACK: &str = "CONNTRACK";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 pub const MAP_DROPS: &str = "DROPS";
+pub const MAP_DROPS_FAST: &str = "DROPS_FAST";
 pub const MAP_RULE_HITS: &str = "RULE_HITS";
 pub const MAP_EVENT_BUCKET: &str = "EVENT_BUCKET";
 pub const MAP_EVENT_STATS: &str = "EVENT_STATS";
@@ -22,7 +23,7 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_SWEEPER: &str = "SWEEPER";
 
 /// Every pinned map.
-pub const PINNED_MAPS: [&str; 18] = [
+pub const PINNED_MAPS: [&str; 19] = [
     MAP_IFACE_POLICY,
     MAP_IFACE_FAST,
     MAP_PEER_HOSTS_V4,
@@ -36,6 +37,7 @@ pub const PINNED_MAPS: [&str; 18] = [
     MAP_CONNTRACK,
     MAP_FRAGMENTS,
     MAP_DROPS,
+    MAP_DROPS_FAST,
     MAP_RULE_HITS,
     MAP_EVENT_BUCKET,
     MAP_EVENT_STATS,

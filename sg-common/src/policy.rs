@@ -36,6 +36,13 @@ pub const IFACE_F_L3: u32 = 16;
 /// In the same entry as the policies, so one update switches between
 /// audit and enforce.
 pub const IFACE_F_AUDIT: u32 = 32;
+/// The ingress policy names IPv4 peers only as hosts: it has no prefix
+/// search (`PEER_LENGTHS` entry), so the datapath skips that probe. The
+/// same for IPv6 and for egress below. Absent, the datapath probes.
+pub const IFACE_F_INGRESS_HOSTS_ONLY_V4: u32 = 64;
+pub const IFACE_F_INGRESS_HOSTS_ONLY_V6: u32 = 128;
+pub const IFACE_F_EGRESS_HOSTS_ONLY_V4: u32 = 256;
+pub const IFACE_F_EGRESS_HOSTS_ONLY_V6: u32 = 512;
 
 /// Key of `PEER_HOSTS_V4`: policy ID (big endian), then a host address.
 #[repr(C)]

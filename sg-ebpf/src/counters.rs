@@ -3,9 +3,9 @@
 //! is rate-limited or lost (but for a full map).
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use sg_common::{Direction, DropKey, NO_RULE, Reason, RuleHits};
+use sg_common::{Direction, DropKey, DropRow, NO_RULE, Reason, RuleHits};
 
-use crate::maps::{DROPS, RULE_HITS};
+use crate::maps::{DROPS, DROPS_FAST, RULE_HITS};
 
 /// Counts a packet (and its bytes) that `rule` allowed, exactly, per CPU.
 #[inline(always)]
@@ -41,14 +41,30 @@ pub(crate) const fn code(reason: Reason) -> u8 {
 }
 
 /// Counts a dropped packet, exactly, per CPU, under `code` (the reason,
-/// maybe with [`AUDITED`]: counted apart).
+/// maybe with [`AUDITED`]: counted apart): in the interface's row of
+/// `DROPS_FAST`, or in the `DROPS` hash when another interface holds it.
 #[inline(always)]
 pub(crate) fn count_drop(ifindex: u32, direction: Direction, code: u8) {
+    let audit = code >> 7;
+    let reason = code & !AUDITED;
+    if let Some(row) = DROPS_FAST.get_ptr_mut(DropRow::row_of(ifindex)) {
+        // Per-CPU row: no other CPU writes it, and it is this interface's
+        // once claimed (ifindex 0: unclaimed).
+        let row = unsafe { &mut *row };
+        if row.ifindex == ifindex || row.ifindex == 0 {
+            row.ifindex = ifindex;
+            let cell = DropRow::cell(direction.code(), audit, reason);
+            if let Some(count) = row.counts.get_mut(cell) {
+                *count += 1;
+                return;
+            }
+        }
+    }
     let key = DropKey {
         ifindex,
         direction: direction.code(),
-        reason: code & !AUDITED,
-        audit: code >> 7,
+        reason,
+        audit,
         _pad: 0,
     };
     match DROPS.get_ptr_mut(&key) {

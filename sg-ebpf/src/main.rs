@@ -7,6 +7,7 @@ mod conntrack;
 mod counters;
 mod events;
 mod fragments;
+mod linear;
 mod maps;
 mod nacl;
 mod parse;
@@ -71,12 +72,12 @@ fn tc_verdict(ctx: &TcContext, direction: Direction) -> i32 {
     } else {
         TC_PULL_BYTES
     };
-    if linear < want {
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    if linear < want && !linear_holds_headers(ctx, ifindex) {
         // Headers may sit in paged data; failure leaves the skb as it was,
         // and the parser then sees a truncated packet.
         let _ = ctx.pull_data(want);
     }
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
     let bytes = Bytes {
         data: ctx.data(),
         data_end: ctx.data_end(),
@@ -86,6 +87,21 @@ fn tc_verdict(ctx: &TcContext, direction: Direction) -> i32 {
         Verdict::Pass => TC_ACT_UNSPEC,
         Verdict::Drop => TC_ACT_SHOT,
     }
+}
+
+/// Pulling costs a copy of a cloned skb's head (`linear`): skip it when
+/// the linear part holds every header. An interface sg does not enforce
+/// is never parsed, so it needs no pull either.
+#[inline(always)]
+fn linear_holds_headers(ctx: &TcContext, ifindex: u32) -> bool {
+    let Some(l3_link) = verdict::is_l3_link(ifindex) else {
+        return true;
+    };
+    let bytes = Bytes {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+    };
+    linear::holds_headers(bytes, l3_link)
 }
 
 #[cfg(not(test))]

@@ -7,12 +7,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sg_common::{
-    CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DropKey, EVENT_RING_BYTES,
-    EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_FAST_SLOTS, IFACE_MAP_CAPACITY, IfaceFast,
-    IfacePolicy, PEER_HOST_CAPACITY, PEER_LENGTHS_CAPACITY, PEER_NET_CAPACITY, PeerKeyV4,
-    PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6,
-    RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY, RULE_SET_CAPACITY, RuleHits, RuleInterval,
-    RuleSetKey, RuleSpan, RuntimeConfig, TokenBucket,
+    CtKey, CtValue, DEFAULT_CT_CAPACITY, DROP_COUNTER_CAPACITY, DROP_ROWS, DropKey, DropRow,
+    EVENT_RING_BYTES, EVSTAT_COUNT, FRAG_MAP_CAPACITY, FragKey, IFACE_FAST_SLOTS,
+    IFACE_MAP_CAPACITY, IfaceFast, IfacePolicy, PEER_HOST_CAPACITY, PEER_LENGTHS_CAPACITY,
+    PEER_NET_CAPACITY, PeerKeyV4, PeerKeyV6, PeerLengths, PeerLengthsKey, PeerNet, PeerNetKeyV4,
+    PeerNetKeyV6, RULE_HITS_CAPACITY, RULE_INTERVAL_CAPACITY, RULE_SET_CAPACITY, RuleHits,
+    RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig, TokenBucket,
 };
 
 /// ifindex -> the interface's current ingress/egress policy IDs.
@@ -79,6 +79,11 @@ pub(crate) static FRAGMENTS: LruHashMap<FragKey, u64> = LruHashMap::pinned(FRAG_
 #[map]
 pub(crate) static DROPS: PerCpuHashMap<DropKey, u64> =
     PerCpuHashMap::pinned(DROP_COUNTER_CAPACITY, 0);
+
+/// The same counters by index, per CPU, in front of `DROPS`
+/// (`sg_common::DropRow`).
+#[map]
+pub(crate) static DROPS_FAST: PerCpuArray<DropRow> = PerCpuArray::pinned(DROP_ROWS, 0);
 
 /// Exact allowed packets and bytes by rule slot (`RuleRef.rule`). Entries
 /// are allocated on a rule's first hit, so the bound costs nothing unused.

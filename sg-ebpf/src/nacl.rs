@@ -12,7 +12,7 @@ use sg_common::{Direction, NO_RULE, RULE_F_NACL_DENY, Reason};
 use crate::{
     counters::{AUDITED, code, count_drop, count_hit},
     events::emit_drop,
-    policy::allowing_rule,
+    policy::{Prefixes, allowing_rule},
     verdict::Scratch,
 };
 
@@ -56,7 +56,7 @@ fn passes(
     };
     // No rule at all cannot happen (`*` covers every address); if it did,
     // the implicit deny is what it means.
-    let (slot, deny) = match allowing_rule(keys, nacl, pkt, peer) {
+    let (slot, deny) = match allowing_rule(keys, nacl, pkt, peer, Prefixes::Search) {
         Some(r) => (r.rule, r.flags & RULE_F_NACL_DENY != 0),
         None => (NO_RULE, true),
     };

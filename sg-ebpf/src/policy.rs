@@ -27,6 +27,15 @@ pub(crate) struct LookupKeys {
     pub net_v6: PeerNetKeyV6,
 }
 
+/// Whether a peer search must probe the prefix lengths (`PEER_LENGTHS`)
+/// after a host miss: always, but for a policy known to name only hosts
+/// in that family (`IFACE_F_*_HOSTS_ONLY_*`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prefixes {
+    Search,
+    None,
+}
+
 /// Returns the rule of `policy` that allows `pkt`, whose remote
 /// end is `peer` (the source on ingress, the destination on egress).
 #[inline(always)]
@@ -35,8 +44,9 @@ pub(crate) fn allowing_rule(
     policy: u32,
     pkt: &Packet,
     peer: &[u8; 16],
+    prefixes: Prefixes,
 ) -> Option<RuleRef> {
-    let class = peer_class(keys, policy, pkt.family, peer)?;
+    let class = peer_class(keys, policy, pkt.family, peer, prefixes)?;
     // ICMP rules match on type and code where other protocols have a port.
     let port = if pkt.is_icmp() {
         (pkt.icmp_type as u16) << 8 | pkt.icmp_code as u16
@@ -64,7 +74,13 @@ pub(crate) fn allowing_rule(
 /// The class of the longest peer prefix of `policy` that holds `peer`: a
 /// host first, then a binary search on the policy's prefix lengths.
 #[inline(always)]
-fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -> Option<u32> {
+fn peer_class(
+    keys: &mut LookupKeys,
+    policy: u32,
+    family: u8,
+    peer: &[u8; 16],
+    prefixes: Prefixes,
+) -> Option<u32> {
     let policy_be = policy.to_be_bytes();
     let v4 = family == FAMILY_V4;
     let mut addr4 = [0u8; 4];
@@ -84,6 +100,9 @@ fn peer_class(keys: &mut LookupKeys, policy: u32, family: u8, peer: &[u8; 16]) -
     };
     if let Some(class) = host {
         return Some(*class);
+    }
+    if prefixes == Prefixes::None {
+        return None;
     }
     let lens = unsafe {
         PEER_LENGTHS.get(&PeerLengthsKey {

@@ -4,7 +4,9 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use sg_common::{
     BENCH_STOP_AFTER_CLASSIFY, BENCH_STOP_AFTER_CONNTRACK, BENCH_STOP_AFTER_IFACE,
     BENCH_STOP_AFTER_PARSE, CFG_F_REVOKE_ESTABLISHED, Direction, FAMILY_V6, FragKey, IFACE_F_AUDIT,
-    IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Reason, RuntimeConfig,
+    IFACE_F_EGRESS_HOSTS_ONLY_V4, IFACE_F_EGRESS_HOSTS_ONLY_V6, IFACE_F_INGRESS_HOSTS_ONLY_V4,
+    IFACE_F_INGRESS_HOSTS_ONLY_V6, IFACE_F_L3, IfacePolicy, NO_RULE, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP, Reason, RuntimeConfig,
 };
 
 use crate::{
@@ -16,7 +18,7 @@ use crate::{
     maps::{CONFIG, IFACE_FAST, IFACE_POLICY, SCRATCH},
     nacl,
     parse::{self, Bytes, Packet, Parsed},
-    policy::{LookupKeys, allowing_rule},
+    policy::{LookupKeys, Prefixes, allowing_rule},
     related,
 };
 
@@ -81,6 +83,13 @@ fn iface_policy(ifindex: u32) -> Option<IfacePolicy> {
         return Some(policy);
     }
     unsafe { IFACE_POLICY.get(&ifindex) }.copied()
+}
+
+/// Whether sg enforces `ifindex` and, if so, whether it is an L3 link
+/// (`IFACE_F_L3`: no link header).
+#[inline(always)]
+pub(crate) fn is_l3_link(ifindex: u32) -> Option<bool> {
+    iface_policy(ifindex).map(|iface| iface.flags & IFACE_F_L3 != 0)
 }
 
 #[inline(always)]
@@ -195,6 +204,7 @@ fn judge_first(
     } else {
         iface.egress_policy
     };
+    let prefixes = prefix_search(iface.flags, direction, s.pkt.family);
     if conntrack::kind(&s.pkt) == Kind::Stateless {
         if related::is_error(&s.pkt) && is_related(s, bytes, ifindex, iface, direction, now) {
             return Ok(NO_RULE);
@@ -205,7 +215,7 @@ fn judge_first(
         } else {
             &pkt.dst
         };
-        return allowing_rule(&mut s.keys, policy, pkt, peer)
+        return allowing_rule(&mut s.keys, policy, pkt, peer, prefixes)
             .map(|r| r.rule)
             .ok_or(Reason::NoRule);
     }
@@ -229,7 +239,7 @@ fn judge_first(
         Lookup::Untracked if stop == BENCH_STOP_AFTER_CONNTRACK => return Ok(NO_RULE),
         Lookup::Untracked => {}
     }
-    let rule = allowing_rule(&mut s.keys, policy, pkt, peer).ok_or(Reason::NoRule)?;
+    let rule = allowing_rule(&mut s.keys, policy, pkt, peer, prefixes).ok_or(Reason::NoRule)?;
     if stop == BENCH_STOP_AFTER_CLASSIFY {
         return Ok(rule.rule);
     }
@@ -238,6 +248,23 @@ fn judge_first(
             .map_err(|()| Reason::ConntrackFull)?;
     }
     Ok(rule.rule)
+}
+
+/// Does the SG policy of `direction` search peer prefixes in `family`?
+/// Not when the compiler marked it hosts-only there.
+#[inline(always)]
+fn prefix_search(flags: u32, direction: Direction, family: u8) -> Prefixes {
+    let hosts_only = match (direction == Direction::Ingress, family == FAMILY_V6) {
+        (true, false) => IFACE_F_INGRESS_HOSTS_ONLY_V4,
+        (true, true) => IFACE_F_INGRESS_HOSTS_ONLY_V6,
+        (false, false) => IFACE_F_EGRESS_HOSTS_ONLY_V4,
+        (false, true) => IFACE_F_EGRESS_HOSTS_ONLY_V6,
+    };
+    if flags & hosts_only != 0 {
+        Prefixes::None
+    } else {
+        Prefixes::Search
+    }
 }
 
 /// Would the current rules still open the tracked connection in `s.flow`?
@@ -250,7 +277,7 @@ fn still_allowed(s: &mut Scratch, iface: &IfacePolicy, flags: u8) -> bool {
     } else {
         (iface.egress_policy, &s.inner.dst)
     };
-    allowing_rule(&mut s.keys, policy, &s.inner, peer).is_some()
+    allowing_rule(&mut s.keys, policy, &s.inner, peer, Prefixes::Search).is_some()
 }
 
 /// Is the ICMP error in `s.pkt` related (SPEC 1.6)? Its quoted packet must
@@ -306,7 +333,7 @@ fn quoted_flow_untracked(s: &mut Scratch, iface: &IfacePolicy, direction: Direct
         } else {
             &q.dst
         };
-        if let Some(rule) = allowing_rule(&mut s.keys, policy, q, peer)
+        if let Some(rule) = allowing_rule(&mut s.keys, policy, q, peer, Prefixes::Search)
             && conntrack::untracked(q, &rule, iface.flags, dir)
         {
             return true;

@@ -37,6 +37,9 @@ pub struct E2eReport {
     pub filters: Vec<Filter>,
     /// Wall time of `sg apply` replacing a 10,000-rule policy by another.
     pub update_ms: u128,
+    /// iperf3 with no filter and through sg as `--mode auto` attaches it
+    /// (TC ingress on veth), in alternating rounds: `(none, sg)` Gbit/s.
+    pub auto_rounds: Vec<(f64, f64)>,
     /// Pings of a flow allowed throughout, sent and received during updates.
     pub pings_sent: u64,
     pub pings_received: u64,
@@ -143,6 +146,46 @@ fn flood(client: &Host, from: &Link, to_mac: &str, dst: Ipv4Addr) -> Result<f64>
     Ok(secs)
 }
 
+/// Rounds of the throughput comparison with `--mode auto`.
+const AUTO_ROUNDS: usize = 5;
+
+/// iperf3 with no filter, then through sg attached as `--mode auto` picks
+/// (TC ingress on veth), round after round: the machine's drift hits both
+/// alike, and the median of the per-round ratios is the figure.
+fn auto_rounds(
+    sg: &SgCli,
+    client: &Host,
+    server: &Host,
+    s: &Link,
+    cfg: &str,
+    rules: usize,
+    dst: IpAddr,
+) -> Result<Vec<(f64, f64)>> {
+    let mut rounds = Vec::with_capacity(AUTO_ROUNDS);
+    for _ in 0..AUTO_ROUNDS {
+        let none = iperf(client, server, dst)?;
+        sg.run(&[
+            "attach",
+            &s.ifname,
+            "-c",
+            cfg,
+            "--groups",
+            &sg_groups(rules),
+        ])?;
+        let through = iperf(client, server, dst);
+        sg.run(&["detach", "--all"])?;
+        rounds.push((none, through?));
+    }
+    Ok(rounds)
+}
+
+/// The median of the per-round ratios sg / none.
+pub fn median_ratio(rounds: &[(f64, f64)]) -> f64 {
+    let mut ratios: Vec<f64> = rounds.iter().map(|(n, s)| s / n.max(1e-9)).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn sg_drops(sg: &SgCli) -> Result<u64> {
     let stats: serde_json::Value = serde_json::from_str(&sg.run(&["stats", "--json"])?)?;
     Ok(stats["drops_by_reason"]["no_rule"].as_u64().unwrap_or(0))
@@ -226,6 +269,7 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             });
             sg.run(&["detach", "--all"])?;
         }
+        let auto_rounds = auto_rounds(&sg, &client, &server, &s, &cfg_s, rules, dst)?;
         // Live update of 10,000 rules while a ping runs through.
         let big_a = sg_config(10_000);
         let big_b = big_a.replace("ports = \"1", "ports = \"2");
@@ -270,6 +314,7 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             rules,
             filters: std::mem::take(&mut filters),
             update_ms: (total / 4).as_millis(),
+            auto_rounds,
             pings_sent: nums[0],
             pings_received: nums[1],
         })

@@ -356,11 +356,7 @@ impl TestBed {
             audit: audit as u8,
             _pad: 0,
         };
-        match self.dp.drops()?.get(&key, 0) {
-            Ok(values) => Ok(values.iter().sum()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        self.dp.drop_count(&key)
     }
 }
 

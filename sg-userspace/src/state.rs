@@ -236,6 +236,9 @@ impl StateDir {
             };
             for entry in entries {
                 let path = entry?.path();
+                if is_bpffs_preload_file(&path) {
+                    continue;
+                }
                 let removed = if path.is_dir() {
                     fs::remove_dir_all(&path)
                 } else {
@@ -251,6 +254,19 @@ impl StateDir {
         }
         Ok(())
     }
+}
+
+/// `maps.debug` and `progs.debug`: the kernel's own files at the root of
+/// every bpffs mount (bpf_preload), which no one may remove. A state dir
+/// that is its own mount point holds them.
+fn is_bpffs_preload_file(path: &Path) -> bool {
+    let kernel_file = path
+        .file_name()
+        .is_some_and(|n| n == "maps.debug" || n == "progs.debug");
+    kernel_file
+        && path.parent().is_some_and(|dir| {
+            fs::metadata(dir).is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == 1)
+        })
 }
 
 #[cfg(test)]

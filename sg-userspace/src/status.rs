@@ -264,9 +264,7 @@ pub fn stats(dir: &StateDir) -> Result<Stats> {
     for reason in Reason::ALL {
         out.drops_by_reason.insert(reason.name().to_string(), 0);
     }
-    for item in dp.drops()?.iter() {
-        let (key, per_cpu) = item?;
-        let packets: u64 = per_cpu.iter().sum();
+    for (key, packets) in dp.drop_totals()? {
         let reason = Reason::from_code(key.reason).map_or("unknown", Reason::name);
         let audit = key.audit != 0;
         let by_reason = if audit {

@@ -62,12 +62,11 @@ fn armed(left: f64, secs: f64) -> bool {
 }
 
 fn drops(b: &mut TestBed, reason: Reason) -> u64 {
-    b.dp.drops()
+    b.dp.drop_totals()
         .unwrap()
-        .iter()
-        .filter_map(Result::ok)
+        .into_iter()
         .filter(|(k, _)| k.reason == reason as u8)
-        .map(|(_, per_cpu)| per_cpu.iter().sum::<u64>())
+        .map(|(_, n)| n)
         .sum()
 }
 

@@ -232,3 +232,42 @@ ingress = [{ proto = "udp", ports = "7001", from = "sg:g" }]
         "a packet from the server's link-local address {server_ll} must match no sg:g rule"
     );
 }
+
+/// Unmounts and removes a state dir that is a bpffs mount of its own.
+struct OwnMount(std::path::PathBuf);
+
+impl Drop for OwnMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A state dir outside /sys/fs/bpf gets a bpffs mounted on it, whose root
+/// holds the kernel's own `maps.debug` and `progs.debug` that no one may
+/// remove: `detach --all` must leave them, succeed, and stop enforcing.
+#[test]
+fn detach_all_succeeds_on_a_state_dir_that_is_its_own_bpffs() {
+    let p = pair();
+    let cfg = TempFile::new("toml", "[groups.g]\ningress = []\n");
+    let exe = Sg::new(&p.server).exe.clone();
+    let dir = std::path::PathBuf::from(format!("/run/{}", sg_lab::unique_name("sgown")));
+    let _mount = OwnMount(dir.clone());
+    let sg = sg_lab::SgCli {
+        exe,
+        state_dir: dir.clone(),
+        netns: p.server.ns.clone(),
+    };
+    sg.run(&["attach", &p.s.ifname, "-c", cfg.path(), "--groups", "g"])
+        .unwrap();
+    assert!(
+        dir.join("progs.debug").exists(),
+        "the kernel's bpffs files are what this test is about"
+    );
+    assert_eq!(p.client.ping(IpAddr::V4(p.s.v4), 1), 0, "enforced");
+    let out = sg.cmd(&["detach", "--all"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("cannot remove"), "{stderr}");
+    assert_eq!(p.client.ping(IpAddr::V4(p.s.v4), 1), 1, "detached");
+}

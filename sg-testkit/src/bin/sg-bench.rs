@@ -2,9 +2,10 @@
 //! (BPF_PROG_TEST_RUN) and end-to-end figures against nftables. Writes
 //! target/bench/report.json, and Markdown on stdout.
 //!
-//! Usage: sg-bench [--no-e2e] [--no-fleet] [--peer-only] [--only TEXT] [RULE_COUNT...]
+//! Usage: sg-bench [--no-e2e] [--no-fleet] [--peer-only] [--e2e-only] [--only TEXT] [RULE_COUNT...]
 //!        sg-bench --fleet-only   (fleet convergence alone: target/bench/fleet.json)
-//! (`--peer-only`: only the xdp-filter comparison and the per-step table)
+//! (`--peer-only`: only the xdp-filter comparison and the per-step table;
+//! `--e2e-only`: only the end-to-end runs over veth)
 //! (`--only` keeps the workloads whose label contains TEXT, e.g. "V4 mixed")
 
 use anyhow::Result;
@@ -33,6 +34,7 @@ fn main() -> Result<()> {
     let mut e2e = true;
     let mut with_fleet = true;
     let mut scaling = true;
+    let mut peer = true;
     let mut only: Option<String> = None;
     let mut sizes = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -50,6 +52,10 @@ fn main() -> Result<()> {
             )?;
             print!("{}", bench_fleet::markdown(&report));
             return Ok(());
+        } else if arg == "--e2e-only" {
+            with_fleet = false;
+            scaling = false;
+            peer = false;
         } else if arg == "--peer-only" {
             with_fleet = false;
             e2e = false;
@@ -98,7 +104,7 @@ fn main() -> Result<()> {
     // Side by side with xdp-filter, and sg's cost per step, at the
     // smallest and largest rule counts.
     let mut peer_rows = Vec::new();
-    {
+    if peer {
         let families = [Family::V4, Family::V6];
         let deny: Vec<_> = families
             .iter()
@@ -276,10 +282,14 @@ fn main() -> Result<()> {
     println!("- conntrack hit: `CONNTRACK` (hash, 44) and the rule-hit counter `RULE_HITS`");
     println!("  (per-CPU hash, 4); no classification at all;");
     println!("- new flow: `PEER_HOSTS_V4/V6` (hash, 8/20); for a peer that is not a host,");
-    println!("  `PEER_LENGTHS` (hash, 8) and one `PEER_NETS_V4/V6` probe (hash, 12/24) per level");
-    println!("  of the length tree, at most 6 (v4) or 8 (v6); `RULE_SETS` (hash, 8; a second one");
-    println!("  for a protocol only `all` rules name); at most 16 `RULE_INTERVALS` probes (array,");
-    println!("  inlined); the conntrack insert.");
+    println!("  `PEER_LENGTHS` (hash, 8; skipped when the policy names only hosts of the family)");
+    println!("  and one `PEER_NETS_V4/V6` probe (hash, 12/24) per level of the length tree, at");
+    println!("  most 6 (v4) or 8 (v6); `RULE_SETS` (hash, 8; a second one for a protocol only");
+    println!("  `all` rules name); at most 16 `RULE_INTERVALS` probes (array, inlined); the");
+    println!("  conntrack insert;");
+    println!("- drop: the interface's row of `DROPS_FAST` (per-CPU array, inlined; the `DROPS`");
+    println!("  hash when another interface holds the row), the event token bucket (per-CPU");
+    println!("  array).");
     if let Some(e) = &e2e {
         println!(
             "\n## End to end over veth (namespaces), {} rules\n",
@@ -316,6 +326,24 @@ fn main() -> Result<()> {
                 );
             }
         }
+        println!(
+            "\nThroughput through `--mode auto` (TC ingress on veth) against no filter, {} alternating",
+            e.auto_rounds.len()
+        );
+        println!("rounds of one iperf3 stream each (Gbit/s):\n");
+        println!("| round | none | sg (auto) | ratio |");
+        println!("|---:|---:|---:|---:|");
+        for (i, (none, sg)) in e.auto_rounds.iter().enumerate() {
+            println!(
+                "| {} | {none:.2} | {sg:.2} | {:.3} |",
+                i + 1,
+                sg / none.max(1e-9)
+            );
+        }
+        println!(
+            "\nMedian ratio: {:.3} (target: at least 0.95).",
+            bench_e2e::median_ratio(&e.auto_rounds)
+        );
         println!(
             "\nLive update: `sg apply` replacing 10,000 rules with 10,000 others takes {} ms (mean of 4);",
             e.update_ms

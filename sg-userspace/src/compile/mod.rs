@@ -411,6 +411,7 @@ fn compile_scoped(
     rule_nets.extend(nacl.nets.iter().cloned());
     audit::mark(config, attachments, &mut ifaces);
     let mut classes = policies::build_classes(&mut policies, &rule_nets, &mut ids)?;
+    policies::mark_hosts_only(&policies, &mut ifaces);
     let mut matches: Vec<_> = index
         .all
         .iter()

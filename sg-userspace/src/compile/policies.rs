@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sg_common::{
-    IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6,
+    IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_EGRESS_HOSTS_ONLY_V4,
+    IFACE_F_EGRESS_HOSTS_ONLY_V6, IFACE_F_INGRESS_ALL_V4, IFACE_F_INGRESS_ALL_V6,
+    IFACE_F_INGRESS_HOSTS_ONLY_V4, IFACE_F_INGRESS_HOSTS_ONLY_V6,
 };
 
 use super::{
@@ -83,6 +85,58 @@ pub(super) fn build_policies(
         .map(|(iface, list)| (iface.to_string(), pair_of[list]))
         .collect();
     Ok((policies, ifaces))
+}
+
+/// Sets the `IFACE_F_*_HOSTS_ONLY_*` bits of each binding whose SG policy
+/// names no peer prefix shorter than a host in a family: the tables then
+/// hold no prefix search for it (`KernelTables` writes a `PEER_LENGTHS`
+/// entry only for such prefixes), and the datapath skips that probe. Run
+/// after `build_classes`, which fills in the peers.
+pub(super) fn mark_hosts_only(
+    policies: &[PolicyInfo],
+    ifaces: &mut BTreeMap<String, IfaceBinding>,
+) {
+    let has_prefixes: HashMap<(u32, Family), bool> = policies
+        .iter()
+        .flat_map(|p| {
+            [Family::V4, Family::V6].map(|family| {
+                let prefixes = p
+                    .peers
+                    .iter()
+                    .any(|peer| peer.family == family && peer.len < family.bits());
+                ((p.id, family), prefixes)
+            })
+        })
+        .collect();
+    for binding in ifaces.values_mut() {
+        let bits = [
+            (
+                binding.ingress_policy,
+                Family::V4,
+                IFACE_F_INGRESS_HOSTS_ONLY_V4,
+            ),
+            (
+                binding.ingress_policy,
+                Family::V6,
+                IFACE_F_INGRESS_HOSTS_ONLY_V6,
+            ),
+            (
+                binding.egress_policy,
+                Family::V4,
+                IFACE_F_EGRESS_HOSTS_ONLY_V4,
+            ),
+            (
+                binding.egress_policy,
+                Family::V6,
+                IFACE_F_EGRESS_HOSTS_ONLY_V6,
+            ),
+        ];
+        for (policy, family, bit) in bits {
+            if has_prefixes.get(&(policy, family)) == Some(&false) {
+                binding.flags |= bit;
+            }
+        }
+    }
 }
 
 /// Fills in each policy's peer prefixes and returns the classes they name

@@ -8,8 +8,8 @@
 //! - [`usage`]: how full the policy maps are.
 
 use sg_common::{
-    MAP_CONFIG, MAP_CONNTRACK, MAP_DROPS, MAP_EVENT_STATS, MAP_EVENTS, MAP_FRAGMENTS,
-    MAP_IFACE_POLICY, MAP_RULE_HITS,
+    MAP_CONFIG, MAP_CONNTRACK, MAP_DROPS, MAP_DROPS_FAST, MAP_EVENT_STATS, MAP_EVENTS,
+    MAP_FRAGMENTS, MAP_IFACE_POLICY, MAP_RULE_HITS,
 };
 use std::collections::HashSet;
 
@@ -19,8 +19,8 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
 use sg_common::{
-    CtKey, CtValue, DropKey, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey, IfacePolicy, RuleHits,
-    RuntimeConfig,
+    CtKey, CtValue, DROP_ROWS, DropKey, DropRow, EVSTAT_RING_FULL, EVSTAT_SUPPRESSED, FragKey,
+    IfacePolicy, RuleHits, RuntimeConfig,
 };
 
 use crate::{compile::Compiled, state::StateDir};
@@ -100,6 +100,45 @@ impl Datapath {
 
     pub fn drops(&mut self) -> Result<PerCpuHashMap<&mut MapData, DropKey, u64>> {
         self.map(MAP_DROPS)
+    }
+
+    /// Exact drop counters summed over CPUs, by interface, direction,
+    /// reason and audit: the rows of `DROPS_FAST` and the `DROPS` hash
+    /// behind them (`sg_common::DropRow`).
+    pub fn drop_totals(&mut self) -> Result<std::collections::BTreeMap<DropKey, u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.drops()?.iter() {
+            let (key, per_cpu) = item?;
+            *out.entry(key).or_default() += per_cpu.iter().sum::<u64>();
+        }
+        let rows: PerCpuArray<&mut MapData, DropRow> = self.map(MAP_DROPS_FAST)?;
+        for index in 0..DROP_ROWS {
+            for row in rows.get(&index, 0)?.iter() {
+                for (key, n) in row.counts_by_key() {
+                    *out.entry(key).or_default() += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One exact drop counter summed over CPUs: its interface's row of
+    /// `DROPS_FAST` (on the CPUs where that interface holds the row) and
+    /// its `DROPS` entry.
+    pub fn drop_count(&mut self, key: &DropKey) -> Result<u64> {
+        let mut total = match self.drops()?.get(key, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(aya::maps::MapError::KeyNotFound) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let rows: PerCpuArray<&mut MapData, DropRow> = self.map(MAP_DROPS_FAST)?;
+        let cell = DropRow::cell(key.direction, key.audit, key.reason);
+        for row in rows.get(&DropRow::row_of(key.ifindex), 0)?.iter() {
+            if row.ifindex == key.ifindex {
+                total += row.counts[cell];
+            }
+        }
+        Ok(total)
     }
 
     pub fn rule_hits(&mut self) -> Result<PerCpuHashMap<&mut MapData, u32, RuleHits>> {

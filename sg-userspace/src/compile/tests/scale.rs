@@ -4,7 +4,9 @@ use super::*;
 use crate::config::{Group, ICMP, ICMPV6, TCP, UDP};
 use ipnet::IpNet;
 use sg_common::{
-    IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V6, RULE_F_ANYWHERE,
+    IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_EGRESS_HOSTS_ONLY_V4,
+    IFACE_F_EGRESS_HOSTS_ONLY_V6, IFACE_F_INGRESS_ALL_V6, IFACE_F_INGRESS_HOSTS_ONLY_V4,
+    IFACE_F_INGRESS_HOSTS_ONLY_V6, RULE_F_ANYWHERE,
 };
 
 /// A config of `n` rules, each with its own /32 (IPv4) or /128 (IPv6) peer,
@@ -131,6 +133,68 @@ fn lookup_flags(c: &Compiled, policy: u32, p: &Packet) -> Option<u32> {
     lookup_ref(&KernelTables::of(c), policy, p).map(|r| r.flags)
 }
 
+/// A policy whose peers of a family are all hosts (`/32`, `/128`, group
+/// members) is flagged so the datapath skips the prefix search, which
+/// has no tables for it; one prefix anywhere in it clears the flag.
+#[test]
+fn hosts_only_policies_are_flagged_per_direction_and_family() {
+    let (_, c) = build(
+        r#"
+[groups.hosts]
+ingress = [
+  { proto = "tcp", ports = "22", from = "198.19.0.7" },
+  { proto = "tcp", ports = "22", from = "2001:db8::7/128" },
+  { proto = "udp", ports = "53", from = "sg:peers" },
+]
+egress = [{ proto = "tcp", ports = "443", to = "198.19.0.0/24" }]
+[groups.peers]
+ingress = []
+egress = []
+[groups.mixed]
+ingress = [
+  { proto = "tcp", ports = "22", from = "198.19.0.7" },
+  { proto = "tcp", ports = "80", from = "2001:db8::/64" },
+]
+"#,
+        &[
+            att("a", &["hosts"], &[]),
+            att("p", &["peers"], &["198.19.0.9", "2001:db8::9"]),
+            att("m", &["mixed"], &[]),
+        ],
+    );
+    let a = c.ifaces["a"].flags;
+    let both_in = IFACE_F_INGRESS_HOSTS_ONLY_V4 | IFACE_F_INGRESS_HOSTS_ONLY_V6;
+    assert_eq!(a & both_in, both_in, "{a:#x}");
+    // Egress names a /24 (v4) and nothing of v6.
+    assert_eq!(a & IFACE_F_EGRESS_HOSTS_ONLY_V4, 0, "{a:#x}");
+    assert_ne!(a & IFACE_F_EGRESS_HOSTS_ONLY_V6, 0, "{a:#x}");
+    let m = c.ifaces["m"].flags;
+    assert_ne!(m & IFACE_F_INGRESS_HOSTS_ONLY_V4, 0, "{m:#x}");
+    assert_eq!(m & IFACE_F_INGRESS_HOSTS_ONLY_V6, 0, "{m:#x}");
+    // Default egress is anywhere: prefixes of both families.
+    assert_eq!(
+        m & (IFACE_F_EGRESS_HOSTS_ONLY_V4 | IFACE_F_EGRESS_HOSTS_ONLY_V6),
+        0
+    );
+    // Whenever a flag is set, the tables hold no prefix search for it.
+    let tables = KernelTables::of(&c);
+    for binding in c.ifaces.values() {
+        for (policy, bit, family) in [
+            (binding.ingress_policy, IFACE_F_INGRESS_HOSTS_ONLY_V4, 4),
+            (binding.ingress_policy, IFACE_F_INGRESS_HOSTS_ONLY_V6, 6),
+            (binding.egress_policy, IFACE_F_EGRESS_HOSTS_ONLY_V4, 4),
+            (binding.egress_policy, IFACE_F_EGRESS_HOSTS_ONLY_V6, 6),
+        ] {
+            let searched = tables
+                .peers
+                .lengths
+                .iter()
+                .any(|(k, _)| k.policy == policy && k.family == family);
+            assert_eq!(binding.flags & bit != 0, !searched, "policy {policy}");
+        }
+    }
+}
+
 #[test]
 fn anywhere_rules_and_allow_all_directions_are_flagged() {
     let (_, c) = build(
@@ -149,10 +213,17 @@ ingress = [{ proto = "all", from = "::/0" }]
     );
     let a = c.ifaces["a"];
     let b = c.ifaces["b"];
-    // Default egress: all traffic to 0.0.0.0/0 and ::/0.
-    assert_eq!(a.flags, IFACE_F_EGRESS_ALL_V4 | IFACE_F_EGRESS_ALL_V6);
+    // Default egress: all traffic to 0.0.0.0/0 and ::/0. No IPv6 peer on
+    // ingress: no prefix search there.
+    assert_eq!(
+        a.flags,
+        IFACE_F_EGRESS_ALL_V4 | IFACE_F_EGRESS_ALL_V6 | IFACE_F_INGRESS_HOSTS_ONLY_V6
+    );
     // All protocols from ::/0 only; tcp-only egress is not "all traffic".
-    assert_eq!(b.flags, IFACE_F_INGRESS_ALL_V6);
+    assert_eq!(
+        b.flags,
+        IFACE_F_INGRESS_ALL_V6 | IFACE_F_INGRESS_HOSTS_ONLY_V4
+    );
     let pol = a.ingress_policy;
     // Port 22 from 198.19/16 names the narrower rule, but a rule from
     // anywhere covers it too.

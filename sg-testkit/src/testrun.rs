@@ -371,7 +371,7 @@ pub struct ProgramSize {
 }
 
 impl TestBed {
-    /// Sizes of the XDP ingress and TC egress programs.
+    /// Sizes of the XDP ingress, TC egress and TC ingress programs.
     pub fn program_sizes(&mut self) -> Result<Vec<ProgramSize>> {
         let size = |name: &'static str, info: aya::programs::ProgramInfo| ProgramSize {
             name,
@@ -381,6 +381,10 @@ impl TestBed {
         Ok(vec![
             size(sg::datapath::XDP_PROGRAM, self.dp.xdp()?.info()?),
             size(sg::datapath::TC_PROGRAM, self.dp.tc()?.info()?),
+            size(
+                sg::datapath::TC_INGRESS_PROGRAM,
+                self.dp.tc_ingress()?.info()?,
+            ),
         ])
     }
 

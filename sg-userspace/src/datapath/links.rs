@@ -100,6 +100,11 @@ impl Datapath {
         self.classifier(TC_PROGRAM)
     }
 
+    /// The TC ingress program (`--mode tc`, and `auto` on virtual links).
+    pub fn tc_ingress(&mut self) -> Result<&mut SchedClassifier> {
+        self.classifier(TC_INGRESS_PROGRAM)
+    }
+
     fn classifier(&mut self, name: &str) -> Result<&mut SchedClassifier> {
         Ok(self
             .ebpf

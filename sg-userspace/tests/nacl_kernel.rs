@@ -423,7 +423,7 @@ fn a_deny_everything_nacl_costs_no_state() {
 }
 
 #[test]
-fn both_programs_stay_well_inside_the_verifier_budget() {
+fn every_program_stays_well_inside_the_verifier_budget() {
     let mut b = bed(&with_nacl(""));
     for p in b.program_sizes().unwrap() {
         eprintln!(

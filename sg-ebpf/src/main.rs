@@ -65,6 +65,27 @@ pub(crate) fn sg_ingress_tc(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn tc_verdict(ctx: &TcContext, direction: Direction) -> i32 {
+    pull_headers(ctx);
+    // Read afresh after the pull (volatile: not the values read before
+    // it), so the verifier reaches the verdict with one state whichever
+    // way the pull went, rather than walking it once per way.
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    let wire_len = unsafe { core::ptr::read_volatile(&(*skb).len) };
+    let ifindex = unsafe { core::ptr::read_volatile(&(*skb).ifindex) };
+    let bytes = Bytes {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+    };
+    match verdict::judge(bytes, wire_len as usize, ifindex, direction) {
+        // UNSPEC lets any later TC program run too.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT,
+    }
+}
+
+/// Makes the headers the parser reads linear, if they are not yet.
+#[inline(always)]
+fn pull_headers(ctx: &TcContext) {
     let wire_len = ctx.len();
     let linear = (ctx.data_end() - ctx.data()) as u32;
     let want = if wire_len < TC_PULL_BYTES {
@@ -77,15 +98,6 @@ fn tc_verdict(ctx: &TcContext, direction: Direction) -> i32 {
         // Headers may sit in paged data; failure leaves the skb as it was,
         // and the parser then sees a truncated packet.
         let _ = ctx.pull_data(want);
-    }
-    let bytes = Bytes {
-        data: ctx.data(),
-        data_end: ctx.data_end(),
-    };
-    match verdict::judge(bytes, wire_len as usize, ifindex, direction) {
-        // UNSPEC lets any later TC program run too.
-        Verdict::Pass => TC_ACT_UNSPEC,
-        Verdict::Drop => TC_ACT_SHOT,
     }
 }
 

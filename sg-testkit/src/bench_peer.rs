@@ -171,6 +171,11 @@ pub struct PeerRow {
     pub sg_denied_ns: f64,
     pub xdp_filter_drop_ns: f64,
     pub denied_ratio: f64,
+    /// The same denied SYN with the options Linux sends (MSS, SACK
+    /// permitted, timestamps, window scale), as a real client's is.
+    pub sg_denied_opts_ns: f64,
+    pub xdp_filter_drop_opts_ns: f64,
+    pub denied_opts_ratio: f64,
     /// Per step (see [`STEPS`]): (hit ns, denied ns) of the variant that
     /// stops after it.
     pub steps: Vec<(String, f64, f64)>,
@@ -188,15 +193,30 @@ pub fn compare(workload: Workload, n: usize, xf: &mut XdpFilter) -> Result<PeerR
         Family::V6 => "2001:db8:ffff::1".parse()?,
     };
     let denied = packet::tcp(denied_source(family), local, 40003, DENIED_PORT, SYN);
+    let with_options = packet::TcpSeg {
+        wscale: Some(7),
+        payload: 0,
+        ..packet::TcpSeg::default()
+    };
+    let denied_opts = packet::tcp_seg(
+        denied_source(family),
+        local,
+        40003,
+        DENIED_PORT,
+        SYN,
+        &with_options,
+    );
     let hit = case.hit.clone();
-    ensure!(
-        case.bed.ingress(&denied)? == crate::testrun::Verdict::Drop,
-        "sg must drop the denied SYN"
-    );
-    ensure!(
-        xf.run(&denied, 1)?.0 == XDP_DROP,
-        "xdp-filter must drop the denied SYN"
-    );
+    for frame in [&denied, &denied_opts] {
+        ensure!(
+            case.bed.ingress(frame)? == crate::testrun::Verdict::Drop,
+            "sg must drop the denied SYN"
+        );
+        ensure!(
+            xf.run(frame, 1)?.0 == XDP_DROP,
+            "xdp-filter must drop the denied SYN"
+        );
+    }
     ensure!(
         xf.run(&hit, 1)?.0 == XDP_PASS,
         "xdp-filter must pass the hit"
@@ -206,8 +226,8 @@ pub fn compare(workload: Workload, n: usize, xf: &mut XdpFilter) -> Result<PeerR
         .map(|(stop, _)| case.bed.bench_variant(*stop))
         .collect::<Result<_>>()?;
     let ns = |d: std::time::Duration| d.as_nanos() as f64;
-    // Per round: baseline, sg hit, xf pass, sg denied, xf drop, then
-    // (hit, denied) per step.
+    // Per round: baseline, sg hit, xf pass, sg denied, xf drop, the same
+    // two with SYN options, then (hit, denied) per step.
     let mut rounds: Vec<Vec<f64>> = Vec::new();
     for _ in 0..ROUNDS {
         let before = ns(case.bed.run_baseline(&hit, REPEAT)?.1);
@@ -217,6 +237,8 @@ pub fn compare(workload: Workload, n: usize, xf: &mut XdpFilter) -> Result<PeerR
             ns(xf.run(&hit, REPEAT)?.1),
             ns(case.bed.run_xdp(&denied, REPEAT)?.1),
             ns(xf.run(&denied, REPEAT)?.1),
+            ns(case.bed.run_xdp(&denied_opts, REPEAT)?.1),
+            ns(xf.run(&denied_opts, REPEAT)?.1),
         ];
         for v in &mut variants {
             r.push(ns(run_program(v.xdp()?, &hit, REPEAT)?.1));
@@ -238,10 +260,13 @@ pub fn compare(workload: Workload, n: usize, xf: &mut XdpFilter) -> Result<PeerR
         sg_denied_ns: col(3),
         xdp_filter_drop_ns: col(4),
         denied_ratio: ratio(3, 4),
+        sg_denied_opts_ns: col(5),
+        xdp_filter_drop_opts_ns: col(6),
+        denied_opts_ratio: ratio(5, 6),
         steps: STEPS
             .iter()
             .enumerate()
-            .map(|(i, (_, label))| (label.to_string(), col(5 + 2 * i), col(6 + 2 * i)))
+            .map(|(i, (_, label))| (label.to_string(), col(7 + 2 * i), col(8 + 2 * i)))
             .collect(),
     })
 }

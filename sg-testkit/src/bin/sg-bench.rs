@@ -235,6 +235,20 @@ fn main() -> Result<()> {
             r.baseline_ns
         );
     }
+    println!("\nThe denied SYN again, with the options a Linux client sends (MSS, SACK");
+    println!("permitted, timestamps, window scale: 20 option bytes), same rounds:\n");
+    println!("| workload | rules | sg denied | xdp-filter drop | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &peer_rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}x |",
+            r.workload.label(),
+            r.rules,
+            r.sg_denied_opts_ns,
+            r.xdp_filter_drop_opts_ns,
+            r.denied_opts_ratio
+        );
+    }
     println!("\n### sg's cost per step\n");
     println!("Program variants that stop after each step (`SG_BENCH_STOP`, read-only data the");
     println!(

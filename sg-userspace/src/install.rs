@@ -100,14 +100,14 @@ pub fn install_adopting(
     adopt: &adopt::Request,
 ) -> Result<BTreeMap<String, adopt::Count>> {
     let (compiled, slots) = assign_slots(state, compiled);
-    let compiled = &compiled;
     reserve_ids(dir, state, compiled.next_id, &slots)?;
     let ifindexes: BTreeMap<String, u32> = state
         .interfaces
         .iter()
         .map(|(n, i)| (n.clone(), i.ifindex))
         .collect();
-    let mut plan = crate::reuse::plan(compiled, &state.installed);
+    // The remapped copy is the plan's to map to installed IDs: no copy.
+    let mut plan = crate::reuse::plan_owned(compiled, &state.installed);
     for (name, binding) in plan.write.ifaces.iter_mut() {
         if state.interfaces.get(name).is_some_and(|i| i.l3) {
             binding.flags |= IFACE_F_L3;
@@ -122,7 +122,7 @@ pub fn install_adopting(
         .copied()
         .collect();
     let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
-    let adopted = adopt::adopt(dp, state, compiled, &config.runtime_config(), adopt)?;
+    let adopted = adopt::adopt(dp, state, &plan.write, &config.runtime_config(), adopt)?;
     let switched = dp.write_and_switch(
         &plan.write,
         &plan.tables,
@@ -160,24 +160,24 @@ pub fn install_adopting(
             iface.egress_policy = binding.egress_policy;
         }
     }
-    next.next_id = next.next_id.max(compiled.next_id);
+    next.next_id = next.next_id.max(plan.write.next_id);
     next.next_rule_slot = slots
         .iter()
         .map(|s| s + 1)
         .max()
         .unwrap_or(0)
         .max(state.next_rule_slot);
-    next.rules = compiled
-        .rules
-        .iter()
+    // The compiled rules are not needed past this point: moved, not copied.
+    next.rules = std::mem::take(&mut plan.write.rules)
+        .into_iter()
         .zip(&slots)
         .map(|(r, slot)| RuleRecord {
             slot: Some(*slot),
-            id: r.id.clone(),
-            group: r.group.clone(),
+            id: r.id,
+            group: r.group,
             direction: r.direction,
             index: r.index,
-            description: r.description.clone(),
+            description: r.description,
             nacl_action: r.nacl.map(|n| n.action.name().to_string()),
         })
         .collect();

@@ -100,22 +100,32 @@ fn policy_digests(compiled: &Compiled, classes: &HashMap<u32, String>) -> HashMa
 }
 
 pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
-    let class_digest = class_digests(compiled);
-    let policy_digest = policy_digests(compiled, &class_digest);
+    plan_owned(compiled.clone(), installed)
+}
+
+/// [`plan`] of a compiled set the caller gives up: its IDs are mapped in
+/// place, sparing a copy of the whole set (10,000s of rules).
+pub fn plan_owned(mut write: Compiled, installed: &Installed) -> Plan {
+    let class_digest = class_digests(&write);
+    let policy_digest = policy_digests(&write, &class_digest);
 
     // One ID per class content: the installed one, else the first new one.
-    let mut class_of_digest = installed.classes.clone();
-    let mut class_id: HashMap<u32, u32> = HashMap::new();
+    let mut class_of_digest: HashMap<&str, u32> = installed
+        .classes
+        .iter()
+        .map(|(digest, id)| (digest.as_str(), *id))
+        .collect();
+    let mut class_id: HashMap<u32, u32> = HashMap::with_capacity(write.classes.len());
     let mut classes_reused = 0;
-    for c in &compiled.classes {
-        let digest = &class_digest[&c.id];
-        let id = *class_of_digest.entry(digest.clone()).or_insert(c.id);
+    for c in &write.classes {
+        let digest = class_digest[&c.id].as_str();
+        let id = *class_of_digest.entry(digest).or_insert(c.id);
         classes_reused += usize::from(id != c.id);
         class_id.insert(c.id, id);
     }
-    let mut policy_id: HashMap<u32, u32> = HashMap::new();
+    let mut policy_id: HashMap<u32, u32> = HashMap::with_capacity(write.policies.len());
     let mut policies_reused = 0;
-    for p in &compiled.policies {
+    for p in &write.policies {
         let id = installed
             .policies
             .get(&policy_digest[&p.id])
@@ -124,8 +134,31 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
         policies_reused += usize::from(id != p.id);
         policy_id.insert(p.id, id);
     }
+    let installed = Installed {
+        classes: write
+            .classes
+            .iter()
+            .map(|c| (class_digest[&c.id].clone(), class_id[&c.id]))
+            .collect(),
+        policies: write
+            .policies
+            .iter()
+            .map(|p| (policy_digest[&p.id].clone(), policy_id[&p.id]))
+            .collect(),
+    };
+    // Only what keeps its fresh ID is written; a class's sets once, under
+    // the ID it keeps.
+    let fresh_policies: Vec<bool> = write
+        .policies
+        .iter()
+        .map(|p| policy_id[&p.id] == p.id)
+        .collect();
+    let fresh_classes: Vec<bool> = write
+        .classes
+        .iter()
+        .map(|c| class_id[&c.id] == c.id)
+        .collect();
 
-    let mut write = compiled.clone();
     for p in &mut write.policies {
         p.id = policy_id[&p.id];
         for peer in &mut p.peers {
@@ -145,22 +178,19 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
             }
         }
     }
-    // Only what keeps its fresh ID is written; a class's sets once, under
-    // the ID it keeps.
-    let fresh = |old: u32, new: u32| old == new;
     let tables = KernelTables::build(
-        compiled
+        write
             .policies
             .iter()
-            .zip(&write.policies)
-            .filter(|(old, new)| fresh(old.id, new.id))
-            .map(|(_, new)| new),
-        compiled
+            .zip(&fresh_policies)
+            .filter(|(_, fresh)| **fresh)
+            .map(|(p, _)| p),
+        write
             .classes
             .iter()
-            .zip(&write.classes)
-            .filter(|(old, new)| fresh(old.id, new.id))
-            .map(|(_, new)| new),
+            .zip(&fresh_classes)
+            .filter(|(_, fresh)| **fresh)
+            .map(|(c, _)| c),
     );
 
     let live: HashSet<u32> = policy_id
@@ -168,18 +198,6 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
         .chain(class_id.values())
         .copied()
         .collect();
-    let installed = Installed {
-        classes: compiled
-            .classes
-            .iter()
-            .map(|c| (class_digest[&c.id].clone(), class_id[&c.id]))
-            .collect(),
-        policies: compiled
-            .policies
-            .iter()
-            .map(|p| (policy_digest[&p.id].clone(), policy_id[&p.id]))
-            .collect(),
-    };
     Plan {
         tables,
         write,

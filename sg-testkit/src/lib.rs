@@ -7,6 +7,7 @@
 //! The namespace lab is the `sg-lab` crate, which `sg demo` uses too.
 
 pub mod bench;
+pub mod bench_apply;
 pub mod bench_e2e;
 pub mod bench_fleet;
 pub mod bench_peer;

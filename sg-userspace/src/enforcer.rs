@@ -260,7 +260,13 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
             dir.pins.display()
         );
     };
-    let before = state.clone();
+    // What the report compares with: the groups before the refresh (the
+    // rules in force stay in `state.rules` until `install`).
+    let groups_before: BTreeMap<String, Vec<String>> = state
+        .interfaces
+        .iter()
+        .map(|(name, iface)| (name.clone(), iface.groups.clone()))
+        .collect();
     refresh_groups(&config, &mut state, "")?;
     for (name, iface) in state.interfaces.iter_mut() {
         iface.ifindex = ifaces::index(name)?;
@@ -270,7 +276,7 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         iface.l3 = link.l3;
     }
     let compiled = compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
-    let report = diff(&before, &state, &compiled);
+    let report = diff(&groups_before, &state, &compiled);
     if dry_run {
         return Ok(report);
     }
@@ -296,9 +302,15 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     })
 }
 
-fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
+/// `after` is the state with its groups refreshed and its rules still
+/// those in force; `groups_before`, each interface's groups before.
+fn diff(
+    groups_before: &BTreeMap<String, Vec<String>>,
+    after: &State,
+    compiled: &Compiled,
+) -> ApplyReport {
     use std::collections::BTreeSet;
-    let old: BTreeSet<&str> = before.rules.iter().map(|r| r.id.as_str()).collect();
+    let old: BTreeSet<&str> = after.rules.iter().map(|r| r.id.as_str()).collect();
     let new: BTreeSet<&str> = compiled.rules.iter().map(|r| r.id.as_str()).collect();
     ApplyReport {
         interfaces: after
@@ -306,11 +318,7 @@ fn diff(before: &State, after: &State, compiled: &Compiled) -> ApplyReport {
             .iter()
             .map(|(name, iface)| IfaceChange {
                 iface: name.clone(),
-                groups_before: before
-                    .interfaces
-                    .get(name)
-                    .map(|i| i.groups.clone())
-                    .unwrap_or_default(),
+                groups_before: groups_before.get(name).cloned().unwrap_or_default(),
                 groups_after: iface.groups.clone(),
             })
             .collect(),

@@ -20,18 +20,23 @@ use crate::{
 /// Records on disk that IDs below `next_id` are taken, before any entry
 /// with them is written: an apply killed after writing (or even switching)
 /// must never see its IDs handed out again, or the next apply would
-/// overwrite entries that packets are using.
+/// overwrite entries that packets are using. Once a state exists this is
+/// a few bytes beside it (`StateDir::reserve`), not a second save of the
+/// whole state; the first attach saves a state with no interface yet.
 fn reserve_ids(dir: &StateDir, state: &State, next_id: u32, slots: &[u32]) -> Result<()> {
-    let mut on_disk = dir.load()?.unwrap_or_else(|| State {
-        interfaces: Default::default(),
-        rules: Vec::new(),
-        ..state.clone()
-    });
-    on_disk.next_id = on_disk.next_id.max(next_id);
     // Rule slots too: a reused slot would add one rule's hits to another's.
     let next_slot = slots.iter().map(|s| s + 1).max().unwrap_or(0);
-    on_disk.next_rule_slot = on_disk.next_rule_slot.max(next_slot);
-    dir.save(&on_disk)
+    if dir.has_state() {
+        return dir.reserve(next_id, next_slot);
+    }
+    dir.save(&State {
+        netns: state.netns,
+        next_id: state.next_id.max(next_id),
+        ct_max_entries: state.ct_max_entries,
+        config_path: state.config_path.clone(),
+        next_rule_slot: state.next_rule_slot.max(next_slot),
+        ..State::default()
+    })
 }
 
 /// Gives every rule of `compiled` its slot: the slot it had before if its
@@ -95,14 +100,14 @@ pub fn install_adopting(
     adopt: &adopt::Request,
 ) -> Result<BTreeMap<String, adopt::Count>> {
     let (compiled, slots) = assign_slots(state, compiled);
-    let compiled = &compiled;
     reserve_ids(dir, state, compiled.next_id, &slots)?;
     let ifindexes: BTreeMap<String, u32> = state
         .interfaces
         .iter()
         .map(|(n, i)| (n.clone(), i.ifindex))
         .collect();
-    let mut plan = crate::reuse::plan(compiled, &state.installed);
+    // The remapped copy is the plan's to map to installed IDs: no copy.
+    let mut plan = crate::reuse::plan_owned(compiled, &state.installed);
     for (name, binding) in plan.write.ifaces.iter_mut() {
         if state.interfaces.get(name).is_some_and(|i| i.l3) {
             binding.flags |= IFACE_F_L3;
@@ -117,7 +122,7 @@ pub fn install_adopting(
         .copied()
         .collect();
     let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
-    let adopted = adopt::adopt(dp, state, compiled, &config.runtime_config(), adopt)?;
+    let adopted = adopt::adopt(dp, state, &plan.write, &config.runtime_config(), adopt)?;
     let switched = dp.write_and_switch(
         &plan.write,
         &plan.tables,
@@ -134,13 +139,20 @@ pub fn install_adopting(
         adopt::undo(dp, &adopted.keys);
     }
     let undo = switched?;
+    // `next` starts as `state` without its two big parts (the rule records
+    // and the digests), which it replaces: cloning them costs more than
+    // the rest of the record step.
+    let rules = std::mem::take(&mut state.rules);
+    let installed = std::mem::take(&mut state.installed);
     let mut next = state.clone();
+    state.rules = rules;
+    state.installed = installed;
     for (name, count) in &adopted.per_iface {
         if let Some(iface) = next.interfaces.get_mut(name) {
             iface.adopted += count.adopted;
         }
     }
-    next.installed = plan.installed.clone();
+    next.installed = std::mem::take(&mut plan.installed);
     next.last_written = plan.entries_written();
     for (name, binding) in &plan.write.ifaces {
         if let Some(iface) = next.interfaces.get_mut(name) {
@@ -148,24 +160,24 @@ pub fn install_adopting(
             iface.egress_policy = binding.egress_policy;
         }
     }
-    next.next_id = next.next_id.max(compiled.next_id);
+    next.next_id = next.next_id.max(plan.write.next_id);
     next.next_rule_slot = slots
         .iter()
         .map(|s| s + 1)
         .max()
         .unwrap_or(0)
         .max(state.next_rule_slot);
-    next.rules = compiled
-        .rules
-        .iter()
+    // The compiled rules are not needed past this point: moved, not copied.
+    next.rules = std::mem::take(&mut plan.write.rules)
+        .into_iter()
         .zip(&slots)
         .map(|(r, slot)| RuleRecord {
             slot: Some(*slot),
-            id: r.id.clone(),
-            group: r.group.clone(),
+            id: r.id,
+            group: r.group,
             direction: r.direction,
             index: r.index,
-            description: r.description.clone(),
+            description: r.description,
             nacl_action: r.nacl.map(|n| n.action.name().to_string()),
         })
         .collect();
@@ -192,7 +204,7 @@ pub fn install_adopting(
         return Err(e);
     }
     *state = next;
-    if let Err(e) = dp.remove_entries(|id| !plan.live.contains(&id)) {
+    if let Err(e) = dp.remove_stale(|id| !plan.live.contains(&id)) {
         eprintln!("warning: old policy entries stay until the next apply: {e:#}");
     }
     // The sweep timer collects expired entries every second; sweeping here

@@ -12,6 +12,21 @@ use sg::{
     status,
 };
 
+/// glibc hands freed heap back to the kernel eagerly (and maps big blocks
+/// on their own), so a command that builds and drops large structures in
+/// turn (a 10,000-rule apply: ~40 MB of TOML tree, compiled set, state)
+/// faults the same pages in again and again: ~3,000 page faults of its
+/// ~11,000. Short-lived commands keep what they free; daemons do not.
+fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists; mallopt only sets
+    // allocator tunables.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Metrics { .. }) {
@@ -21,6 +36,9 @@ fn main() -> ExitCode {
         // hangs up must not end it.
         // SAFETY: called before any other thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    if matches!(cli.command, Command::Apply { .. } | Command::Attach { .. }) {
+        keep_freed_memory();
     }
     let level = match cli.verbose {
         0 => "warn",

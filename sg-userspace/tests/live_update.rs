@@ -1,6 +1,8 @@
 //! Live updates under traffic (SPEC 6, issue 5): hundreds of applies lose no
 //! packet of a still-allowed flow, and an apply killed at any moment leaves
-//! the old policy or the new one, never a mix.
+//! the old policy or the new one, never a mix. The bookkeeping of an apply
+//! (issue 14): after it, the maps hold exactly the policy in force, and IDs
+//! a failed apply reserved are never handed out again.
 
 use std::{
     net::IpAddr,
@@ -14,9 +16,10 @@ use std::{
 
 mod support;
 
+use sg::state::StateDir;
 use sg_lab::{Host, unique_name};
 use sg_testkit::rng::Rng;
-use support::{Sg, pair};
+use support::{Sg, TempFile, pair};
 
 fn seed() -> u64 {
     std::env::var("SG_SEED")
@@ -221,4 +224,130 @@ fn a_killed_apply_leaves_the_old_or_the_new_policy_never_a_mix() {
     assert!(client.tcp_connects(server4, 443));
     let _ = std::fs::remove_file(&pa);
     let _ = std::fs::remove_file(&pb);
+}
+
+/// Entries of each policy map, from `sg status --json`.
+fn map_entries(sg: &Sg) -> std::collections::BTreeMap<String, u64> {
+    sg.json(&["status", "--json"])["policy_maps"]
+        .as_array()
+        .expect("policy_maps")
+        .iter()
+        .map(|m| {
+            (
+                m["map"].as_str().unwrap().to_string(),
+                m["entries"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// v4 and v6 hosts and prefixes: every policy hash holds entries. `port`
+/// starts every rule's port, so two values differ in every rule.
+fn four_rules(port: char) -> String {
+    format!(
+        "[groups.g]\ningress = [\n\
+         {{ proto = \"tcp\", ports = \"{port}0\", from = \"198.18.7.1\" }},\n\
+         {{ proto = \"tcp\", ports = \"{port}1\", from = \"2001:db8:7::1\" }},\n\
+         {{ proto = \"tcp\", ports = \"{port}2\", from = \"198.18.8.0/24\" }},\n\
+         {{ proto = \"tcp\", ports = \"{port}3\", from = \"2001:db8:8::/64\" }},\n]\n"
+    )
+}
+
+#[test]
+fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
+    let p = pair();
+    let (a, b) = (
+        TempFile::new("toml", &four_rules('8')),
+        TempFile::new("toml", &four_rules('9')),
+    );
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", a.path(), "--groups", "g"]);
+    let first = map_entries(&sg);
+    for map in [
+        "PEER_HOSTS_V4",
+        "PEER_HOSTS_V6",
+        "PEER_NETS_V4",
+        "PEER_NETS_V6",
+    ] {
+        assert!(first[map] > 0, "{map} holds nothing: {first:?}");
+    }
+    // Every rule changes each time: every entry is replaced, and the
+    // removal after each commit must leave none of the old ones.
+    for f in [&b, &a, &b, &a] {
+        sg.ok(&["apply", "-c", f.path()]);
+    }
+    assert_eq!(map_entries(&sg), first);
+}
+
+#[test]
+fn ids_a_failed_apply_reserved_are_never_handed_out_again() {
+    let p = pair();
+    let (a, b) = (
+        TempFile::new("toml", &four_rules('8')),
+        TempFile::new("toml", &four_rules('9')),
+    );
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", a.path(), "--groups", "g"]);
+    let dir = StateDir::new(&sg.state_dir);
+    let next_id = || dir.load_any_netns().unwrap().expect("a state").next_id;
+    let before = next_id();
+    // Write 1 is the reservation; write 2, the first map entry, fails: the
+    // apply is undone, but entries with its IDs may have been in the maps.
+    let out = sg
+        .cmd(&["apply", "-c", b.path()])
+        .env("SG_FAILPOINT", "map-write:2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the apply must fail: {stderr}");
+    assert!(stderr.contains("injected failure"), "{stderr}");
+    let reserved = next_id();
+    assert!(
+        reserved > before,
+        "the failed apply's IDs are free again: next_id {before} -> {reserved}"
+    );
+    sg.ok(&["apply", "-c", b.path()]);
+    assert!(next_id() > reserved, "the next apply took reserved IDs");
+}
+
+#[test]
+fn the_hit_counters_of_removed_rules_go_and_the_others_stay() {
+    let p = pair();
+    let icmp = |from: &str| {
+        format!(
+            "[groups.g]\ningress = [\n\
+             {{ proto = \"icmp\", from = \"{from}\" }},\n\
+             {{ proto = \"tcp\", ports = \"80\", from = \"198.18.7.1\" }},\n]\n"
+        )
+    };
+    let (a, b) = (
+        TempFile::new("toml", &icmp(&p.c.v4.to_string())),
+        TempFile::new("toml", &icmp("198.18.0.0/15")),
+    );
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", a.path(), "--groups", "g"]);
+    assert_eq!(p.client.ping(IpAddr::V4(p.s.v4), 2), 2);
+    let dir = StateDir::new(&sg.state_dir);
+    let slots = || -> Vec<u32> {
+        let mut dp = sg::datapath::Datapath::open(&dir, 262_144).expect("open the pinned maps");
+        dp.rule_hit_totals().unwrap().into_keys().collect()
+    };
+    let hit = slots();
+    assert_eq!(hit.len(), 1, "the ICMP rule counted: {hit:?}");
+    // The ICMP rule is replaced (another peer, another ID): its counter
+    // goes; the new rule's counts from its first packet.
+    sg.ok(&["apply", "-c", b.path()]);
+    assert_eq!(
+        slots(),
+        Vec::<u32>::new(),
+        "the removed rule's counter stays"
+    );
+    assert_eq!(p.client.ping(IpAddr::V4(p.s.v4), 2), 2);
+    let now = slots();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, hit, "a new rule, a new slot");
+    // Changing another rule keeps the ICMP rule's counter.
+    let b2 = TempFile::new("toml", &icmp("198.18.0.0/15").replace("\"80\"", "\"81\""));
+    sg.ok(&["apply", "-c", b2.path()]);
+    assert_eq!(slots(), now);
 }

@@ -4,6 +4,7 @@
 //!
 //! Usage: sg-bench [--no-e2e] [--no-fleet] [--peer-only] [--e2e-only] [--only TEXT] [RULE_COUNT...]
 //!        sg-bench --fleet-only   (fleet convergence alone: target/bench/fleet.json)
+//!        sg-bench --apply-only   (10,000-rule `sg apply` alone: target/bench/apply.json)
 //! (`--peer-only`: only the xdp-filter comparison and the per-step table;
 //! `--e2e-only`: only the end-to-end runs over veth)
 //! (`--only` keeps the workloads whose label contains TEXT, e.g. "V4 mixed")
@@ -11,7 +12,7 @@
 use anyhow::Result;
 use sg_testkit::{
     bench::{Family, Workload, measure, program_sizes},
-    bench_e2e, bench_fleet,
+    bench_apply, bench_e2e, bench_fleet,
     bench_peer::{self, XdpFilter},
 };
 
@@ -56,6 +57,19 @@ fn main() -> Result<()> {
             with_fleet = false;
             scaling = false;
             peer = false;
+        } else if arg == "--apply-only" {
+            let exe = std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("sg"))
+                .ok_or_else(|| anyhow::anyhow!("the bench binary has no directory"))?;
+            let report = bench_apply::run(exe)?;
+            std::fs::create_dir_all("target/bench")?;
+            std::fs::write(
+                "target/bench/apply.json",
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            print!("{}", bench_apply::markdown(&report));
+            return Ok(());
         } else if arg == "--peer-only" {
             with_fleet = false;
             e2e = false;

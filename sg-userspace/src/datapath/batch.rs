@@ -113,9 +113,9 @@ pub(super) fn delete<M, K, V>(
     mut one: impl FnMut(&mut M, &K) -> Result<()>,
 ) -> Result<()>
 where
+    // Any value: only keys are passed (per-CPU hashes too).
     M: IterableMap<K, V>,
     K: Pod,
-    V: Pod,
 {
     if keys.is_empty() {
         return Ok(());

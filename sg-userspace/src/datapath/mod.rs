@@ -29,6 +29,7 @@ mod batch;
 mod iface_fast;
 mod links;
 mod policy;
+mod seen;
 mod usage;
 
 pub use links::{
@@ -40,6 +41,9 @@ pub use usage::MapUsage;
 
 pub struct Datapath {
     ebpf: Ebpf,
+    /// What the last room check read, for the removal after the commit
+    /// (`seen`); taken by it, cleared by every write.
+    seen: Option<seen::Seen>,
 }
 
 impl Datapath {
@@ -55,7 +59,7 @@ impl Datapath {
             .map_max_entries(MAP_CONNTRACK, ct_max_entries)
             .load(crate::EBPF_OBJ)
             .context("cannot load the sg eBPF object")?;
-        Ok(Datapath { ebpf })
+        Ok(Datapath { ebpf, seen: None })
     }
 
     /// [`Datapath::open`] for the benchmark's per-step breakdown: the same
@@ -72,7 +76,7 @@ impl Datapath {
             .override_global(sg_common::BENCH_STOP_GLOBAL, &stop, true)
             .load(crate::EBPF_OBJ)
             .context("cannot load the sg eBPF object")?;
-        Ok(Datapath { ebpf })
+        Ok(Datapath { ebpf, seen: None })
     }
 
     fn map<'a, T>(&'a mut self, name: &str) -> Result<T>
@@ -167,9 +171,12 @@ impl Datapath {
             .filter_map(Result::ok)
             .filter(|s| doomed(*s))
             .collect();
-        for slot in &stale {
-            deleted(hits.remove(slot))?;
-        }
+        // One syscall, not one per slot (a whole config replaced drops
+        // the counters of every rule that had hits).
+        batch::delete(&mut hits, &stale, |m, slot| {
+            deleted(m.remove(slot))?;
+            Ok(())
+        })?;
         Ok(stale.len())
     }
 

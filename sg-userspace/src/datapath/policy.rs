@@ -18,7 +18,7 @@ use sg_common::{
     PeerNetKeyV6, RULE_INTERVAL_CAPACITY, RuleInterval, RuleSetKey, RuleSpan, RuntimeConfig,
 };
 
-use super::{Datapath, deleted};
+use super::{Datapath, MapUsage, deleted};
 use crate::compile::{Compiled, KernelTables, RuleSet};
 
 type RuleMapHandles<'a> = (
@@ -44,52 +44,68 @@ impl Datapath {
 
     /// Fails, naming the table, unless every table has room for `tables`
     /// beside what it holds. Returns where the rule sets' intervals go.
+    /// Each hash it reads is read once, and its keys kept for the removal
+    /// after the commit ([`Datapath::remove_stale`]).
     pub fn check_room(&mut self, tables: &KernelTables) -> Result<Vec<u32>> {
+        self.seen = None;
         let p = &tables.peers;
-        let needs = [
-            (MAP_PEER_HOSTS_V4, p.hosts_v4.len()),
-            (MAP_PEER_HOSTS_V6, p.hosts_v6.len()),
-            (MAP_PEER_NETS_V4, p.nets_v4.len()),
-            (MAP_PEER_NETS_V6, p.nets_v6.len()),
-            (MAP_PEER_LENGTHS, p.lengths.len()),
-            (MAP_RULE_SETS, tables.rule_sets.len()),
-        ];
-        for (name, need) in needs {
-            // Counting a hash walks it: only where this change writes.
-            if need == 0 {
-                continue;
-            }
-            let usage = match name {
-                MAP_PEER_HOSTS_V4 => self.hash_usage::<PeerKeyV4, u32>(MAP_PEER_HOSTS_V4)?,
-                MAP_PEER_HOSTS_V6 => self.hash_usage::<PeerKeyV6, u32>(MAP_PEER_HOSTS_V6)?,
-                MAP_PEER_NETS_V4 => self.hash_usage::<PeerNetKeyV4, PeerNet>(MAP_PEER_NETS_V4)?,
-                MAP_PEER_NETS_V6 => self.hash_usage::<PeerNetKeyV6, PeerNet>(MAP_PEER_NETS_V6)?,
-                MAP_PEER_LENGTHS => {
-                    self.hash_usage::<PeerLengthsKey, PeerLengths>(MAP_PEER_LENGTHS)?
-                }
-                _ => self.hash_usage::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?,
-            };
-            usage.check(need as u64)?;
+        let mut seen = super::seen::Seen::default();
+        // Counting a hash walks it: only where this change writes.
+        if !p.hosts_v4.is_empty() {
+            seen.hosts_v4 =
+                Some(self.keys_with_room::<PeerKeyV4, u32>(MAP_PEER_HOSTS_V4, p.hosts_v4.len())?);
         }
-        let in_use: Vec<RuleSpan> = self
-            .hash_entries::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?
-            .into_iter()
-            .map(|(_, span)| span)
-            .collect();
+        if !p.hosts_v6.is_empty() {
+            seen.hosts_v6 =
+                Some(self.keys_with_room::<PeerKeyV6, u32>(MAP_PEER_HOSTS_V6, p.hosts_v6.len())?);
+        }
+        if !p.nets_v4.is_empty() {
+            seen.nets_v4 = Some(
+                self.keys_with_room::<PeerNetKeyV4, PeerNet>(MAP_PEER_NETS_V4, p.nets_v4.len())?,
+            );
+        }
+        if !p.nets_v6.is_empty() {
+            seen.nets_v6 = Some(
+                self.keys_with_room::<PeerNetKeyV6, PeerNet>(MAP_PEER_NETS_V6, p.nets_v6.len())?,
+            );
+        }
+        if !p.lengths.is_empty() {
+            seen.lengths = Some(self.keys_with_room::<PeerLengthsKey, PeerLengths>(
+                MAP_PEER_LENGTHS,
+                p.lengths.len(),
+            )?);
+        }
+        // The rule sets are read whatever this change writes: their spans
+        // say where the intervals in use are.
+        let sets = self.hash_entries::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?;
+        if !tables.rule_sets.is_empty() {
+            MapUsage {
+                map: MAP_RULE_SETS,
+                entries: sets.len() as u64,
+                capacity: self.hash_capacity(MAP_RULE_SETS)?,
+            }
+            .check(tables.rule_sets.len() as u64)?;
+        }
+        let (keys, in_use): (Vec<RuleSetKey>, Vec<RuleSpan>) = sets.into_iter().unzip();
+        seen.rule_sets = Some(keys);
         let sizes: Vec<u32> = tables
             .rule_sets
             .iter()
             .map(|s| s.intervals.len() as u32)
             .collect();
-        crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY).map_err(|full| {
-            anyhow!(
-                "{MAP_RULE_INTERVALS} has room for {} entries; {} are in use and this change needs {} \
+        let firsts = crate::rule_store::place(&in_use, &sizes, RULE_INTERVAL_CAPACITY).map_err(
+            |full| {
+                anyhow!(
+                    "{MAP_RULE_INTERVALS} has room for {} entries; {} are in use and this change needs {} \
                  more (in runs of one rule set each)",
-                full.capacity,
-                full.in_use,
-                full.needed
-            )
-        })
+                    full.capacity,
+                    full.in_use,
+                    full.needed
+                )
+            },
+        )?;
+        self.seen = Some(seen);
+        Ok(firsts)
     }
 
     fn try_write_policies(&mut self, tables: &KernelTables, firsts: &[u32]) -> Result<()> {
@@ -112,18 +128,23 @@ impl Datapath {
     }
 
     /// Removes the entries of hash `name` whose ID `doomed` picks.
+    /// `known`: the hash's keys if they are known (`Seen`), else it is read.
     fn remove_hash<K: Pod, V: Pod>(
         &mut self,
         name: &str,
         id_of: impl Fn(&K) -> u32,
         doomed: &impl Fn(u32) -> bool,
+        known: Option<Vec<K>>,
     ) -> Result<usize> {
-        let stale: Vec<K> = self
-            .hash_entries::<K, V>(name)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| doomed(id_of(k)))
-            .collect();
+        let keys = match known {
+            Some(keys) => keys,
+            None => self
+                .hash_entries::<K, V>(name)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        };
+        let stale: Vec<K> = keys.into_iter().filter(|k| doomed(id_of(k))).collect();
         let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
         let (upto, injected) = failpoints(name, stale.len());
         super::batch::delete(&mut map, &stale[..upto], |m, k| {
@@ -286,6 +307,24 @@ impl Datapath {
     /// Their intervals stay in the array, unreachable, until the room is
     /// needed again.
     pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        self.remove_among(doomed, super::seen::Seen::default())
+    }
+
+    /// [`Datapath::remove_entries`] after a commit: of the hashes the room
+    /// check of this write read, only the keys it saw are candidates (see
+    /// `seen`); the others are read. Only right once the write it checked
+    /// is switched to and nothing else was written since.
+    pub fn remove_stale(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+        let seen = self.seen.take().unwrap_or_default();
+        self.remove_among(doomed, seen)
+    }
+
+    fn remove_among(
+        &mut self,
+        doomed: impl Fn(u32) -> bool,
+        seen: super::seen::Seen,
+    ) -> Result<usize> {
+        self.seen = None;
         let id = u32::from_be_bytes;
         Ok(
             // Lengths first: a policy's prefixes become unreachable at once.
@@ -293,23 +332,33 @@ impl Datapath {
                 MAP_PEER_LENGTHS,
                 |k| k.policy,
                 &doomed,
+                seen.lengths,
             )? + self.remove_hash::<PeerKeyV4, u32>(
                 MAP_PEER_HOSTS_V4,
                 |k| id(k.policy),
                 &doomed,
+                seen.hosts_v4,
             )? + self.remove_hash::<PeerKeyV6, u32>(
                 MAP_PEER_HOSTS_V6,
                 |k| id(k.policy),
                 &doomed,
+                seen.hosts_v6,
             )? + self.remove_hash::<PeerNetKeyV4, PeerNet>(
                 MAP_PEER_NETS_V4,
                 |k| id(k.policy),
                 &doomed,
+                seen.nets_v4,
             )? + self.remove_hash::<PeerNetKeyV6, PeerNet>(
                 MAP_PEER_NETS_V6,
                 |k| id(k.policy),
                 &doomed,
-            )? + self.remove_hash::<RuleSetKey, RuleSpan>(MAP_RULE_SETS, |k| k.class, &doomed)?,
+                seen.nets_v6,
+            )? + self.remove_hash::<RuleSetKey, RuleSpan>(
+                MAP_RULE_SETS,
+                |k| k.class,
+                &doomed,
+                seen.rule_sets,
+            )?,
         )
     }
 

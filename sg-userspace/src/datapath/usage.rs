@@ -45,16 +45,21 @@ impl Datapath {
     }
 
     pub(super) fn hash_usage<K: Pod, V: Pod>(&mut self, name: &'static str) -> Result<MapUsage> {
-        let capacity = match self.ebpf.map(name) {
-            Some(aya::maps::Map::HashMap(data)) => data.info()?.max_entries(),
-            _ => anyhow::bail!("map {name} missing or not a hash"),
-        };
+        let capacity = self.hash_capacity(name)?;
         let entries = self.hash_entries::<K, V>(name)?.len() as u64;
         Ok(MapUsage {
             map: name,
             entries,
             capacity,
         })
+    }
+
+    /// How many entries the hash `name` can hold.
+    pub(super) fn hash_capacity(&mut self, name: &str) -> Result<u32> {
+        match self.ebpf.map(name) {
+            Some(aya::maps::Map::HashMap(data)) => Ok(data.info()?.max_entries()),
+            _ => anyhow::bail!("map {name} missing or not a hash"),
+        }
     }
 
     /// Every entry of the hash `name`, read in batches (`batch::entries`).

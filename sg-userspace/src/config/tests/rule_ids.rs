@@ -93,6 +93,8 @@ fn rule_id_is_a_known_value() {
         &[cidr("10.0.0.0/8")],
     );
     assert!(is_rule_id(&id));
+    // SHA-256 of the length-prefixed fields, computed apart from sg.
+    assert_eq!(id, "sgr-1cf0abfbe334c7bbf");
     assert_eq!(
         id,
         rule_id(

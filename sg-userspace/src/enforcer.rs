@@ -252,9 +252,19 @@ pub struct IfaceChange {
 /// `sg apply`: move every attached interface to `config_path`, atomically
 /// per interface, with no packet judged by a mix of old and new rules.
 pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyReport> {
-    let config = load_config(config_path)?;
     let _lock = dir.lock()?;
-    let Some(mut state) = dir.load()? else {
+    // The state loads while the config parses (the longest step of a large
+    // apply): both only read, and the machine has more than one core.
+    let (config, state) = std::thread::scope(|s| {
+        let state = s.spawn(|| dir.load());
+        let config = load_config(config_path);
+        let state = state
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (config, state)
+    });
+    let config = config?;
+    let Some(mut state) = state? else {
         bail!(
             "nothing is attached under {}; run `sg attach IFACE -c FILE` first",
             dir.pins.display()
@@ -267,26 +277,27 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         .iter()
         .map(|(name, iface)| (name.clone(), iface.groups.clone()))
         .collect();
-    refresh_groups(&config, &mut state, "")?;
-    for (name, iface) in state.interfaces.iter_mut() {
-        iface.ifindex = ifaces::index(name)?;
-        // A name may now be another device, of another kind.
-        let link = ifaces::link_kind(name)?;
-        iface.link = link.name.to_string();
-        iface.l3 = link.l3;
-    }
-    let compiled = compile_attached(&config, &attachments(&state.interfaces)?, state.next_id)?;
+    // The pinned maps open (BTF, one object load) while the config
+    // compiles; a dry run opens nothing.
+    let ct_max_entries = state.ct_max_entries;
+    let (compiled, dp) = std::thread::scope(|s| {
+        let dp = (!dry_run).then(|| s.spawn(|| Datapath::open(dir, ct_max_entries)));
+        let compiled = refresh_and_compile(&config, &mut state);
+        let dp = dp.map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        (compiled, dp)
+    });
+    let compiled = compiled?;
     let report = diff(&groups_before, &state, &compiled);
-    if dry_run {
+    let Some(dp) = dp else {
         return Ok(report);
-    }
+    };
     if config.conntrack.max_entries != state.ct_max_entries {
         eprintln!(
             "warning: [conntrack] max_entries changes take effect after `sg detach --all` and a new attach (now {})",
             state.ct_max_entries
         );
     }
-    let mut dp = Datapath::open(dir, state.ct_max_entries)?;
+    let mut dp = dp?;
     state.config_path = Some(absolute(config_path));
     // Every interface adopts: a connection the old policy left untracked
     // (or never saw open) and the new one restricts would be cut.
@@ -300,6 +311,24 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         adopted,
         ..report
     })
+}
+
+/// Refreshes each interface's groups, index and link kind under `config`,
+/// then compiles what the interfaces enforce.
+fn refresh_and_compile(config: &Config, state: &mut State) -> Result<Compiled> {
+    refresh_groups(config, state, "")?;
+    for (name, iface) in state.interfaces.iter_mut() {
+        iface.ifindex = ifaces::index(name)?;
+        // A name may now be another device, of another kind.
+        let link = ifaces::link_kind(name)?;
+        iface.link = link.name.to_string();
+        iface.l3 = link.l3;
+    }
+    Ok(compile_attached(
+        config,
+        &attachments(&state.interfaces)?,
+        state.next_id,
+    )?)
 }
 
 /// `after` is the state with its groups refreshed and its rules still

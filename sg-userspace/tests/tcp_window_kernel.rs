@@ -268,3 +268,105 @@ fn a_rst_in_syn_sent_must_acknowledge_the_syn() {
         assert_eq!(only_entry(&mut b).0, "rst");
     }
 }
+
+/// A SYN from `remote` to port 80 of `local` whose TCP options are `opts`
+/// (a multiple of 4 bytes), followed by `payload`.
+fn syn_with_options(remote: IpAddr, local: IpAddr, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let mut l4 = packet::tcp_seg_header(SPORT, 80, SYN, &seg(CLIENT_ISN, 0, 64240, 0));
+    l4.extend_from_slice(opts);
+    l4[12] = ((l4.len() / 4) as u8) << 4;
+    l4.extend_from_slice(payload);
+    packet::ip_frame(remote, local, 6, &l4)
+}
+
+/// The window scale a SYN offers is read at fixed offsets when its options
+/// are laid out as the common stacks write them, and by the full walk
+/// otherwise: both must find what RFC 7323's parse finds, whatever the
+/// layout, and nothing past the header.
+#[test]
+fn every_syn_option_layout_gives_the_window_scale_the_walk_finds() {
+    const TS: [u8; 8] = [0, 0, 0, 1, 0, 0, 0, 0];
+    let cat = |parts: &[&[u8]]| parts.concat();
+    let unknown = sg_common::TCP_WSCALE_UNKNOWN;
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>, u8)> = vec![
+        // The fast paths.
+        (
+            "linux",
+            cat(&[&[2, 4, 5, 180, 4, 2, 8, 10], &TS, &[1, 3, 3, 7]]),
+            vec![],
+            7,
+        ),
+        (
+            "linux, no timestamps",
+            vec![2, 4, 5, 180, 1, 1, 4, 2, 1, 3, 3, 9],
+            vec![],
+            9,
+        ),
+        (
+            "windows and bsd",
+            vec![2, 4, 5, 180, 1, 3, 3, 8, 1, 1, 4, 2],
+            vec![],
+            8,
+        ),
+        (
+            "macos",
+            cat(&[&[2, 4, 5, 180, 1, 3, 3, 6, 1, 1, 8, 10], &TS, &[4, 2, 0, 0]]),
+            vec![],
+            6,
+        ),
+        (
+            "shift above 14",
+            vec![2, 4, 5, 180, 1, 3, 3, 20],
+            vec![],
+            14,
+        ),
+        // The walk.
+        (
+            "window scale first",
+            vec![3, 3, 5, 1, 2, 4, 5, 180],
+            vec![],
+            5,
+        ),
+        (
+            "sack then nops",
+            vec![2, 4, 5, 180, 4, 2, 1, 1, 3, 3, 12, 0],
+            vec![],
+            12,
+        ),
+        (
+            "a kind 3 of length 2",
+            vec![2, 4, 5, 180, 1, 3, 2, 1, 1, 3, 3, 4],
+            vec![],
+            4,
+        ),
+        (
+            "no window scale",
+            vec![2, 4, 5, 180, 4, 2, 1, 1],
+            vec![],
+            unknown,
+        ),
+        (
+            "linux cut before its window scale",
+            cat(&[&[2, 4, 5, 180, 4, 2, 8, 10], &TS]),
+            vec![1, 3, 3, 7],
+            unknown,
+        ),
+        ("an end of list first", vec![0, 3, 3, 7], vec![], unknown),
+    ];
+    let mut b = bed();
+    for (remote, local) in families() {
+        for (name, opts, payload, want) in &cases {
+            b.flush_conntrack().unwrap();
+            let syn = syn_with_options(remote, local, opts, payload);
+            assert_eq!(b.ingress(&syn).unwrap(), Pass, "{name}");
+            let (state, v) = only_entry(&mut b);
+            assert_eq!(state, "syn_sent", "{name}");
+            assert_eq!(
+                v.tcp[sg_common::CT_SIDE_OPENER].wscale,
+                *want,
+                "{name} ({remote})"
+            );
+        }
+    }
+}

@@ -8,16 +8,15 @@
 //! pulls only when a header it needs lies past the linear bytes; a GSO
 //! segment carries all of its headers there.
 
-use crate::parse::Bytes;
+use sg_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+
+use crate::parse::{
+    Bytes, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS,
+    IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING,
+};
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
 const IPV6_HLEN: usize = 40;
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
 
 /// True when every header the parser reads of this packet is in `bytes`
 /// (the linear part). False means "pull first": VLAN tags, IPv6 extension
@@ -35,7 +34,7 @@ pub(crate) fn holds_headers(bytes: Bytes, l3_link: bool) -> bool {
             ETH_P_IP | ETH_P_IPV6 => {}
             // VLAN tags: the parser reads past them; anything else is not
             // IP and is never read further.
-            0x8100 | 0x88A8 => return false,
+            ETH_P_8021Q | ETH_P_8021AD => return false,
             _ => return true,
         }
     }
@@ -69,7 +68,11 @@ pub(crate) fn holds_headers(bytes: Bytes, l3_link: bool) -> bool {
             None => false,
         },
         // IPv6 extension headers: the walk reads on.
-        0 | 43 | 44 | 51 | 60 if ip[0] >> 4 == 6 => false,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+            if ip[0] >> 4 == 6 =>
+        {
+            false
+        }
         _ => true,
     }
 }

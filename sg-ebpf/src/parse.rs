@@ -18,10 +18,10 @@ use sg_common::{
     TCP_WSCALE_UNKNOWN,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
+pub(crate) const ETH_P_8021Q: u16 = 0x8100;
+pub(crate) const ETH_P_8021AD: u16 = 0x88A8;
 const VLAN_HLEN: usize = 4;
 
 /// IPv6 extension headers walked before giving up on the packet.
@@ -29,11 +29,11 @@ const MAX_V6_EXT_HEADERS: usize = 6;
 /// No header may start further in than this; keeps offsets verifier-bounded.
 pub(crate) const MAX_L4_OFFSET: usize = 512;
 
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
+pub(crate) const IPPROTO_HOPOPTS: u8 = 0;
+pub(crate) const IPPROTO_ROUTING: u8 = 43;
+pub(crate) const IPPROTO_FRAGMENT: u8 = 44;
+pub(crate) const IPPROTO_AH: u8 = 51;
+pub(crate) const IPPROTO_DSTOPTS: u8 = 60;
 
 pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;

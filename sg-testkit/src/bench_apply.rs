@@ -132,26 +132,13 @@ pub fn run(sg_exe: std::path::PathBuf) -> Result<ApplyReport> {
             one_rule.push(timed(&sg, &["apply", "-c", &cfg_s])?);
         }
         std::thread::sleep(Duration::from_millis(200));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pinger.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )?;
-        let out = pinger.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .context("ping summary")?;
-        let nums: Vec<u64> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|t| t.parse().ok())
-            .collect();
+        let (pings_sent, pings_received) = crate::bench_e2e::stop_ping(pinger)?;
         Ok(ApplyReport {
             rules: RULES,
             full,
             one_rule,
-            pings_sent: nums[0],
-            pings_received: nums[1],
+            pings_sent,
+            pings_received,
         })
     })();
     // `sg` detaches when dropped.

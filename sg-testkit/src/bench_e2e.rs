@@ -146,6 +146,29 @@ fn flood(client: &Host, from: &Link, to_mac: &str, dst: Ipv4Addr) -> Result<f64>
     Ok(secs)
 }
 
+/// Stops a running `ping -q` (SIGINT, as at a terminal) and reads its
+/// summary: `(sent, received)`.
+pub(crate) fn stop_ping(pinger: std::process::Child) -> Result<(u64, u64)> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pinger.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    let out = pinger.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .context("ping summary")?;
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    match nums[..] {
+        [sent, received, ..] => Ok((sent, received)),
+        _ => anyhow::bail!("ping summary without counts: {line}"),
+    }
+}
+
 /// Rounds of the throughput comparison with `--mode auto`.
 const AUTO_ROUNDS: usize = 5;
 
@@ -296,27 +319,14 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             total += started.elapsed();
         }
         std::thread::sleep(Duration::from_millis(200));
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pinger.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )?;
-        let out = pinger.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .context("ping summary")?;
-        let nums: Vec<u64> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|t| t.parse().ok())
-            .collect();
+        let (pings_sent, pings_received) = stop_ping(pinger)?;
         Ok(E2eReport {
             rules,
             filters: std::mem::take(&mut filters),
             update_ms: (total / 4).as_millis(),
             auto_rounds,
-            pings_sent: nums[0],
-            pings_received: nums[1],
+            pings_sent,
+            pings_received,
         })
     })();
     // `sg` detaches when dropped.

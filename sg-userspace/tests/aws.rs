@@ -142,9 +142,28 @@ fn json_that_is_not_describe_security_groups_is_refused() {
         &["awscli-describe-security-groups-query-output.json"],
         &["not the output of `aws ec2 describe-security-groups`"],
     );
+    // Another command's output in the wrong place is told its place.
     import_fails(
         &["awscli-describe-network-acls.json"],
-        &["unexpected top-level key `NetworkAcls`"],
+        &["unexpected top-level key `NetworkAcls`", "--nacls FILE"],
+    );
+    import_fails(
+        &["awscli-get-managed-prefix-list-entries.json"],
+        &[
+            "unexpected top-level key `Entries`",
+            "--prefix-list PL_ID=FILE",
+        ],
+    );
+    import_fails(
+        &[
+            "awscli-describe-security-groups.json",
+            "--nacls",
+            "awscli-describe-security-groups.json",
+        ],
+        &[
+            "unexpected top-level key `SecurityGroups`",
+            "as the FILE argument",
+        ],
     );
     import_fails(&["no-such-file.json"], &["cannot read no-such-file.json"]);
 }

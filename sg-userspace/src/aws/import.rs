@@ -141,9 +141,10 @@ pub(super) fn top_object<'v>(
     for k in obj.keys() {
         if !allowed.contains(&k.as_str()) {
             bail!(
-                "{}: not {what}: unexpected top-level key `{k}` (expected {})",
+                "{}: not {what}: unexpected top-level key `{k}` (expected {}){}",
                 src.name,
-                allowed.join(" or ")
+                allowed.join(" or "),
+                other_output_hint(k)
             );
         }
     }
@@ -151,6 +152,25 @@ pub(super) fn top_object<'v>(
         bail!("{}: not {what}: no {} key", src.name, allowed.join(" or "));
     }
     Ok(obj)
+}
+
+/// Where the output of another AWS command goes, told by its top-level
+/// key: a file given in the wrong place gets told its place.
+fn other_output_hint(key: &str) -> &'static str {
+    match key {
+        "NetworkAcls" => {
+            "; this is `aws ec2 describe-network-acls` output: give it with --nacls FILE, \
+             beside the security groups"
+        }
+        "Entries" => {
+            "; this is `aws ec2 get-managed-prefix-list-entries` output: give it with \
+             --prefix-list PL_ID=FILE"
+        }
+        "SecurityGroups" => {
+            "; this is `aws ec2 describe-security-groups` output: give it as the FILE argument"
+        }
+        _ => "",
+    }
 }
 
 /// The items of array `key`, each deserialized, with `label` naming an

@@ -254,3 +254,48 @@ fn an_apply_that_restricts_adopts_what_was_untracked() {
     );
     assert_eq!(adopted_in_status(&sg), 1);
 }
+
+/// A connection the attached host opened and then half closed (its FIN
+/// sent, FIN_WAIT2; the peer in CLOSE_WAIT) is adopted as closing: the
+/// peer's half still carries data, which only conntrack lets in.
+#[test]
+fn a_half_closed_connection_is_adopted_and_its_open_half_still_flows() {
+    use std::io::{Read as _, Write as _};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let p = pair();
+    let at = SocketAddr::new(IpAddr::V4(p.c.v4), 7130);
+    let listener = p.client.in_ns(move || TcpListener::bind(at).unwrap());
+    let mut host_side = p
+        .server
+        .in_ns(move || TcpStream::connect_timeout(&at, Duration::from_secs(3)).unwrap());
+    let (mut peer, _) = listener.accept().unwrap();
+    host_side.shutdown(Shutdown::Write).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(peer.read(&mut buf).unwrap(), 0, "the peer sees the FIN");
+    let cfg = TempFile::new(
+        "toml",
+        &format!(
+            "[groups.g]\ningress = []\negress = [{{ proto = \"tcp\", ports = \"7130\", to = \"{}\" }}]\n",
+            p.c.v4
+        ),
+    );
+    let sg = Sg::new(&p.server);
+    let out = attach(&sg, &p.s.ifname, &cfg);
+    assert!(out.contains("1 established connection adopted"), "{out}");
+    let e = tracked(&sg)
+        .into_iter()
+        .find(|e| e["adopted"] == true)
+        .expect("adopted");
+    assert_eq!(e["state"], "fin_wait", "{e}");
+    assert_eq!(e["direction"], "egress", "{e}");
+    peer.write_all(b"still open").unwrap();
+    host_side
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut got = [0u8; 10];
+    host_side
+        .read_exact(&mut got)
+        .expect("the open half flows after attach");
+    assert_eq!(&got, b"still open");
+}

@@ -74,6 +74,7 @@ fn an_adopted_connection_learns_its_windows_then_refuses_out_of_window_rsts() {
             remote: SocketAddr::new(remote, SPORT),
             inbound: true,
             wscale: Some((7, 7)),
+            closing: false,
         };
         let now = sg_common::monotonic_ns().unwrap();
         let timeouts = cfg.runtime_config().timeouts_ns;
@@ -126,6 +127,7 @@ fn an_adopted_side_may_close_with_a_fin_as_its_first_packet() {
         remote: SocketAddr::new(remote, SPORT),
         inbound: true,
         wscale: None,
+        closing: false,
     };
     let now = sg_common::monotonic_ns().unwrap();
     let timeouts = cfg.runtime_config().timeouts_ns;

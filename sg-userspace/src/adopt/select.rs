@@ -11,11 +11,11 @@ use std::{
 
 use sg_common::{
     CT_F_ADOPTED, CT_F_OPENED_BY_B, CT_F_OPENED_EGRESS, CT_F_REPLIED, CT_SIDE_OPENER,
-    CT_SIDE_RESPONDER, CT_TCP_ESTABLISHED, CT_UDP_STREAM, CtKey, CtValue, Direction, FAMILY_V4,
-    FAMILY_V6, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4,
+    CT_SIDE_RESPONDER, CT_TCP_ESTABLISHED, CT_TCP_FIN, CT_UDP_STREAM, CtKey, CtValue, Direction,
+    FAMILY_V4, FAMILY_V6, IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_INGRESS_ALL_V4,
     IFACE_F_INGRESS_ALL_V6, PROTO_TCP, PROTO_UDP, PeerKeyV4, PeerKeyV6, PeerLengths,
     PeerLengthsKey, PeerNet, PeerNetKeyV4, PeerNetKeyV6, RULE_F_ANYWHERE, RuleInterval, RuleRef,
-    RuleSetKey, RuleSpan, TCP_WSCALE_UNKNOWN, TO_TCP_ESTABLISHED, TO_UDP_STREAM,
+    RuleSetKey, RuleSpan, TCP_WSCALE_UNKNOWN, TO_TCP_ESTABLISHED, TO_TCP_FIN, TO_UDP_STREAM,
     search::{interval_rule, longest_prefix_class},
 };
 
@@ -233,7 +233,9 @@ pub fn entry(c: &Conn, ifindex: u32, rule: u32, timeouts_ns: &[u64], now: u64) -
     if direction == Direction::Egress {
         flags |= CT_F_OPENED_EGRESS;
     }
-    let (state, timeout) = if c.proto == PROTO_TCP {
+    let (state, timeout) = if c.proto == PROTO_TCP && c.closing {
+        (CT_TCP_FIN, timeouts_ns[TO_TCP_FIN])
+    } else if c.proto == PROTO_TCP {
         (CT_TCP_ESTABLISHED, timeouts_ns[TO_TCP_ESTABLISHED])
     } else {
         (CT_UDP_STREAM, timeouts_ns[TO_UDP_STREAM])
@@ -276,6 +278,7 @@ mod tests {
             remote: remote.parse().unwrap(),
             inbound,
             wscale: Some((7, 9)),
+            closing: false,
         }
     }
 

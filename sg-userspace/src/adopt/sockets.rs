@@ -18,8 +18,23 @@ use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 /// `sk_state` values (include/net/tcp_states.h); a connected UDP socket
 /// reports established, an unconnected one close.
 const STATE_ESTABLISHED: u8 = 1;
+const STATE_FIN_WAIT1: u8 = 4;
+const STATE_FIN_WAIT2: u8 = 5;
 const STATE_CLOSE: u8 = 7;
+const STATE_CLOSE_WAIT: u8 = 8;
+const STATE_LAST_ACK: u8 = 9;
 const STATE_LISTEN: u8 = 10;
+const STATE_CLOSING: u8 = 11;
+
+/// TCP states of a connection one side has closed (a FIN sent or
+/// received) while the other half may still carry data.
+const HALF_CLOSED: [u8; 5] = [
+    STATE_FIN_WAIT1,
+    STATE_FIN_WAIT2,
+    STATE_CLOSE_WAIT,
+    STATE_LAST_ACK,
+    STATE_CLOSING,
+];
 /// `tcp_info.tcpi_options`: window scaling was negotiated.
 const TCPI_OPT_WSCALE: u8 = 4;
 
@@ -35,6 +50,9 @@ pub struct Conn {
     /// TCP window-scale shifts: the one the host announced and the one
     /// the remote announced; `None` when scaling is off or unknown.
     pub wscale: Option<(u8, u8)>,
+    /// A TCP connection past its first FIN (half closed): tracked as
+    /// closing, so its open half goes on for the FIN timeout.
+    pub closing: bool,
 }
 
 /// A socket as sock_diag lists it.
@@ -47,8 +65,8 @@ pub struct Sock {
     pub wscale: Option<(u8, u8)>,
 }
 
-/// Established TCP connections and connected UDP sockets of the current
-/// network namespace.
+/// Established and half-closed TCP connections and connected UDP sockets
+/// of the current network namespace.
 pub fn connections() -> Result<Vec<Conn>> {
     let mut socks = Vec::new();
     for proto in [IPPROTO_TCP, IPPROTO_UDP] {
@@ -91,7 +109,11 @@ pub fn classify(socks: &[Sock]) -> Vec<Conn> {
         .collect();
     socks
         .iter()
-        .filter(|s| s.state == STATE_ESTABLISHED && s.remote.port() != 0)
+        .filter(|s| {
+            let connected = s.state == STATE_ESTABLISHED
+                || (s.proto == IPPROTO_TCP && HALF_CLOSED.contains(&s.state));
+            connected && s.remote.port() != 0
+        })
         .map(|s| {
             let local = unmapped(s.local);
             let inbound = servers
@@ -103,6 +125,7 @@ pub fn classify(socks: &[Sock]) -> Vec<Conn> {
                 remote: unmapped(s.remote),
                 inbound,
                 wscale: s.wscale,
+                closing: s.proto == IPPROTO_TCP && s.state != STATE_ESTABLISHED,
             }
         })
         .collect()
@@ -118,7 +141,13 @@ fn dump(family: u8, proto: u8) -> Result<Vec<Sock>> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let states = if proto == IPPROTO_TCP {
-        StateFlags::ESTABLISHED | StateFlags::LISTEN
+        StateFlags::ESTABLISHED
+            | StateFlags::LISTEN
+            | StateFlags::FIN_WAIT1
+            | StateFlags::FIN_WAIT2
+            | StateFlags::CLOSE_WAIT
+            | StateFlags::LAST_ACK
+            | StateFlags::CLOSING
     } else {
         StateFlags::ESTABLISHED | StateFlags::CLOSE
     };
@@ -236,6 +265,42 @@ mod tests {
             !conns[1].inbound,
             "a connection to port 22 elsewhere is ours"
         );
+    }
+
+    #[test]
+    fn half_closed_tcp_is_a_closing_connection_and_time_wait_is_none() {
+        let socks = [
+            sock(
+                IPPROTO_TCP,
+                STATE_FIN_WAIT2,
+                "198.18.1.2:40001",
+                "198.18.1.1:22",
+            ),
+            sock(
+                IPPROTO_TCP,
+                STATE_CLOSE_WAIT,
+                "198.18.1.2:40002",
+                "198.18.1.1:22",
+            ),
+            sock(
+                IPPROTO_TCP,
+                STATE_ESTABLISHED,
+                "198.18.1.2:40003",
+                "198.18.1.1:22",
+            ),
+            // TIME_WAIT (6): nothing flows any more.
+            sock(IPPROTO_TCP, 6, "198.18.1.2:40004", "198.18.1.1:22"),
+            // A UDP socket's state is never a TCP one.
+            sock(
+                IPPROTO_UDP,
+                STATE_FIN_WAIT1,
+                "198.18.1.2:40005",
+                "198.18.1.1:53",
+            ),
+        ];
+        let conns = classify(&socks);
+        let closing: Vec<(u16, bool)> = conns.iter().map(|c| (c.local.port(), c.closing)).collect();
+        assert_eq!(closing, [(40001, true), (40002, true), (40003, false)]);
     }
 
     #[test]

@@ -13,6 +13,108 @@ pub struct Etcd {
     addr: IpAddr,
     data_dir: PathBuf,
     server: Option<Background>,
+    tls: Option<EtcdTls>,
+}
+
+/// A throwaway CA and the certificates of a TLS etcd (for the server's
+/// address) and of one client, made with `openssl`, in a temp dir that
+/// goes with it.
+pub struct EtcdTls {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTls {
+    /// A CA named `ca_name`, a server certificate for `addr` and a client
+    /// certificate, all signed by it.
+    pub fn new(addr: IpAddr, ca_name: &str) -> EtcdTls {
+        let dir = std::env::temp_dir().join(unique_name("sgtls"));
+        std::fs::create_dir_all(&dir).expect("tls dir");
+        let path = |name: &str| dir.join(name);
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let subj = format!("/CN={ca_name}");
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", &subj,
+        ]);
+        openssl(&ca);
+        for (name, usage, san) in [
+            (
+                "server",
+                "serverAuth",
+                format!("subjectAltName=IP:{addr}\n"),
+            ),
+            ("client", "clientAuth", String::new()),
+        ] {
+            let ext = format!("{san}extendedKeyUsage={usage}\n");
+            std::fs::write(path(&format!("{name}.ext")), ext).expect("ext file");
+            let (key, csr, pem, extf) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            let cn = format!("/CN=sg-{name}");
+            let mut req = vec!["req"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", &cn]);
+            openssl(&req);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &extf,
+            ]);
+        }
+        EtcdTls {
+            ca: path("ca.pem"),
+            server_cert: path("server.pem"),
+            server_key: path("server.key"),
+            client_cert: path("client.pem"),
+            client_key: path("client.key"),
+            dir,
+        }
+    }
+}
+
+impl Drop for EtcdTls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// etcd's client port.
@@ -28,16 +130,38 @@ impl Etcd {
             addr,
             data_dir,
             server: None,
+            tls: None,
         };
         etcd.resume();
         etcd
     }
 
-    /// `http://ADDR:2379`.
+    /// [`Etcd::start`] serving TLS only, and only to clients with a
+    /// certificate `tls`'s CA signed (`--client-cert-auth`).
+    pub fn start_tls(host: &Host, addr: IpAddr, tls: EtcdTls) -> Etcd {
+        assert_test_addr(addr);
+        let mut etcd = Etcd {
+            host: host.clone(),
+            addr,
+            data_dir: std::env::temp_dir().join(unique_name("sgetcd")),
+            server: None,
+            tls: Some(tls),
+        };
+        etcd.resume();
+        etcd
+    }
+
+    /// The certificates of a TLS etcd.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    /// `http://ADDR:2379`, or `https://` for a TLS etcd.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         match self.addr {
-            IpAddr::V4(a) => format!("http://{a}:{ETCD_PORT}"),
-            IpAddr::V6(a) => format!("http://[{a}]:{ETCD_PORT}"),
+            IpAddr::V4(a) => format!("{scheme}://{a}:{ETCD_PORT}"),
+            IpAddr::V6(a) => format!("{scheme}://[{a}]:{ETCD_PORT}"),
         }
     }
 
@@ -57,7 +181,19 @@ impl Etcd {
         assert!(self.server.is_none(), "etcd: already running");
         let url = self.url();
         let data = self.data_dir.display().to_string();
-        let server = self.host.spawn(&[
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some(t) = &self.tls {
+            for (flag, file) in [
+                ("--cert-file", &t.server_cert),
+                ("--key-file", &t.server_key),
+                ("--trusted-ca-file", &t.ca),
+            ] {
+                tls_args.push(flag.to_string());
+                tls_args.push(file.display().to_string());
+            }
+            tls_args.push("--client-cert-auth".to_string());
+        }
+        let mut args = vec![
             "etcd",
             "--name",
             "sglab",
@@ -75,7 +211,9 @@ impl Etcd {
             "sglab=http://127.0.0.1:2380",
             "--log-level",
             "error",
-        ]);
+        ];
+        args.extend(tls_args.iter().map(String::as_str));
+        let server = self.host.spawn(&args);
         self.server = Some(server);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -102,6 +240,18 @@ impl Etcd {
     pub fn etcdctl(&self, args: &[&str]) -> std::process::Output {
         let url = self.url();
         let mut full = vec!["etcdctl", "--endpoints", &url, "--dial-timeout", "2s"];
+        let tls: Vec<String> = self
+            .tls
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!("--cacert={}", t.ca.display()),
+                    format!("--cert={}", t.client_cert.display()),
+                    format!("--key={}", t.client_key.display()),
+                ]
+            })
+            .collect();
+        full.extend(tls.iter().map(String::as_str));
         full.extend_from_slice(args);
         let mut cmd = self.host.cmd(full[0]);
         cmd.args(&full[1..]).env("ETCDCTL_API", "3");

@@ -41,7 +41,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use background::Background;
-pub use etcd::{ETCD_PORT, Etcd};
+pub use etcd::{ETCD_PORT, Etcd, EtcdTls};
 pub use host::{Host, ScanKind};
 pub use lab::{Lab, Link};
 pub use netns::{netns_list, sweep_stale_namespaces};

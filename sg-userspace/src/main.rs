@@ -29,11 +29,17 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Metrics { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Metrics { .. } | Command::Agent(_) | Command::Fleet { .. } | Command::Demo { .. }
+    ) {
         // Output into a closed pipe (`sg conntrack list | head`) ends the
         // command quietly, as it does for any Unix filter, instead of a
-        // panic in println!. Not for the metrics server: a scraper that
-        // hangs up must not end it.
+        // panic in println!. Not for commands that talk over sockets (the
+        // metrics server, etcd for the agent and `sg fleet`, the demo's
+        // clients): a peer that closes its end (a scraper hanging up, etcd
+        // refusing a TLS handshake) would kill them without a word; they
+        // get EPIPE as an error instead.
         // SAFETY: called before any other thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sg_lab::{Background, Etcd, Host, Lab, Link, unique_name};
+use sg_lab::{Background, Etcd, EtcdTls, Host, Lab, Link, unique_name};
 use support::{Sg, TempFile, wait_until};
 
 /// The course example: db accepts 1433 from the app group. `base` lets
@@ -791,4 +791,89 @@ fn rbac_lets_a_host_write_only_its_own_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
     db.signal(libc::SIGTERM);
+}
+
+/// etcd over TLS with client certificates (`--client-cert-auth`): sg
+/// talks to it with `--cacert/--cert/--key`; without the CA, with another
+/// CA, or without a client certificate it refuses, names the cause, and
+/// stores nothing.
+#[test]
+fn tls_etcd_takes_the_ca_and_a_client_certificate_and_refuses_without() {
+    let mut lab = Lab::new();
+    let hub = lab.router("hub");
+    let h = lab.host("h1");
+    let (_hub_end, _host_end) = lab.link(&hub, &h, 1);
+    let addr: IpAddr = "198.18.1.1".parse().unwrap();
+    let etcd = Etcd::start_tls(&hub, addr, EtcdTls::new(addr, "sg-test-ca"));
+    let tls = etcd.tls().expect("a TLS etcd");
+    let url = etcd.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let sg = Sg::new(&h);
+    let policy = TempFile::new("toml", POLICY);
+    let fleet = |extra: &[&str], args: &[&str]| {
+        let mut full = vec!["fleet"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--etcd", &url, "--prefix", "/sgtls"]);
+        full.extend_from_slice(extra);
+        sg.run(&full)
+    };
+    let (ca, cert, key) = (
+        tls.ca.to_str().unwrap(),
+        tls.client_cert.to_str().unwrap(),
+        tls.client_key.to_str().unwrap(),
+    );
+    let other = EtcdTls::new(addr, "another-ca");
+    let other_ca = other.ca.to_str().unwrap();
+    for (why, extra, needle) in [
+        ("no CA", vec!["--cert", cert, "--key", key], "need --cacert"),
+        (
+            "no client certificate",
+            vec!["--cacert", ca],
+            "cannot reach etcd",
+        ),
+        (
+            "another CA",
+            vec!["--cacert", other_ca, "--cert", cert, "--key", key],
+            "cannot reach etcd",
+        ),
+        (
+            "a certificate without its key",
+            vec!["--cacert", ca, "--cert", cert],
+            "go together",
+        ),
+    ] {
+        let out = fleet(&extra, &["push", "-c", policy.path()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{why}: pushed anyway: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(err.contains(needle), "{why}: {:?}: {err}", out.status);
+    }
+    assert_eq!(
+        etcd.etcdctl_ok(&["get", "--prefix", "/sgtls", "--keys-only"])
+            .trim(),
+        "",
+        "nothing stored"
+    );
+    let tls_args = ["--cacert", ca, "--cert", cert, "--key", key];
+    let out = fleet(&tls_args, &["push", "-c", policy.path()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fleet(&tls_args, &["show", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups: Vec<&String> = shown["groups"]
+        .as_object()
+        .map(|g| g.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(groups, ["app", "base", "db"], "read back over TLS: {shown}");
 }

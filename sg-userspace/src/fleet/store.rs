@@ -94,6 +94,27 @@ impl EtcdOptions {
         .map_err(|_| anyhow::anyhow!("timed out"))
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("cannot connect to etcd at {}", self.endpoints.join(",")))?;
+        // The connection is lazy: a TLS handshake the server refuses (no
+        // client certificate, another CA) shows only at the first request.
+        // One cheap request here names the cause before any real work.
+        let mut client = client;
+        tokio::time::timeout(REQUEST_TIMEOUT * 2, client.status())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out"))
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .map_err(|e| {
+                let tls = self.endpoints.iter().any(|e| e.starts_with("https://"));
+                let hint = if tls {
+                    " (TLS: --cacert must name the CA that signed etcd's certificate; \
+                     an etcd with client-cert-auth also needs --cert and --key)"
+                } else {
+                    ""
+                };
+                e.context(format!(
+                    "cannot reach etcd at {}{hint}",
+                    self.endpoints.join(",")
+                ))
+            })?;
         Ok(client)
     }
 

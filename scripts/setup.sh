@@ -7,7 +7,7 @@ USER_TOOLCHAIN=1.98.0
 EBPF_TOOLCHAIN=nightly-2026-06-25
 DEB_PACKAGES=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev iproute2 iputils-ping iperf3 nftables
   netsniff-ng tcpdump nmap hping3 bpftool socat netcat-openbsd python3-scapy ethtool
-  xdp-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev)
+  xdp-tools etcd-server etcd-client protobuf-compiler libprotobuf-dev openssl)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

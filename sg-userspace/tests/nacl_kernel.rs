@@ -433,3 +433,49 @@ fn every_program_stays_well_inside_the_verifier_budget() {
         assert!(p.verified < 800_000, "{}: {} verified", p.name, p.verified);
     }
 }
+
+/// A NACL at its limit, 32,766 numbered rules (SPEC 2.1), compiles, fits
+/// the tables and decides in the kernel like a small one: the lowest
+/// number wins at either end of the range, and `*` takes the rest.
+#[test]
+fn a_nacl_of_32766_rules_decides_at_both_ends_of_its_numbers() {
+    // Rule n: host 198.19.(n / 256).(n % 256) to port 10000 + n % 20000,
+    // allow for odd n, deny for even; rule 32766 allows 198.19.200.0/24
+    // to port 80. The SG allows every TCP port: the NACL decides.
+    let mut toml = String::from(
+        "[groups.web]\ningress = [{ proto = \"tcp\", ports = \"1-65535\", from = \"anywhere\" }]\n\n\
+         [interfaces.lo]\ngroups = [\"web\"]\nnacl = \"edge\"\n\n[nacls.edge]\ningress = [\n",
+    );
+    for n in 1..32766u32 {
+        let action = if n % 2 == 1 { "allow" } else { "deny" };
+        toml.push_str(&format!(
+            "  {{ rule = {n}, action = \"{action}\", proto = \"tcp\", ports = \"{}\", from = \"198.19.{}.{}\" }},\n",
+            10000 + n % 20000,
+            n / 256,
+            n % 256
+        ));
+    }
+    toml.push_str(
+        "  { rule = 32766, action = \"allow\", proto = \"tcp\", ports = \"80\", from = \"198.19.200.0/24\" },\n]\n\
+         egress = [{ rule = 100, action = \"allow\", proto = \"all\", to = \"anywhere\" }]\n",
+    );
+    let mut b = bed(&toml);
+    let local = ip(LOCAL4);
+    let host = |n: u32| ip(&format!("198.19.{}.{}", n / 256, n % 256));
+    let syn = |from: IpAddr, port: u16| packet::tcp(from, local, 4000, port, SYN);
+    for (n, want) in [(1, Pass), (2, Drop), (32765, Pass), (32764, Drop)] {
+        let port = (10000 + n % 20000) as u16;
+        assert_eq!(b.ingress(&syn(host(n), port)).unwrap(), want, "rule {n}");
+        // No rule names this host's port 80 (rule 32766 holds only
+        // 198.19.200.0/24, above every rule's host): `*` denies.
+        assert_eq!(
+            b.ingress(&syn(host(n), 80)).unwrap(),
+            Drop,
+            "rule {n}, port 80"
+        );
+    }
+    assert_eq!(b.ingress(&syn(ip("198.19.200.1"), 80)).unwrap(), Pass);
+    assert_eq!(b.ingress(&syn(ip("198.19.201.1"), 80)).unwrap(), Drop);
+    // Rules 2 and 32764, four port-80 SYNs to `*`, and 198.19.201.1.
+    assert_eq!(nacl_drops(&mut b, DIR_INGRESS), 7);
+}

@@ -137,8 +137,10 @@ fn write_pending(dir: &StateDir, p: &Pending) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an apply while a confirmation is pending.
+/// Refuses an apply while a confirmation is pending (and sees to it that
+/// its rollback still comes: [`revive_watcher`]).
 pub fn refuse_if_pending(dir: &StateDir) -> Result<()> {
+    revive_watcher(dir)?;
     if let Some(p) = pending(dir)? {
         bail!(
             "a confirmation is pending: {} rolls back to {} at {} unless confirmed; \
@@ -238,6 +240,46 @@ fn spawn_watcher(dir: &StateDir, token: &str) -> Result<u32> {
     }
     let child = cmd.spawn().context("cannot spawn sg confirm-watch")?;
     Ok(child.id())
+}
+
+/// Is a watcher of `p` running? Any process running `sg confirm-watch`
+/// for this very token will do (the pid recorded at apply time may have
+/// been reused, or the watcher revived under another pid).
+fn watcher_alive(p: &Pending) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|entry| {
+        fs::read(entry.path().join("cmdline")).is_ok_and(|cmd| {
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            args.contains(&&b"confirm-watch"[..]) && args.contains(&p.token.as_bytes())
+        })
+    })
+}
+
+/// Starts the watcher of a pending confirmation again if it is gone (killed,
+/// say): the rollback must still come, at once when its deadline has
+/// passed. Run by `sg status` and `sg apply`. The pending record is left
+/// as it is, so a `sg confirm` racing with this still wins. Returns the new
+/// watcher's pid.
+pub fn revive_watcher(dir: &StateDir) -> Result<Option<u32>> {
+    let Some(p) = pending(dir)? else {
+        return Ok(None);
+    };
+    if watcher_alive(&p) {
+        return Ok(None);
+    }
+    let pid = spawn_watcher(dir, &p.token)?;
+    eprintln!(
+        "the rollback watcher of {} was gone: started it again (pid {pid}){}",
+        p.config.display(),
+        if p.remaining().is_zero() {
+            "; its deadline has passed: it rolls back now"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(pid))
 }
 
 /// `sg confirm`: keeps the pending policy. Returns what was confirmed.

@@ -200,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { json } => {
+            confirm::revive_watcher(&dir)?;
             let s = status::status(&dir)?;
             if json {
                 let mut value = serde_json::to_value(&s)?;

@@ -779,3 +779,43 @@ groups = ["shut"]
     let out = other.run(&["attach", &sa.ifname, "--all", "-c", cfg.path()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The rollback watcher killed (SIGKILL) leaves nothing to roll back; the
+/// next `sg status` starts it again and, the deadline passed, the rollback
+/// comes at once.
+#[test]
+fn a_killed_rollback_watcher_is_revived_and_the_rollback_still_comes() {
+    let p = pair();
+    let _srv = p.server.tcp_listen(7000);
+    let server = IpAddr::V4(p.s.v4);
+    let allow = TempFile::new("toml", ALLOW_7000);
+    let deny = TempFile::new("toml", "[groups.g]\ningress = []\negress = []\n");
+    let sg = Sg::new(&p.server);
+    sg.ok(&["attach", &p.s.ifname, "-c", allow.path(), "--groups", "g"]);
+    sg.ok(&["apply", "-c", deny.path(), "--confirm", "2s"]);
+    let pid = sg.json(&["status", "--json"])["pending_confirmation"]["watcher_pid"]
+        .as_u64()
+        .expect("a watcher pid") as i32;
+    // SAFETY: kill(2) of the watcher sg started for this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !p.client.tcp_connects(server, 7000),
+        "nothing rolled back with the watcher gone"
+    );
+    let out = sg.run(&["status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was gone: started it again") && stderr.contains("rolls back now"),
+        "{stderr}"
+    );
+    assert!(
+        wait_until(
+            || p.client.tcp_connects(server, 7000),
+            Duration::from_secs(20)
+        ),
+        "the revived watcher never rolled back"
+    );
+    assert!(sg.json(&["status", "--json"])["pending_confirmation"].is_null());
+}

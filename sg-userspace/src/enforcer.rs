@@ -385,15 +385,7 @@ pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
     };
     let names: Vec<String> = match iface {
         Some(name) if state.interfaces.contains_key(name) => vec![name.to_string()],
-        Some(name) => bail!(
-            "{name} is not attached; attached: {}",
-            state
-                .interfaces
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(name) => return Err(state.not_attached(name)),
         None => state.interfaces.keys().cloned().collect(),
     };
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;

@@ -196,22 +196,7 @@ pub fn format_record(r: &DropRecord, format: Format) -> String {
 pub fn format_record_styled(r: &DropRecord, format: Format, color: bool) -> String {
     match format {
         Format::Json => serde_json::to_string(r).expect("records serialize"),
-        // AWS VPC Flow Logs v2: version account-id interface-id srcaddr
-        // dstaddr srcport dstport protocol packets bytes start end action
-        // log-status. Ports are 0 for protocols without ports, as AWS
-        // writes them for ICMP.
-        Format::FlowLog => format!(
-            "2 - {} {} {} {} {} {} 1 {} {} {} REJECT OK",
-            r.iface,
-            r.src,
-            r.dst,
-            r.src_port.unwrap_or(0),
-            r.dst_port.unwrap_or(0),
-            r.proto,
-            r.len.saturating_sub(ETH_HEADER),
-            r.unix_secs,
-            r.unix_secs,
-        ),
+        Format::FlowLog => flow_log_fields(2, r),
         Format::FlowLogV5 => flow_log_v5(r),
         Format::Text => {
             let c = |code: &'static str| color.then_some(code);
@@ -274,7 +259,21 @@ fn flow_log_v5(r: &DropRecord) -> String {
         .map_or_else(|| "-".to_string(), |f| aws_tcp_flags(f).to_string());
     let kind = if r.src.is_ipv4() { "IPv4" } else { "IPv6" };
     format!(
-        "5 - {} {} {} {} {} {} 1 {} {} {} REJECT OK {tcp_flags} {kind} {} {} {} -",
+        "{} {tcp_flags} {kind} {} {} {} -",
+        flow_log_fields(5, r),
+        r.src,
+        r.dst,
+        r.direction,
+    )
+}
+
+/// The 14 fields of AWS VPC Flow Logs version 2, with `version`: version
+/// account-id interface-id srcaddr dstaddr srcport dstport protocol
+/// packets bytes start end action log-status. Ports are 0 for protocols
+/// without ports, as AWS writes them for ICMP.
+fn flow_log_fields(version: u8, r: &DropRecord) -> String {
+    format!(
+        "{version} - {} {} {} {} {} {} 1 {} {} {} REJECT OK",
         r.iface,
         r.src,
         r.dst,
@@ -284,9 +283,6 @@ fn flow_log_v5(r: &DropRecord) -> String {
         r.len.saturating_sub(ETH_HEADER),
         r.unix_secs,
         r.unix_secs,
-        r.src,
-        r.dst,
-        r.direction,
     )
 }
 

@@ -101,6 +101,13 @@ impl RuleRecord {
 }
 
 impl State {
+    /// The error for `name` when it is not an attached interface, naming
+    /// those that are.
+    pub fn not_attached(&self, name: &str) -> anyhow::Error {
+        let attached: Vec<&str> = self.interfaces.keys().map(String::as_str).collect();
+        anyhow::anyhow!("{name} is not attached; attached: {}", attached.join(", "))
+    }
+
     /// Rule records by their slot (the `RuleRef` value in the maps).
     pub fn rules_by_slot(&self) -> std::collections::HashMap<u32, &RuleRecord> {
         self.rules

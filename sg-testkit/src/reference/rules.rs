@@ -49,48 +49,59 @@ pub(super) fn allowing_rules<'c>(
         Direction::Ingress => pkt.src,
         Direction::Egress => pkt.dst,
     };
-    let proto = pkt.proto();
     groups
         .iter()
         .filter_map(|name| config.groups.get(name))
         .flat_map(move |group| group.rules(direction))
         .filter(move |rule| {
-            let proto_ok = match rule.proto {
-                Proto::All => true,
-                Proto::Number(n) => n == proto,
-            };
-            let l4_ok = match (rule.ports, pkt.l4) {
-                (PortMatch::All, _) => true,
-                (PortMatch::Range { from, to }, L4::Tcp { dport, .. } | L4::Udp { dport, .. }) => {
-                    from <= dport && dport <= to
-                }
-                (PortMatch::Range { .. }, _) => false,
-                (
-                    PortMatch::Icmp {
-                        icmp_type,
-                        icmp_code,
-                    },
-                    L4::Icmp {
-                        icmp_type: t,
-                        code: c,
-                        ..
-                    },
-                ) => {
-                    icmp_type.is_none_or(|want| want == t) && icmp_code.is_none_or(|want| want == c)
-                }
-                (PortMatch::Icmp { .. }, _) => false,
-            };
-            proto_ok
-                && l4_ok
+            proto_and_ports_match(rule.proto, rule.ports, pkt)
                 && rule.peers.iter().any(|peer| match peer {
-                    Peer::Cidr(net) => net.contains(&remote),
-                    Peer::PrefixList(l) => config
-                        .prefix_lists
-                        .get(l)
-                        .is_some_and(|l| l.entries.iter().any(|e| e.cidr.contains(&remote))),
                     Peer::Group(g) => is_member(config, groups, local_addrs, g, remote),
+                    _ => static_peer_holds(config, peer, remote),
                 })
         })
+}
+
+/// Does a rule of protocol `proto` and `ports` (ICMP type and code) match
+/// `pkt`? The same reading for security-group and NACL rules.
+pub(super) fn proto_and_ports_match(proto: Proto, ports: PortMatch, pkt: &PacketSpec) -> bool {
+    let proto_ok = match proto {
+        Proto::All => true,
+        Proto::Number(n) => n == pkt.proto(),
+    };
+    let l4_ok = match (ports, pkt.l4) {
+        (PortMatch::All, _) => true,
+        (PortMatch::Range { from, to }, L4::Tcp { dport, .. } | L4::Udp { dport, .. }) => {
+            from <= dport && dport <= to
+        }
+        (PortMatch::Range { .. }, _) => false,
+        (
+            PortMatch::Icmp {
+                icmp_type,
+                icmp_code,
+            },
+            L4::Icmp {
+                icmp_type: t,
+                code: c,
+                ..
+            },
+        ) => icmp_type.is_none_or(|want| want == t) && icmp_code.is_none_or(|want| want == c),
+        (PortMatch::Icmp { .. }, _) => false,
+    };
+    proto_ok && l4_ok
+}
+
+/// Is `remote` in `peer`, a CIDR or a prefix list? A group peer holds
+/// nothing here: its members depend on the attachments.
+pub(super) fn static_peer_holds(config: &Config, peer: &Peer, remote: IpAddr) -> bool {
+    match peer {
+        Peer::Cidr(net) => net.contains(&remote),
+        Peer::PrefixList(l) => config
+            .prefix_lists
+            .get(l)
+            .is_some_and(|l| l.entries.iter().any(|e| e.cidr.contains(&remote))),
+        Peer::Group(_) => false,
+    }
 }
 
 /// Does any rule of the attached `groups` allow `pkt` in `direction`?

@@ -34,6 +34,39 @@ enum Outcome {
     Failed(std::io::Error),
 }
 
+/// `bpf(cmd, attr)` for a batch command; the kernel sets `attr.count` to
+/// the entries it handled, also on error.
+///
+/// # Safety
+/// `attr`'s key, value and batch-position pointers must have room for
+/// `attr.count` entries laid out as the map's keys and values (and for the
+/// map's batch position), as the command reads or writes them.
+unsafe fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller vouches for the pointers in `attr`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The answer of a kernel without batch operations for this map kind
+/// (ENOTSUPP, 524, is the kernel's own).
+fn unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | 524)
+    )
+}
+
 /// Writes `entries` into `map` (a hash or an array: `K` is the key or the
 /// index). On error, the entries before the failing one may be written.
 pub(super) fn update<M, K, V>(
@@ -77,22 +110,8 @@ fn update_batch<K: Pod, V: Pod>(map: &MapData, entries: &[(K, V)]) -> Outcome {
         // SAFETY: `attr` points at `count` keys and values laid out as the
         // map's key and value (aya checked their sizes when it opened the
         // map); all outlive the call, which reads them only.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            // ENOTSUPP (524) is the kernel's own "no batch ops here".
-            let unsupported = matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::EOPNOTSUPP | 524)
-            );
-            if done == 0 && attr.count == 0 && unsupported {
+        if let Err(e) = unsafe { bpf_batch(BPF_MAP_UPDATE_BATCH, &mut attr) } {
+            if done == 0 && attr.count == 0 && unsupported(&e) {
                 return Outcome::Unsupported;
             }
             return Outcome::Failed(e);
@@ -130,22 +149,13 @@ where
             ..BatchAttr::default()
         };
         // SAFETY: as in `update_batch`; no values are passed.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_DELETE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if rc == 0 {
+        let Err(e) = (unsafe { bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr) }) else {
             return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
+        };
         match e.raw_os_error() {
             // The key after the `count` deleted was already gone: skip it.
             Some(libc::ENOENT) => done += attr.count as usize + 1,
-            Some(libc::EINVAL | libc::EOPNOTSUPP | 524) if done == 0 && attr.count == 0 => {
+            _ if unsupported(&e) && done == 0 && attr.count == 0 => {
                 for k in keys {
                     one(map, k)?;
                 }
@@ -204,15 +214,7 @@ where
         // laid out as the map's (aya checked their sizes when it opened
         // the map; not per-CPU, so one value per key); the batch positions
         // have room for the map's position. The kernel writes no more.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let err = unsafe { bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let errno = err.as_ref().and_then(std::io::Error::raw_os_error);
         match errno {
             None | Some(libc::ENOENT) => {
@@ -231,7 +233,7 @@ where
             }
             // A bucket longer than the batch: retry larger.
             Some(libc::ENOSPC) if attr.count == 0 => chunk *= 4,
-            Some(libc::EINVAL | libc::EOPNOTSUPP | 524) if first && out.is_empty() => {
+            _ if err.as_ref().is_some_and(unsupported) && first && out.is_empty() => {
                 return walk(map);
             }
             _ => return Err(err.expect("an errno").into()),

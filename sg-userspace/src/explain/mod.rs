@@ -241,16 +241,7 @@ pub fn explain(dir: &StateDir, flow: &Flow) -> Result<Explanation> {
         );
     };
     let Some(attached) = state.interfaces.get(&flow.iface) else {
-        bail!(
-            "{} is not attached; attached: {}",
-            flow.iface,
-            state
-                .interfaces
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        return Err(state.not_attached(&flow.iface));
     };
     let ifindex = ifaces::index(&flow.iface).unwrap_or(attached.ifindex);
     let kernel = kernel::KernelMaps::open(dir)?;

@@ -256,8 +256,14 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     // The state loads while the config parses (the longest step of a large
     // apply): both only read, and the machine has more than one core.
     let (config, state) = std::thread::scope(|s| {
-        let state = s.spawn(|| dir.load());
-        let config = load_config(config_path);
+        let state = s.spawn(|| {
+            let _t = crate::phase::start("state load");
+            dir.load()
+        });
+        let config = {
+            let _t = crate::phase::start("config parse");
+            load_config(config_path)
+        };
         let state = state
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
@@ -281,8 +287,16 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     // compiles; a dry run opens nothing.
     let ct_max_entries = state.ct_max_entries;
     let (compiled, dp) = std::thread::scope(|s| {
-        let dp = (!dry_run).then(|| s.spawn(|| Datapath::open(dir, ct_max_entries)));
-        let compiled = refresh_and_compile(&config, &mut state);
+        let dp = (!dry_run).then(|| {
+            s.spawn(|| {
+                let _t = crate::phase::start("maps open");
+                Datapath::open(dir, ct_max_entries)
+            })
+        });
+        let compiled = {
+            let _t = crate::phase::start("compile");
+            refresh_and_compile(&config, &mut state)
+        };
         let dp = dp.map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
         (compiled, dp)
     });

@@ -99,8 +99,11 @@ pub fn install_adopting(
     config: &Config,
     adopt: &adopt::Request,
 ) -> Result<BTreeMap<String, adopt::Count>> {
+    let t = crate::phase::start("slots and reserve");
     let (compiled, slots) = assign_slots(state, compiled);
     reserve_ids(dir, state, compiled.next_id, &slots)?;
+    drop(t);
+    let t = crate::phase::start("plan");
     let ifindexes: BTreeMap<String, u32> = state
         .interfaces
         .iter()
@@ -122,7 +125,11 @@ pub fn install_adopting(
         .copied()
         .collect();
     let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
+    drop(t);
+    let t = crate::phase::start("adopt");
     let adopted = adopt::adopt(dp, state, &plan.write, &config.runtime_config(), adopt)?;
+    drop(t);
+    let t = crate::phase::start("write and switch");
     let switched = dp.write_and_switch(
         &plan.write,
         &plan.tables,
@@ -139,6 +146,8 @@ pub fn install_adopting(
         adopt::undo(dp, &adopted.keys);
     }
     let undo = switched?;
+    drop(t);
+    let t = crate::phase::start("record");
     // `next` starts as `state` without its two big parts (the rule records
     // and the digests), which it replaces: cloning them costs more than
     // the rest of the record step.
@@ -196,6 +205,8 @@ pub fn install_adopting(
         .collect();
     // The commit: recorded before anything old is removed, so an apply
     // killed after the removal never leaves a state naming deleted IDs.
+    drop(t);
+    let t = crate::phase::start("state save");
     if let Err(e) = dir.save(&next) {
         if let Err(undo_err) = dp.undo(&undo) {
             eprintln!("warning: could not undo the switch: {undo_err:#}");
@@ -204,9 +215,13 @@ pub fn install_adopting(
         return Err(e);
     }
     *state = next;
+    drop(t);
+    let t = crate::phase::start("remove stale");
     if let Err(e) = dp.remove_stale(|id| !plan.live.contains(&id)) {
         eprintln!("warning: old policy entries stay until the next apply: {e:#}");
     }
+    drop(t);
+    let t = crate::phase::start("sweep and hits");
     // The sweep timer collects expired entries every second; sweeping here
     // too makes the counts of a following `sg status` exact.
     if let Err(e) = crate::conntrack::sweep_expired(dp) {
@@ -218,5 +233,6 @@ pub fn install_adopting(
     if let Err(e) = dp.remove_rule_hits(|slot| !live.contains(&slot)) {
         eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
     }
+    drop(t);
     Ok(adopted.per_iface)
 }

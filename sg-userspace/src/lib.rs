@@ -26,6 +26,7 @@ pub mod lockout;
 pub mod metrics;
 pub mod netns;
 pub mod packaging;
+pub mod phase;
 pub mod reuse;
 pub mod rule_store;
 pub mod state;

@@ -55,11 +55,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses configuration text; `file_name` is used in errors and warnings.
 pub fn parse(source: &str, file_name: &str) -> Result<Loaded, ConfigError> {
     let mut cx = Ctx::new(source, file_name);
+    let t = crate::phase::start("toml tree");
     let root = DeTable::parse(source).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         cx.err(span, format!("TOML syntax error: {}", e.message().trim()))
     })?;
+    drop(t);
+    let t = crate::phase::start("toml walk");
     let config = cx.config(root.get_ref())?;
+    drop(t);
     Ok(Loaded {
         config,
         warnings: cx.warnings,

@@ -34,7 +34,10 @@ impl Datapath {
     /// entries of `fresh` IDs are removed again, and only those: a reused
     /// ID is live policy.
     pub fn write_policies(&mut self, tables: &KernelTables, fresh: &HashSet<u32>) -> Result<()> {
+        let t = crate::phase::start("room check");
         let firsts = self.check_room(tables)?;
+        drop(t);
+        let _t = crate::phase::start("write");
         let result = self.try_write_policies(tables, &firsts);
         if result.is_err() {
             let _ = self.remove_entries(|id| fresh.contains(&id));

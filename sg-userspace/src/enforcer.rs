@@ -283,14 +283,16 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         .iter()
         .map(|(name, iface)| (name.clone(), iface.groups.clone()))
         .collect();
-    // The pinned maps open (BTF, one object load) while the config
-    // compiles; a dry run opens nothing.
+    // The pinned maps open (BTF, one object load) and the room check's
+    // reads run while the config compiles; a dry run opens nothing.
     let ct_max_entries = state.ct_max_entries;
     let (compiled, dp) = std::thread::scope(|s| {
         let dp = (!dry_run).then(|| {
             s.spawn(|| {
-                let _t = crate::phase::start("maps open");
-                Datapath::open(dir, ct_max_entries)
+                let _t = crate::phase::start("maps open and room read");
+                let mut dp = Datapath::open(dir, ct_max_entries)?;
+                dp.read_room()?;
+                anyhow::Ok(dp)
             })
         });
         let compiled = {
@@ -320,8 +322,10 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
     };
     let adopted = install_adopting(dir, &mut dp, &mut state, &compiled, &config, &adopt)?;
     crate::confirm::record_in_force(dir, config_path);
+    let entries_written = Some(state.last_written);
+    crate::reclaim::later((config, state, compiled));
     Ok(ApplyReport {
-        entries_written: Some(state.last_written),
+        entries_written,
         adopted,
         ..report
     })

@@ -214,7 +214,7 @@ pub fn install_adopting(
         adopt::undo(dp, &adopted.keys);
         return Err(e);
     }
-    *state = next;
+    crate::reclaim::later(std::mem::replace(state, next));
     drop(t);
     let t = crate::phase::start("remove stale");
     if let Err(e) = dp.remove_stale(|id| !plan.live.contains(&id)) {
@@ -234,5 +234,6 @@ pub fn install_adopting(
         eprintln!("warning: cannot clear hit counters of removed rules: {e:#}");
     }
     drop(t);
+    crate::reclaim::later(plan);
     Ok(adopted.per_iface)
 }

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod netns;
 pub mod packaging;
 pub mod phase;
+pub mod reclaim;
 pub mod reuse;
 pub mod rule_store;
 pub mod state;

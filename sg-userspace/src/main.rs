@@ -171,10 +171,10 @@ fn run(cli: Cli) -> Result<()> {
                 // stdout cost 10,000 syscalls.
                 let mut lines = String::new();
                 for id in &report.rules_added {
-                    lines.push_str(&format!("+ {id}\n"));
+                    lines.extend(["+ ", id, "\n"]);
                 }
                 for id in &report.rules_removed {
-                    lines.push_str(&format!("- {id}\n"));
+                    lines.extend(["- ", id, "\n"]);
                 }
                 print!("{lines}");
                 for (iface, count) in &report.adopted {
@@ -193,6 +193,7 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{n} map entries written (only what changed)");
                 }
             }
+            sg::reclaim::later(report);
         }
         Command::Detach { iface, all } => {
             let detached = enforcer::detach(&dir, if all { None } else { iface.as_deref() })?;

@@ -30,6 +30,7 @@ mod iface_fast;
 mod links;
 mod policy;
 mod seen;
+mod split;
 mod usage;
 
 pub use links::{
@@ -44,6 +45,8 @@ pub struct Datapath {
     /// What the last room check read, for the removal after the commit
     /// (`seen`); taken by it, cleared by every write.
     seen: Option<seen::Seen>,
+    /// What [`Datapath::read_room`] read ahead for the next room check.
+    prefetched: Option<seen::Prefetched>,
 }
 
 impl Datapath {
@@ -59,7 +62,11 @@ impl Datapath {
             .map_max_entries(MAP_CONNTRACK, ct_max_entries)
             .load(crate::EBPF_OBJ)
             .context("cannot load the sg eBPF object")?;
-        Ok(Datapath { ebpf, seen: None })
+        Ok(Datapath {
+            ebpf,
+            seen: None,
+            prefetched: None,
+        })
     }
 
     /// [`Datapath::open`] for the benchmark's per-step breakdown: the same
@@ -76,7 +83,11 @@ impl Datapath {
             .override_global(sg_common::BENCH_STOP_GLOBAL, &stop, true)
             .load(crate::EBPF_OBJ)
             .context("cannot load the sg eBPF object")?;
-        Ok(Datapath { ebpf, seen: None })
+        Ok(Datapath {
+            ebpf,
+            seen: None,
+            prefetched: None,
+        })
     }
 
     fn map<'a, T>(&'a mut self, name: &str) -> Result<T>

@@ -8,7 +8,7 @@ use sg_common::{
 };
 use std::collections::{BTreeMap, HashSet};
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use aya::{
     Pod,
     maps::{Array, HashMap, MapData},
@@ -19,7 +19,7 @@ use sg_common::{
 };
 
 use super::{Datapath, MapUsage, deleted};
-use crate::compile::{Compiled, KernelTables, RuleSet};
+use crate::compile::{Compiled, KernelTables};
 
 type RuleMapHandles<'a> = (
     HashMap<&'a mut MapData, RuleSetKey, RuleSpan>,
@@ -45,42 +45,60 @@ impl Datapath {
         result
     }
 
+    /// Reads what the room check of the next write needs (every policy
+    /// hash's keys and the rule sets' spans), both halves at once. `sg
+    /// apply` calls it on a second core while the config still compiles;
+    /// the write then checks against it instead of reading again. Right
+    /// only while nothing else writes these maps: the state lock holds
+    /// other `sg` runs off, and the datapath never writes them.
+    pub fn read_room(&mut self) -> Result<()> {
+        let (mut peers, mut rules) = self.split_policy_maps()?;
+        let (seen, sets) = super::split::both(|| peers.read_keys(), || rules.read());
+        self.prefetched = Some(super::seen::Prefetched {
+            seen: seen?,
+            rule_sets: sets?,
+        });
+        Ok(())
+    }
+
     /// Fails, naming the table, unless every table has room for `tables`
     /// beside what it holds. Returns where the rule sets' intervals go.
-    /// Each hash it reads is read once, and its keys kept for the removal
-    /// after the commit ([`Datapath::remove_stale`]).
+    /// Each hash it reads is read once (or not at all, after
+    /// [`Datapath::read_room`]), and its keys kept for the removal after
+    /// the commit ([`Datapath::remove_stale`]).
     pub fn check_room(&mut self, tables: &KernelTables) -> Result<Vec<u32>> {
         self.seen = None;
+        let pre = self.prefetched.take();
+        let (mut seen, sets) = match pre {
+            Some(pre) => (pre.seen, pre.rule_sets),
+            None => (
+                super::seen::Seen::default(),
+                self.hash_entries::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?,
+            ),
+        };
         let p = &tables.peers;
-        let mut seen = super::seen::Seen::default();
         // Counting a hash walks it: only where this change writes.
-        if !p.hosts_v4.is_empty() {
-            seen.hosts_v4 =
-                Some(self.keys_with_room::<PeerKeyV4, u32>(MAP_PEER_HOSTS_V4, p.hosts_v4.len())?);
-        }
-        if !p.hosts_v6.is_empty() {
-            seen.hosts_v6 =
-                Some(self.keys_with_room::<PeerKeyV6, u32>(MAP_PEER_HOSTS_V6, p.hosts_v6.len())?);
-        }
-        if !p.nets_v4.is_empty() {
-            seen.nets_v4 = Some(
-                self.keys_with_room::<PeerNetKeyV4, PeerNet>(MAP_PEER_NETS_V4, p.nets_v4.len())?,
-            );
-        }
-        if !p.nets_v6.is_empty() {
-            seen.nets_v6 = Some(
-                self.keys_with_room::<PeerNetKeyV6, PeerNet>(MAP_PEER_NETS_V6, p.nets_v6.len())?,
-            );
-        }
-        if !p.lengths.is_empty() {
-            seen.lengths = Some(self.keys_with_room::<PeerLengthsKey, PeerLengths>(
-                MAP_PEER_LENGTHS,
-                p.lengths.len(),
-            )?);
-        }
+        seen.hosts_v4 =
+            self.room::<PeerKeyV4, u32>(MAP_PEER_HOSTS_V4, p.hosts_v4.len(), seen.hosts_v4.take())?;
+        seen.hosts_v6 =
+            self.room::<PeerKeyV6, u32>(MAP_PEER_HOSTS_V6, p.hosts_v6.len(), seen.hosts_v6.take())?;
+        seen.nets_v4 = self.room::<PeerNetKeyV4, PeerNet>(
+            MAP_PEER_NETS_V4,
+            p.nets_v4.len(),
+            seen.nets_v4.take(),
+        )?;
+        seen.nets_v6 = self.room::<PeerNetKeyV6, PeerNet>(
+            MAP_PEER_NETS_V6,
+            p.nets_v6.len(),
+            seen.nets_v6.take(),
+        )?;
+        seen.lengths = self.room::<PeerLengthsKey, PeerLengths>(
+            MAP_PEER_LENGTHS,
+            p.lengths.len(),
+            seen.lengths.take(),
+        )?;
         // The rule sets are read whatever this change writes: their spans
         // say where the intervals in use are.
-        let sets = self.hash_entries::<RuleSetKey, RuleSpan>(MAP_RULE_SETS)?;
         if !tables.rule_sets.is_empty() {
             MapUsage {
                 map: MAP_RULE_SETS,
@@ -111,34 +129,18 @@ impl Datapath {
         Ok(firsts)
     }
 
-    fn try_write_policies(&mut self, tables: &KernelTables, firsts: &[u32]) -> Result<()> {
-        let peers = &tables.peers;
-        self.write_hash(MAP_PEER_HOSTS_V4, &peers.hosts_v4)?;
-        self.write_hash(MAP_PEER_HOSTS_V6, &peers.hosts_v6)?;
-        self.write_hash(MAP_PEER_NETS_V4, &peers.nets_v4)?;
-        self.write_hash(MAP_PEER_NETS_V6, &peers.nets_v6)?;
-        // Last: a policy's lengths make its prefixes reachable.
-        self.write_hash(MAP_PEER_LENGTHS, &peers.lengths)?;
-        self.write_rule_sets(&tables.rule_sets, firsts)
-    }
-
-    fn write_hash<K: Pod, V: Pod>(&mut self, name: &str, entries: &[(K, V)]) -> Result<()> {
-        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
-        let (upto, injected) = failpoints(name, entries.len());
-        super::batch::update(&mut map, &entries[..upto], |m, k, v| Ok(m.insert(k, v, 0)?))
-            .with_context(|| format!("writing {name} (map full?)"))?;
-        injected.map_or(Ok(()), Err)
-    }
-
-    /// Removes the entries of hash `name` whose ID `doomed` picks.
-    /// `known`: the hash's keys if they are known (`Seen`), else it is read.
-    fn remove_hash<K: Pod, V: Pod>(
+    /// The room check of one peer hash that gets `need` entries: its keys
+    /// (`known` if read already), or `None` if it gets none and was not
+    /// read.
+    fn room<K: Pod, V: Pod>(
         &mut self,
-        name: &str,
-        id_of: impl Fn(&K) -> u32,
-        doomed: &impl Fn(u32) -> bool,
+        name: &'static str,
+        need: usize,
         known: Option<Vec<K>>,
-    ) -> Result<usize> {
+    ) -> Result<Option<Vec<K>>> {
+        if need == 0 {
+            return Ok(known);
+        }
         let keys = match known {
             Some(keys) => keys,
             None => self
@@ -147,50 +149,23 @@ impl Datapath {
                 .map(|(k, _)| k)
                 .collect(),
         };
-        let stale: Vec<K> = keys.into_iter().filter(|k| doomed(id_of(k))).collect();
-        let mut map: HashMap<&mut MapData, K, V> = self.map(name)?;
-        let (upto, injected) = failpoints(name, stale.len());
-        super::batch::delete(&mut map, &stale[..upto], |m, k| {
-            deleted(m.remove(k))?;
-            Ok(())
-        })?;
-        injected.map_or(Ok(stale.len()), Err)
+        MapUsage {
+            map: name,
+            entries: keys.len() as u64,
+            capacity: self.hash_capacity(name)?,
+        }
+        .check(need as u64)?;
+        Ok(Some(keys))
     }
 
-    /// Writes rule sets: their intervals into the free room `firsts` names
-    /// (see [`Datapath::check_room`]), then the hash entries that point at
-    /// them. Their classes are fresh, so no packet reaches them before the
-    /// switch.
-    fn write_rule_sets(&mut self, sets: &[RuleSet], firsts: &[u32]) -> Result<()> {
-        let (mut spans, mut intervals) = self.rule_maps()?;
-        let placed: Vec<(u32, RuleInterval)> = sets
-            .iter()
-            .zip(firsts)
-            .flat_map(|(set, &first)| (first..).zip(set.intervals.iter().copied()))
-            .collect();
-        let (upto, injected) = failpoints(MAP_RULE_INTERVALS, placed.len());
-        super::batch::update(&mut intervals, &placed[..upto], |m, i, v| {
-            Ok(m.set(*i, v, 0)?)
-        })
-        .context("writing MAP_RULE_INTERVALS")?;
-        injected.map_or(Ok(()), Err)?;
-        let spans_of: Vec<(RuleSetKey, RuleSpan)> = sets
-            .iter()
-            .zip(firsts)
-            .map(|(set, &first)| {
-                let span = RuleSpan {
-                    first,
-                    len: set.intervals.len() as u32,
-                };
-                (set.key, span)
-            })
-            .collect();
-        let (upto, injected) = failpoints(MAP_RULE_SETS, spans_of.len());
-        super::batch::update(&mut spans, &spans_of[..upto], |m, k, v| {
-            Ok(m.insert(k, v, 0)?)
-        })
-        .context("writing MAP_RULE_SETS (map full?)")?;
-        injected.map_or(Ok(()), Err)
+    /// The peer hashes on one core, the rule sets on the other.
+    fn try_write_policies(&mut self, tables: &KernelTables, firsts: &[u32]) -> Result<()> {
+        let (mut peers, mut rules) = self.split_policy_maps()?;
+        let (peers_written, rules_written) = super::split::both(
+            || peers.write(&tables.peers),
+            || rules.write(&tables.rule_sets, firsts),
+        );
+        peers_written.and(rules_written)
     }
 
     pub(super) fn rule_maps(&mut self) -> Result<RuleMapHandles<'_>> {
@@ -309,7 +284,7 @@ impl Datapath {
     /// ID `doomed` picks. Returns how many entries went.
     /// Their intervals stay in the array, unreachable, until the room is
     /// needed again.
-    pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+    pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool + Sync) -> Result<usize> {
         self.remove_among(doomed, super::seen::Seen::default())
     }
 
@@ -317,52 +292,26 @@ impl Datapath {
     /// check of this write read, only the keys it saw are candidates (see
     /// `seen`); the others are read. Only right once the write it checked
     /// is switched to and nothing else was written since.
-    pub fn remove_stale(&mut self, doomed: impl Fn(u32) -> bool) -> Result<usize> {
+    pub fn remove_stale(&mut self, doomed: impl Fn(u32) -> bool + Sync) -> Result<usize> {
         let seen = self.seen.take().unwrap_or_default();
         self.remove_among(doomed, seen)
     }
 
+    /// The peer hashes on one core, the rule sets on the other.
     fn remove_among(
         &mut self,
-        doomed: impl Fn(u32) -> bool,
-        seen: super::seen::Seen,
+        doomed: impl Fn(u32) -> bool + Sync,
+        mut seen: super::seen::Seen,
     ) -> Result<usize> {
         self.seen = None;
-        let id = u32::from_be_bytes;
-        Ok(
-            // Lengths first: a policy's prefixes become unreachable at once.
-            self.remove_hash::<PeerLengthsKey, PeerLengths>(
-                MAP_PEER_LENGTHS,
-                |k| k.policy,
-                &doomed,
-                seen.lengths,
-            )? + self.remove_hash::<PeerKeyV4, u32>(
-                MAP_PEER_HOSTS_V4,
-                |k| id(k.policy),
-                &doomed,
-                seen.hosts_v4,
-            )? + self.remove_hash::<PeerKeyV6, u32>(
-                MAP_PEER_HOSTS_V6,
-                |k| id(k.policy),
-                &doomed,
-                seen.hosts_v6,
-            )? + self.remove_hash::<PeerNetKeyV4, PeerNet>(
-                MAP_PEER_NETS_V4,
-                |k| id(k.policy),
-                &doomed,
-                seen.nets_v4,
-            )? + self.remove_hash::<PeerNetKeyV6, PeerNet>(
-                MAP_PEER_NETS_V6,
-                |k| id(k.policy),
-                &doomed,
-                seen.nets_v6,
-            )? + self.remove_hash::<RuleSetKey, RuleSpan>(
-                MAP_RULE_SETS,
-                |k| k.class,
-                &doomed,
-                seen.rule_sets,
-            )?,
-        )
+        self.prefetched = None;
+        let known_sets = seen.rule_sets.take();
+        let (mut peers, mut rules) = self.split_policy_maps()?;
+        let (peers_gone, sets_gone) = super::split::both(
+            || peers.remove(&doomed, seen),
+            || rules.remove(&doomed, known_sets),
+        );
+        Ok(peers_gone? + sets_gone?)
     }
 
     /// Every entry a packet's verdict can depend on, as sorted text: the
@@ -436,7 +385,7 @@ pub struct Undo {
 /// The failure points of writing `n` entries of `name`, one per entry as
 /// when each had its own syscall: how many to write before the injected
 /// failure, and that failure.
-fn failpoints(name: &str, n: usize) -> (usize, Option<anyhow::Error>) {
+pub(super) fn failpoints(name: &str, n: usize) -> (usize, Option<anyhow::Error>) {
     for i in 0..n {
         if let Err(e) = crate::failpoint::write(name) {
             return (i, Some(e));

@@ -5,10 +5,9 @@
 //! maps). So the removal filters these keys instead of reading each hash
 //! again; a hash the room check did not read is read then, as before.
 
-use aya::Pod;
-use sg_common::{PeerKeyV4, PeerKeyV6, PeerLengthsKey, PeerNetKeyV4, PeerNetKeyV6, RuleSetKey};
-
-use super::{Datapath, usage::MapUsage};
+use sg_common::{
+    PeerKeyV4, PeerKeyV6, PeerLengthsKey, PeerNetKeyV4, PeerNetKeyV6, RuleSetKey, RuleSpan,
+};
 
 /// Keys per hash; `None`: not read, the removal reads it.
 #[derive(Default)]
@@ -21,26 +20,9 @@ pub(super) struct Seen {
     pub(super) rule_sets: Option<Vec<RuleSetKey>>,
 }
 
-impl Datapath {
-    /// Reads hash `name` once: fails, naming it, unless `need` more
-    /// entries fit beside what it holds; else returns its keys.
-    pub(super) fn keys_with_room<K: Pod, V: Pod>(
-        &mut self,
-        name: &'static str,
-        need: usize,
-    ) -> anyhow::Result<Vec<K>> {
-        let capacity = self.hash_capacity(name)?;
-        let keys: Vec<K> = self
-            .hash_entries::<K, V>(name)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        MapUsage {
-            map: name,
-            entries: keys.len() as u64,
-            capacity,
-        }
-        .check(need as u64)?;
-        Ok(keys)
-    }
+/// What [`Datapath::read_room`] read ahead of a write: every hash's keys,
+/// and the rule sets with their spans (where the intervals in use are).
+pub(super) struct Prefetched {
+    pub(super) seen: Seen,
+    pub(super) rule_sets: Vec<(RuleSetKey, RuleSpan)>,
 }

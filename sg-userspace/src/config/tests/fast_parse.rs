@@ -161,3 +161,168 @@ fn big_config_parses_to_the_pinned_result() {
         "d2462f8217bcc163eaaffcf4456c26b727dde0173be16790f559e7f55d28317e"
     );
 }
+
+/// The config, warnings or error of `src` parsed whole and cut into up to
+/// `parts` chunks; asserts they are the same and returns them.
+#[track_caller]
+fn same_as_whole(src: &str, parts: usize) -> Result<Loaded, ConfigError> {
+    let whole = super::super::parse_in(src, "t.toml", 1);
+    let cut = super::super::parse_in(src, "t.toml", parts);
+    match (&whole, &cut) {
+        (Ok(w), Ok(c)) => {
+            assert_eq!(w.config, c.config);
+            assert_eq!(w.warnings, c.warnings);
+        }
+        (Err(w), Err(c)) => assert_eq!(w.to_string(), c.to_string()),
+        _ => panic!("whole: {whole:?}\ncut in {parts}: {cut:?}"),
+    }
+    cut
+}
+
+/// The chunked tree of `src` cut at `cuts` (`None`: it gave up).
+fn chunked_at(src: &str, cuts: &[usize]) -> bool {
+    let padded = chunked::padded_chunks(src, cuts);
+    chunked::parse(src, cuts, &padded).is_some()
+}
+
+/// Offset of the line holding `needle`.
+fn line_of(src: &str, needle: &str) -> usize {
+    let at = src.find(needle).expect("needle");
+    src[..at].rfind('\n').map_or(0, |i| i + 1)
+}
+
+#[test]
+fn a_big_config_cut_in_chunks_parses_as_the_whole() {
+    let src = big_config(12, 300);
+    for parts in 2..=4 {
+        let cuts = chunked::cut_points(&src, parts);
+        assert_eq!(cuts.len(), parts - 1, "{parts} parts");
+        assert!(chunked_at(&src, &cuts), "cut in {parts} gave up");
+        let l = same_as_whole(&src, parts).expect("valid");
+        assert_eq!(
+            digest(&l),
+            "d2462f8217bcc163eaaffcf4456c26b727dde0173be16790f559e7f55d28317e"
+        );
+    }
+}
+
+#[test]
+fn cuts_fall_where_only_section_tables_follow() {
+    let src = "[conntrack]\nudp = \"30s\"\n[groups.a]\n[groups.b]\n  [groups.c]\n\
+               [groups.d]\n[groups.e] # e\n[groups.\"f\"]\n[groups.g]\n[interfaces.x]\ngroups = [\"g\"]\n";
+    // Indented and quoted headers rule out the cuts before them.
+    let c = chunked::cut_points(src, 4);
+    let (g, x) = (line_of(src, "[groups.g]"), line_of(src, "[interfaces.x]"));
+    assert_eq!(c, vec![g, x]);
+    assert!(chunked_at(src, &c));
+    same_as_whole(src, 4).expect("valid");
+    // A header the scan cannot read leaves nothing to cut.
+    assert!(chunked::cut_points("[groups.a]\n[groups.b]\n[[x]]\n", 2).is_empty());
+    assert!(chunked::cut_points("[groups.a]\n[groups.b]\n[x]\n", 2).is_empty());
+}
+
+#[test]
+fn chunks_that_interact_fall_back_to_the_whole_parse() {
+    let big = big_config(4, 20);
+    let tail = |extra: &str| format!("{big}{extra}");
+    // The same group table in two chunks: the whole parse's error.
+    let src = tail("[groups.bulk1]\ningress = []\n");
+    let cut = line_of(&src, "[interfaces.bulk0]");
+    assert!(!chunked_at(&src, &[cut]));
+    let e = same_as_whole(&src, 2).expect_err("duplicate table");
+    assert!(e.message.starts_with("TOML syntax error"), "{e}");
+    // A sub-table in one chunk, its table in another: valid TOML.
+    let src = format!("{big}[groups.zz.ingress]\n[groups.zz]\ndescription = \"z\"\n");
+    assert!(!chunked_at(&src, &[line_of(&src, "[groups.zz]\n")]));
+    let e = same_as_whole(&src, 2).expect_err("rules are a list");
+    assert!(e.message.contains("expected an array"), "{e}");
+    // A cut inside a multi-line string: the text before it is unterminated.
+    let src = tail("[groups.s]\ndescription = \"\"\"\n[groups.x]\n\"\"\"\n[groups.t]\n");
+    assert!(!chunked_at(&src, &[line_of(&src, "[groups.x]")]));
+    let l = same_as_whole(&src, 2).expect("valid");
+    assert_eq!(
+        l.config.groups["s"].description.as_deref(),
+        Some("[groups.x]\n")
+    );
+    assert!(!l.config.groups.contains_key("x"));
+    // `groups` inline or dotted in the first chunk cannot be extended.
+    for head in [
+        "groups = { a = { ingress = [] } }\n",
+        "groups.a.ingress = []\n",
+    ] {
+        let src = format!("{head}[groups.b]\ningress = []\n[groups.c]\ningress = []\n");
+        let cut = line_of(&src, "[groups.c]");
+        assert!(!chunked_at(&src, &[cut]), "{head}");
+        let whole = super::super::parse_in(&src, "t.toml", 1);
+        assert_eq!(
+            format!("{:?}", same_as_whole(&src, 2)),
+            format!("{whole:?}")
+        );
+    }
+    // `[groups]` opened by its header, then extended: fine.
+    let src = "[groups]\n[groups.a]\ningress = []\n[groups.b]\ningress = []\n";
+    assert!(chunked_at(src, &[line_of(src, "[groups.b]")]));
+}
+
+#[test]
+fn errors_in_a_late_chunk_carry_whole_file_positions() {
+    let big = big_config(6, 40);
+    // A TOML syntax error in the last chunk.
+    let src = format!(
+        "{big}[groups.late]\ningress = [\n  {{ proto = \"tcp\", ports = 22 from = \"198.18.0.1\" }},\n]\n"
+    );
+    let cut = line_of(&src, "[groups.late]");
+    assert!(!chunked_at(&src, &[cut]));
+    let e = same_as_whole(&src, 2).expect_err("syntax");
+    let line = src[..cut].lines().count() + 3;
+    assert_eq!(
+        (e.line, e.message.starts_with("TOML syntax error")),
+        (line, true),
+        "{e}"
+    );
+    // A walk error (the chunks parse) in the last chunk, and a warning.
+    let src = format!(
+        "{big}[groups.late]\ningress = [\n  {{ proto = \"tcp\", ports = 22, from = \"198.18.0.1/24\" }},\n  {{ proto = \"tcp\", porst = 22, from = \"198.18.0.1\" }},\n]\n"
+    );
+    let cut = line_of(&src, "[groups.late]");
+    assert!(chunked_at(&src, &[cut]));
+    let e = same_as_whole(&src, 2).expect_err("unknown key");
+    let line = src[..cut].lines().count() + 4;
+    assert_eq!((e.line, e.column), (line, 20), "{e}");
+    assert!(
+        e.message.starts_with("unknown key `porst` in a rule"),
+        "{e}"
+    );
+    let src = src.replace("porst", "ports");
+    let l = same_as_whole(&src, 2).expect("valid");
+    let want = format!(
+        "t.toml:{}:39: normalized 198.18.0.1/24 to 198.18.0.0/24",
+        line - 1
+    );
+    assert!(l.warnings.contains(&want), "{:?}", l.warnings);
+    // A rule ID used again in a later chunk names the first one's place.
+    let first = "{ proto = \"tcp\", ports = \"1024\", from = \"198.18.0.0\" }";
+    let id = cfg(&big).groups["bulk0"].ingress[0].id.clone();
+    let dup = big.replace(
+        "[interfaces.bulk0]",
+        &format!("[groups.late]\ningress = [{{ proto = 6, ports = 9, from = \"198.18.0.9\", id = \"{id}\" }}]\n[interfaces.bulk0]"),
+    );
+    let cut = line_of(&dup, "[groups.late]");
+    assert!(chunked_at(&dup, &[cut]));
+    let Err(e) = same_as_whole(&dup, 2) else {
+        panic!("a duplicate id passed")
+    };
+    let line = dup[..dup.find(first).expect("bulk0's first rule")]
+        .lines()
+        .count();
+    assert_eq!(
+        (e.line, e.message.clone()),
+        (
+            dup[..cut].lines().count() + 2,
+            format!(
+                "duplicate rule id {id}: already used by the rule at {line}:3; rule IDs must be unique"
+            )
+        ),
+        "{e}"
+    );
+}

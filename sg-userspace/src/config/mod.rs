@@ -66,7 +66,12 @@ pub fn parse(source: &str, file_name: &str) -> Result<Loaded, ConfigError> {
 /// [`parse`] with the TOML tree cut into at most `parts` chunks parsed in
 /// parallel (see `chunked`); the result is the same for every `parts`.
 fn parse_in(source: &str, file_name: &str, parts: usize) -> Result<Loaded, ConfigError> {
-    let mut cx = Ctx::new(source, file_name);
+    let mut cx = Ctx::new(source, file_name, parts);
+    #[cfg(test)]
+    if parts > 1 {
+        // Small test files walk in parallel too.
+        cx.set_min_parallel_rules(1);
+    }
     let t = crate::phase::start("toml tree");
     let cuts = chunked::cut_points(source, parts);
     let padded = chunked::padded_chunks(source, &cuts);

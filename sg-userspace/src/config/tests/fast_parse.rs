@@ -326,3 +326,23 @@ fn errors_in_a_late_chunk_carry_whole_file_positions() {
         "{e}"
     );
 }
+
+#[test]
+fn the_parallel_walk_reports_the_first_error_in_file_order() {
+    let big = big_config(4, 20);
+    let bad = |src: &str, group: &str| {
+        let at = src.find(&format!("[groups.{group}]")).expect("group");
+        let rule = at + src[at..].find("ports = \"1024\"").expect("rule");
+        format!("{}ports = \"1024-1\"{}", &src[..rule], &src[rule + 14..])
+    };
+    let late = bad(&big, "bulk3");
+    let e = same_as_whole(&late, 2).err().expect("bad port in bulk3");
+    let both = bad(&late, "bulk0");
+    let first = same_as_whole(&both, 2).err().expect("bad ports");
+    assert!(first.message.starts_with("reversed port range 1024-1"), "{first}");
+    assert!(first.line < e.line, "{first} should come before {e}");
+    assert_eq!(
+        first.line,
+        both[..both.find("1024-1").expect("bad")].lines().count()
+    );
+}

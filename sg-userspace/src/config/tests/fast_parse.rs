@@ -339,7 +339,10 @@ fn the_parallel_walk_reports_the_first_error_in_file_order() {
     let e = same_as_whole(&late, 2).err().expect("bad port in bulk3");
     let both = bad(&late, "bulk0");
     let first = same_as_whole(&both, 2).err().expect("bad ports");
-    assert!(first.message.starts_with("reversed port range 1024-1"), "{first}");
+    assert!(
+        first.message.starts_with("reversed port range 1024-1"),
+        "{first}"
+    );
     assert!(first.line < e.line, "{first} should come before {e}");
     assert_eq!(
         first.line,

@@ -13,7 +13,6 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
-mod chunked;
 mod model;
 mod presets;
 mod rule_id;
@@ -55,38 +54,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses configuration text; `file_name` is used in errors and warnings.
 pub fn parse(source: &str, file_name: &str) -> Result<Loaded, ConfigError> {
-    let parts = if source.len() < chunked::MIN_CHUNKED_BYTES {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-    };
-    parse_in(source, file_name, parts)
-}
-
-/// [`parse`] with the TOML tree cut into at most `parts` chunks parsed in
-/// parallel (see `chunked`); the result is the same for every `parts`.
-fn parse_in(source: &str, file_name: &str, parts: usize) -> Result<Loaded, ConfigError> {
-    let mut cx = Ctx::new(source, file_name, parts);
-    #[cfg(test)]
-    if parts > 1 {
-        // Small test files walk in parallel too.
-        cx.set_min_parallel_rules(1);
-    }
+    let mut cx = Ctx::new(source, file_name);
     let t = crate::phase::start("toml tree");
-    let cuts = chunked::cut_points(source, parts);
-    let padded = chunked::padded_chunks(source, &cuts);
-    let root = match chunked::parse(source, &cuts, &padded) {
-        Some(root) => root,
-        None => DeTable::parse(source)
-            .map_err(|e| {
-                let span = e.span().unwrap_or(0..0);
-                cx.err(span, format!("TOML syntax error: {}", e.message().trim()))
-            })?
-            .into_inner(),
-    };
+    let root = DeTable::parse(source).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        cx.err(span, format!("TOML syntax error: {}", e.message().trim()))
+    })?;
     drop(t);
     let t = crate::phase::start("toml walk");
-    let config = cx.config(&root)?;
+    let config = cx.config(root.get_ref())?;
     drop(t);
     Ok(Loaded {
         config,

@@ -16,7 +16,6 @@ use super::{
     parse_duration, validate_group_name, validate_iface_name,
 };
 
-mod groups;
 mod nacl;
 mod prefix_list;
 mod rule;
@@ -39,10 +38,6 @@ pub(super) struct Ctx<'s> {
     /// Rule lists walked so far, to tell a duplicate within one list from
     /// an ID used again elsewhere.
     rule_lists: usize,
-    /// Threads the walk may use (1: in file order on this one).
-    parts: usize,
-    /// Fewer rules than this are walked on one thread.
-    min_parallel_rules: usize,
 }
 
 /// A rule ID's bytes (every ID, computed or explicit, has this length): a
@@ -50,7 +45,6 @@ pub(super) struct Ctx<'s> {
 type IdKey = [u8; 4 + RULE_ID_HEX_DIGITS];
 
 /// Where a rule of a given ID was seen.
-#[derive(Clone)]
 struct SeenRule {
     span: Range<usize>,
     /// Which rule list (a group's `ingress` or `egress`) it is in.
@@ -109,7 +103,7 @@ fn sorted_entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Val<'
 }
 
 impl<'s> Ctx<'s> {
-    pub(super) fn new(src: &'s str, file: &'s str, parts: usize) -> Self {
+    pub(super) fn new(src: &'s str, file: &'s str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
         Ctx {
@@ -120,30 +114,7 @@ impl<'s> Ctx<'s> {
             prefix_list_names: BTreeSet::new(),
             rule_ids: HashMap::new(),
             rule_lists: 0,
-            parts,
-            min_parallel_rules: groups::MIN_PARALLEL_RULES,
         }
-    }
-
-    /// A fresh walker over the same file, for a thread of the walk.
-    fn worker(&self) -> Self {
-        Ctx {
-            file: self.file,
-            src: self.src,
-            line_starts: self.line_starts.clone(),
-            warnings: Vec::new(),
-            prefix_list_names: self.prefix_list_names.clone(),
-            rule_ids: HashMap::new(),
-            rule_lists: 0,
-            parts: 1,
-            min_parallel_rules: self.min_parallel_rules,
-        }
-    }
-
-    /// Tests: walk in parallel from this many rules on.
-    #[cfg(test)]
-    pub(super) fn set_min_parallel_rules(&mut self, n: usize) {
-        self.min_parallel_rules = n;
     }
 
     fn position(&self, offset: usize) -> (usize, usize) {
@@ -367,7 +338,8 @@ impl<'s> Ctx<'s> {
             }
         }
         let names: BTreeSet<String> = group_tables.iter().map(|(n, _)| n.clone()).collect();
-        for (name, group) in self.groups(&group_tables, &names)? {
+        for (name, t) in group_tables {
+            let group = self.group(&name, t, &names)?;
             config.groups.insert(name, group);
         }
 

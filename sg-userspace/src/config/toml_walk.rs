@@ -28,7 +28,9 @@ type Val<'i> = Spanned<DeValue<'i>>;
 pub(super) struct Ctx<'s> {
     file: &'s str,
     src: &'s str,
-    line_starts: Vec<usize>,
+    /// Offsets of the lines, found at the first error or warning: a clean
+    /// file needs none.
+    line_starts: std::cell::OnceCell<Vec<usize>>,
     pub(super) warnings: Vec<String>,
     /// Names of `[prefix_lists]`, known before any rule is walked.
     prefix_list_names: BTreeSet<String>,
@@ -104,12 +106,10 @@ fn sorted_entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Val<'
 
 impl<'s> Ctx<'s> {
     pub(super) fn new(src: &'s str, file: &'s str) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
         Ctx {
             file,
             src,
-            line_starts,
+            line_starts: std::cell::OnceCell::new(),
             warnings: Vec::new(),
             prefix_list_names: BTreeSet::new(),
             rule_ids: HashMap::new(),
@@ -122,8 +122,13 @@ impl<'s> Ctx<'s> {
         while !self.src.is_char_boundary(offset) {
             offset -= 1;
         }
-        let line = self.line_starts.partition_point(|&s| s <= offset);
-        let start = self.line_starts[line - 1];
+        let line_starts = self.line_starts.get_or_init(|| {
+            let mut starts = vec![0];
+            starts.extend(self.src.match_indices('\n').map(|(i, _)| i + 1));
+            starts
+        });
+        let line = line_starts.partition_point(|&s| s <= offset);
+        let start = line_starts[line - 1];
         let column = self.src[start..offset].chars().count() + 1;
         (line, column)
     }

@@ -1,6 +1,5 @@
-//! Guards of the fast config parse (issue 14): rule IDs pinned to the
-//! values of the original encoder, and the chunked (parallel) parse giving
-//! the same config, warnings and errors as the whole-file parse.
+//! Guards of the fast config walk (issue 14): rule IDs and a large
+//! config's parse pinned to the values of the original, allocating walk.
 
 use super::*;
 
@@ -68,12 +67,19 @@ const PINNED: &[(&str, &str, &str)] = &[
         "sgr-a637d9bcc48257c29",
         "sgr-09e65f4541146c704",
     ),
+    // One peer too long for the stack buffer (computed apart from sg).
+    (
+        r#"{ type = "ssh", from = "sg:a-very-long-group-name-that-does-not-fit-in-the-stack-buffer-of-sixty-four-bytes" }"#,
+        "sgr-6b309556b8b6c5902",
+        "sgr-f184ee30c9488e80a",
+    ),
 ];
 
 #[test]
 fn rule_ids_are_pinned() {
     let mut src = String::from("[prefix_lists.office]\nentries = [\"198.18.9.0/24\"]\n");
     src.push_str("[groups.\"a-much-longer-group-name.with_dots\"]\n");
+    src.push_str("[groups.a-very-long-group-name-that-does-not-fit-in-the-stack-buffer-of-sixty-four-bytes]\n");
     src.push_str("[groups.g]\ningress = [\n");
     for (rule, _, _) in PINNED {
         src.push_str(&format!("  {rule},\n"));

@@ -2,17 +2,18 @@
 //! stands, so errors and warnings carry its line and column. Rules are
 //! walked in `rule`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 
+use foldhash::{HashMap, HashMapExt};
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
     Config, ConfigError, ConntrackConfig, Direction, EventsConfig, Group, InterfaceConfig,
-    MAX_TEXT_CHARS, Mode, default_egress_rule, parse_cidr, parse_duration, validate_group_name,
-    validate_iface_name,
+    MAX_TEXT_CHARS, Mode, RULE_ID_HEX_DIGITS, Rule, default_egress_rule, parse_cidr,
+    parse_duration, validate_group_name, validate_iface_name,
 };
 
 mod nacl;
@@ -27,13 +28,39 @@ type Val<'i> = Spanned<DeValue<'i>>;
 pub(super) struct Ctx<'s> {
     file: &'s str,
     src: &'s str,
-    line_starts: Vec<usize>,
+    /// Offsets of the lines, found at the first error or warning: a clean
+    /// file needs none.
+    line_starts: std::cell::OnceCell<Vec<usize>>,
     pub(super) warnings: Vec<String>,
     /// Names of `[prefix_lists]`, known before any rule is walked.
     prefix_list_names: BTreeSet<String>,
-    /// Every rule ID seen so far, with its rule's span: IDs are unique
-    /// across groups too (explicit `id`s could collide).
-    rule_ids: HashMap<String, Range<usize>>,
+    /// Every rule ID seen so far, with where its rule stands: IDs are
+    /// unique across groups too (explicit `id`s could collide).
+    rule_ids: HashMap<IdKey, SeenRule>,
+    /// Rule lists walked so far, to tell a duplicate within one list from
+    /// an ID used again elsewhere.
+    rule_lists: usize,
+}
+
+/// A rule ID's bytes (every ID, computed or explicit, has this length): a
+/// map key without an allocation per rule.
+type IdKey = [u8; 4 + RULE_ID_HEX_DIGITS];
+
+/// Where a rule of a given ID was seen.
+struct SeenRule {
+    span: Range<usize>,
+    /// Which rule list (a group's `ingress` or `egress`) it is in.
+    list: usize,
+    /// Its index in that list.
+    index: usize,
+}
+
+fn id_key(id: &str) -> IdKey {
+    // Computed IDs have this length and explicit ones are checked for it;
+    // anything else maps to a key no real ID has.
+    id.as_bytes()
+        .try_into()
+        .unwrap_or([0; 4 + RULE_ID_HEX_DIGITS])
 }
 
 /// The entries of a table, in file order, after checking the keys.
@@ -48,12 +75,13 @@ impl<'t, 'i> Fields<'t, 'i> {
             .find(|(k, _)| k.get_ref().as_ref() == key)
             .map(|(_, v)| *v)
     }
+}
 
-    fn key(&self, key: &str) -> Option<&'t Key<'i>> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == key)
-            .map(|(k, _)| *k)
+/// The text of an item [`Ctx::string_list`] checked.
+fn str_of<'t>(v: &'t Val<'_>) -> &'t str {
+    match v.get_ref() {
+        DeValue::String(s) => s,
+        _ => "",
     }
 }
 
@@ -78,15 +106,14 @@ fn sorted_entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Val<'
 
 impl<'s> Ctx<'s> {
     pub(super) fn new(src: &'s str, file: &'s str) -> Self {
-        let mut line_starts = vec![0];
-        line_starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
         Ctx {
             file,
             src,
-            line_starts,
+            line_starts: std::cell::OnceCell::new(),
             warnings: Vec::new(),
             prefix_list_names: BTreeSet::new(),
             rule_ids: HashMap::new(),
+            rule_lists: 0,
         }
     }
 
@@ -95,8 +122,13 @@ impl<'s> Ctx<'s> {
         while !self.src.is_char_boundary(offset) {
             offset -= 1;
         }
-        let line = self.line_starts.partition_point(|&s| s <= offset);
-        let start = self.line_starts[line - 1];
+        let line_starts = self.line_starts.get_or_init(|| {
+            let mut starts = vec![0];
+            starts.extend(self.src.match_indices('\n').map(|(i, _)| i + 1));
+            starts
+        });
+        let line = line_starts.partition_point(|&s| s <= offset);
+        let start = line_starts[line - 1];
         let column = self.src[start..offset].chars().count() + 1;
         (line, column)
     }
@@ -137,6 +169,30 @@ impl<'s> Ctx<'s> {
             }
         }
         Ok(Fields { entries })
+    }
+
+    /// [`Self::fields`] without its Vec and sort: the value of each of
+    /// `allowed` by its index there. On an unknown key, the error
+    /// `fields` gives (the first unknown key in file order).
+    fn slots<'t, 'i, const N: usize>(
+        &self,
+        table: &'t DeTable<'i>,
+        allowed: &[&str; N],
+        what: &str,
+    ) -> Result<[Option<(&'t Key<'i>, &'t Val<'i>)>; N], ConfigError> {
+        let mut out = [None; N];
+        for (k, v) in table.iter() {
+            match allowed.iter().position(|a| *a == k.get_ref().as_ref()) {
+                Some(i) => out[i] = Some((k, v)),
+                None => {
+                    return Err(match self.fields(table, allowed, what) {
+                        Err(e) => e,
+                        Ok(_) => self.err(k.span(), format!("unknown key `{}`", k.get_ref())),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn table<'t, 'i>(&self, v: &'t Val<'i>, what: &str) -> Result<&'t DeTable<'i>, ConfigError> {
@@ -192,6 +248,30 @@ impl<'s> Ctx<'s> {
                     type_name(other)
                 ),
             )),
+        }
+    }
+
+    /// [`Self::strings`] without a Vec: the items, each checked to be a
+    /// string (read them with [`str_of`]); one string is a list of one.
+    /// `what` is formatted only for an error.
+    fn string_list<'t, 'i>(
+        &self,
+        v: &'t Val<'i>,
+        what: &dyn fmt::Display,
+    ) -> Result<&'t [Val<'i>], ConfigError> {
+        match v.get_ref() {
+            DeValue::String(_) => Ok(std::slice::from_ref(v)),
+            DeValue::Array(items)
+                if items
+                    .iter()
+                    .all(|i| matches!(i.get_ref(), DeValue::String(_))) =>
+            {
+                Ok(items)
+            }
+            _ => Err(match self.strings(v, &what.to_string()) {
+                Err(e) => e,
+                Ok(_) => self.err(v.span(), format!("expected strings for {what}")),
+            }),
         }
     }
 
@@ -358,38 +438,36 @@ impl<'s> Ctx<'s> {
             let rules = match f.get(key) {
                 Some(v) => {
                     let items = self.array(v, &format!("`{key}` (a list of rules)"))?;
-                    let mut rules: Vec<RawRule> = Vec::with_capacity(items.len());
-                    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
+                    let mut rules: Vec<Rule> = Vec::with_capacity(items.len());
+                    let list = self.rule_lists;
+                    self.rule_lists += 1;
+                    self.rule_ids.reserve(items.len());
                     for (index, item) in items.iter().enumerate() {
-                        let raw = self.rule(name, direction, index, item, names)?;
-                        if let Some(&prev) = seen.get(&raw.rule.id) {
-                            let prev = &rules[prev];
+                        let RawRule { rule, span } =
+                            self.rule(name, direction, index, item, names)?;
+                        let seen_as = id_key(&rule.id);
+                        if let Some(prev) = self.rule_ids.get(&seen_as) {
                             let (line, col) = self.position(prev.span.start);
-                            return Err(self.err(
-                                raw.span,
+                            let message = if prev.list == list {
                                 format!(
                                     "duplicate rule {}: same as rule {} of {key} in group \
                                      `{name}` (at {line}:{col}); remove one of them",
-                                    raw.rule.id, prev.rule.index
-                                ),
-                            ));
-                        }
-                        if let Some(prev) = self.rule_ids.get(&raw.rule.id) {
-                            let (line, col) = self.position(prev.start);
-                            return Err(self.err(
-                                raw.span,
+                                    rule.id, prev.index
+                                )
+                            } else {
                                 format!(
                                     "duplicate rule id {}: already used by the rule at \
                                      {line}:{col}; rule IDs must be unique",
-                                    raw.rule.id
-                                ),
-                            ));
+                                    rule.id
+                                )
+                            };
+                            return Err(self.err(span, message));
                         }
-                        self.rule_ids.insert(raw.rule.id.clone(), raw.span.clone());
-                        seen.insert(raw.rule.id.clone(), rules.len());
-                        rules.push(raw);
+                        self.rule_ids
+                            .insert(seen_as, SeenRule { span, list, index });
+                        rules.push(rule);
                     }
-                    rules.into_iter().map(|r| r.rule).collect()
+                    rules
                 }
                 None if direction == Direction::Egress => vec![default_egress_rule(name)],
                 None => Vec::new(),

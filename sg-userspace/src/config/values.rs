@@ -13,21 +13,39 @@ use super::{MAX_GROUP_NAME_CHARS, MAX_IFACE_NAME_BYTES, Peer};
 /// Returns the peers and, for a non-canonical CIDR, the normalized form.
 /// Does not check that a named group or prefix list exists.
 pub fn parse_peer(text: &str) -> Result<(Vec<Peer>, Option<IpNet>), String> {
+    let mut peers = Vec::new();
+    let normalized = parse_peer_into(text, &mut peers)?;
+    Ok((peers, normalized))
+}
+
+/// [`parse_peer`] appending to `peers`: no Vec per item in the walk.
+pub(super) fn parse_peer_into(text: &str, peers: &mut Vec<Peer>) -> Result<Option<IpNet>, String> {
     let any4 = IpNet::V4(Ipv4Net::default());
     let any6 = IpNet::V6(Ipv6Net::default());
     match text {
-        "anywhere" => return Ok((vec![Peer::Cidr(any4), Peer::Cidr(any6)], None)),
-        "anywhere-ipv4" => return Ok((vec![Peer::Cidr(any4)], None)),
-        "anywhere-ipv6" => return Ok((vec![Peer::Cidr(any6)], None)),
+        "anywhere" => {
+            peers.extend([Peer::Cidr(any4), Peer::Cidr(any6)]);
+            return Ok(None);
+        }
+        "anywhere-ipv4" => {
+            peers.push(Peer::Cidr(any4));
+            return Ok(None);
+        }
+        "anywhere-ipv6" => {
+            peers.push(Peer::Cidr(any6));
+            return Ok(None);
+        }
         _ => {}
     }
     if let Some(name) = text.strip_prefix("sg:") {
         validate_group_name(name)?;
-        return Ok((vec![Peer::Group(name.to_string())], None));
+        peers.push(Peer::Group(name.to_string()));
+        return Ok(None);
     }
     if let Some(name) = text.strip_prefix("pl:") {
         validate_group_name(name).map_err(|m| m.replace("group name", "prefix list name"))?;
-        return Ok((vec![Peer::PrefixList(name.to_string())], None));
+        peers.push(Peer::PrefixList(name.to_string()));
+        return Ok(None);
     }
     let (net, normalized) = parse_cidr(text).map_err(|_| {
         format!(
@@ -35,7 +53,8 @@ pub fn parse_peer(text: &str) -> Result<(Vec<Peer>, Option<IpNet>), String> {
              `anywhere`, `anywhere-ipv4` or `anywhere-ipv6`"
         )
     })?;
-    Ok((vec![Peer::Cidr(net)], normalized.then_some(net)))
+    peers.push(Peer::Cidr(net));
+    Ok(normalized.then_some(net))
 }
 
 /// Parses a CIDR or a bare address (/32 or /128). Returns the canonical

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use super::presets::{ICMP_ALL, port};
 use super::*;
 
+mod fast_parse;
 mod files;
 mod modes;
 mod nacls;

@@ -9,7 +9,9 @@
 //! nested, so the longest one is inside every other). Identical rule sets
 //! of a family share one class.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use sg_common::{
     IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_EGRESS_HOSTS_ONLY_V4,
@@ -182,17 +184,23 @@ pub(super) fn build_classes(
                 }
                 set.sort_unstable();
                 set.dedup();
-                let class = match class_ids.get(&(family, set.clone())) {
-                    Some(&id) => id,
+                // The key owns the set: looked up without a copy, copied
+                // once into a new class.
+                let key = (family, std::mem::take(&mut set));
+                let class = match class_ids.get(&key) {
+                    Some(&id) => {
+                        set = key.1;
+                        id
+                    }
                     None => {
                         let id = ids.alloc()?;
-                        class_ids.insert((family, set.clone()), id);
                         classes.push(ClassInfo {
                             id,
                             family,
-                            rules: set.clone(),
+                            rules: key.1.clone(),
                             port_sets: Vec::new(),
                         });
+                        class_ids.insert(key, id);
                         id
                     }
                 };

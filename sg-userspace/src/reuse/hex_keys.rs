@@ -1,0 +1,115 @@
+//! `Installed`'s maps in the state file: `{"<64 lower-case hex digits>":
+//! id}`, sorted by digest, as every version wrote them (a
+//! `BTreeMap<String, u32>` before). Read without a `String` per key.
+
+use std::fmt;
+
+use serde::{
+    Deserializer, Serializer,
+    de::{self, MapAccess, Visitor},
+};
+
+use super::{Digest, DigestIds};
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of a digest.
+pub(super) fn encode(d: &Digest) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(d) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    out
+}
+
+/// A digest from exactly 64 lower-case hex digits.
+fn decode(text: &str) -> Option<Digest> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *b = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+struct Hex<'a>(&'a Digest);
+
+impl serde::Serialize for Hex<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = encode(self.0);
+        // Hex digits are ASCII.
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+pub(super) fn serialize<S: Serializer>(map: &DigestIds, s: S) -> Result<S::Ok, S::Error> {
+    let mut sorted: Vec<(&Digest, &u32)> = map.iter().collect();
+    sorted.sort_unstable_by_key(|(d, _)| *d);
+    s.collect_map(sorted.into_iter().map(|(d, id)| (Hex(d), id)))
+}
+
+struct Key(Digest);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a digest of 64 lower-case hex digits")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                decode(v)
+                    .map(Key)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DigestIds, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = DigestIds;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of digests to IDs")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DigestIds, A::Error> {
+            let mut out = DigestIds::default();
+            out.reserve(map.size_hint().unwrap_or(0));
+            while let Some((Key(d), id)) = map.next_entry::<Key, u32>()? {
+                out.insert(d, id);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_lower_case_and_round_trips() {
+        let mut d = [0u8; 32];
+        d[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        let text = encode(&d);
+        assert!(text.starts_with(b"000fa5ff"));
+        let by_format: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(text.as_slice(), by_format.as_bytes());
+        assert_eq!(decode(&by_format), Some(d));
+        assert_eq!(decode(&by_format.to_uppercase()), None);
+        assert_eq!(decode(&by_format[..62]), None);
+    }
+}

@@ -152,34 +152,39 @@ pub(super) fn build_classes(
     let mut class_ids: HashMap<(Family, Vec<u32>), u32> = HashMap::new();
     for policy in policies.iter_mut() {
         for family in [Family::V4, Family::V6] {
-            // CIDR → the rules that name it, ascending.
-            let mut by_cidr: HashMap<(u8, u128), Vec<u32>> = HashMap::new();
+            // (CIDR, rule) pairs, sorted: each CIDR's rules are a run,
+            // ascending (one flat vector, not a vector per CIDR).
+            let mut pairs: Vec<(u8, u128, u32)> = Vec::new();
             for &r in &policy.rules {
-                for n in rule_nets[r as usize].iter().filter(|n| n.family == family) {
-                    let v = by_cidr.entry((n.len, n.addr)).or_default();
-                    if v.last() != Some(&r) {
-                        v.push(r);
-                    }
-                }
+                let nets = rule_nets[r as usize].iter().filter(|n| n.family == family);
+                pairs.extend(nets.map(|n| (n.len, n.addr, r)));
             }
-            if by_cidr.is_empty() {
+            if pairs.is_empty() {
                 continue;
             }
-            // Only probe the prefix lengths that exist.
-            let lens: Vec<u8> = by_cidr
-                .keys()
-                .map(|&(l, _)| l)
-                .collect::<BTreeSet<u8>>()
-                .into_iter()
-                .collect();
-            let mut cidrs: Vec<(u8, u128)> = by_cidr.keys().copied().collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            // CIDR → its run in `pairs`.
+            let mut by_cidr: HashMap<(u8, u128), (usize, usize)> =
+                HashMap::with_capacity(pairs.len());
+            let mut cidrs: Vec<(u8, u128)> = Vec::with_capacity(pairs.len());
+            let mut start = 0;
+            for run in pairs.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+                let cidr = (run[0].0, run[0].1);
+                by_cidr.insert(cidr, (start, start + run.len()));
+                cidrs.push(cidr);
+                start += run.len();
+            }
+            // Only probe the prefix lengths that exist (`cidrs` is by length).
+            let mut lens: Vec<u8> = cidrs.iter().map(|&(l, _)| l).collect();
+            lens.dedup();
             cidrs.sort_unstable_by_key(|&(l, a)| (a, l));
             let mut set: Vec<u32> = Vec::new();
             for (len, addr) in cidrs {
                 set.clear();
                 for &l in lens.iter().take_while(|&&l| l <= len) {
-                    if let Some(v) = by_cidr.get(&(l, addr & mask(family, l))) {
-                        set.extend_from_slice(v);
+                    if let Some(&(from, to)) = by_cidr.get(&(l, addr & mask(family, l))) {
+                        set.extend(pairs[from..to].iter().map(|&(_, _, r)| r));
                     }
                 }
                 set.sort_unstable();

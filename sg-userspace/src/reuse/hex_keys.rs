@@ -11,34 +11,58 @@ use serde::{
 
 use super::{Digest, DigestIds};
 
-const DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// Byte -> its two hex digits (10,000s of digests per apply).
+const PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// Character -> its value as a lower-case hex digit, or 0xff.
+const VALUES: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Lower-case hex of a digest.
 pub(super) fn encode(d: &Digest) -> [u8; 64] {
     let mut out = [0u8; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(d) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(d) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
     out
 }
 
 /// A digest from exactly 64 lower-case hex digits.
 fn decode(text: &str) -> Option<Digest> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
+    let mut bad = 0;
     for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        *b = digit(pair[0])? << 4 | digit(pair[1])?;
+        let (hi, lo) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *b = hi << 4 | lo;
     }
-    Some(out)
+    // Any 0xff (not a digit) sets the high bits.
+    (bad < 16).then_some(out)
 }
 
 struct Hex<'a>(&'a Digest);

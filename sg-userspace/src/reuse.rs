@@ -17,16 +17,27 @@ use crate::compile::{Compiled, KernelTables};
 
 mod hex_keys;
 
-/// A class's or policy's content digest (SHA-256). Bytes inside the plan;
-/// lower-case hex only in the state file, where it always was.
-pub type Digest = [u8; 32];
+/// A class's or policy's content digest: the first 128 bits of a SHA-256
+/// (enough against collisions, half the state file's hex). Bytes inside
+/// the plan; lower-case hex only in the state file.
+pub type Digest = [u8; 16];
+
+/// A whole SHA-256: policies name their classes by its hex, as they did
+/// before digests were cut, so an upgrade keeps its policies.
+type Sha256Bytes = [u8; 32];
+
+fn cut(sha: &Sha256Bytes) -> Digest {
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&sha[..16]);
+    d
+}
 
 /// Digest -> installed ID.
 pub type DigestIds = HashMap<Digest, u32>;
 
 /// Content digests of what is installed, each naming its ID. Kept in the
-/// state file as `{"<64 hex digits>": id}` maps (the format of every
-/// version so far).
+/// state file as `{"<32 hex digits>": id}` maps; a state of an earlier
+/// version has the whole SHA-256 (64 digits): its first 128 bits are read.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installed {
     #[serde(with = "hex_keys")]
@@ -58,7 +69,7 @@ impl Plan {
 
 /// Digest of each class's port sets (its family aside: classes of both
 /// families with the same sets share one ID), in `compiled.classes` order.
-fn class_digests(compiled: &Compiled) -> Vec<Digest> {
+fn class_digests(compiled: &Compiled) -> Vec<Sha256Bytes> {
     compiled
         .classes
         .iter()
@@ -97,7 +108,7 @@ fn policy_digests(compiled: &Compiled, class_hex: &HashMap<u32, [u8; 64]>) -> Ve
                 h.update(peer.addr.to_be_bytes());
                 h.update(class_hex[&peer.class]);
             }
-            h.finalize().into()
+            cut(&h.finalize().into())
         })
         .collect()
 }
@@ -109,15 +120,17 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
 /// [`plan`] of a compiled set the caller gives up: its IDs are mapped in
 /// place, sparing a copy of the whole set (10,000s of rules).
 pub fn plan_owned(mut write: Compiled, installed: &Installed) -> Plan {
-    let class_digest = class_digests(&write);
+    let class_sha = class_digests(&write);
     let class_hex: HashMap<u32, [u8; 64]> = write
         .classes
         .iter()
-        .zip(&class_digest)
+        .zip(&class_sha)
         .map(|(c, d)| (c.id, hex_keys::encode(d)))
         .collect();
     let policy_digest = policy_digests(&write, &class_hex);
     drop(class_hex);
+    let class_digest: Vec<Digest> = class_sha.iter().map(cut).collect();
+    drop(class_sha);
 
     // One ID per class content: the installed one, else the first new one.
     let mut class_of_digest: HashMap<&Digest, u32> =
@@ -257,8 +270,20 @@ ingress = [{ type = "postgresql", from = "sg:web" }, { type = "ssh", from = "198
         let old: Installed = serde_json::from_str(OLD_INSTALLED).unwrap();
         let first = plan(&compiled(CFG, 1), &Installed::default());
         assert_eq!(first.installed, old);
-        // Written back byte for byte (sorted, lower-case hex).
-        assert_eq!(serde_json::to_string(&old).unwrap(), OLD_INSTALLED);
+        // Written back with the first 32 digits of each digest, sorted.
+        type Text = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>;
+        let mut cut_old: Text = serde_json::from_str(OLD_INSTALLED).unwrap();
+        for map in cut_old.values_mut() {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, v)| (k[..32].to_string(), v))
+                .collect();
+        }
+        let text = serde_json::to_string(&old).unwrap();
+        assert_eq!(serde_json::from_str::<Text>(&text).unwrap(), cut_old);
+        assert_eq!(serde_json::to_string(&cut_old).unwrap(), text, "sorted");
+        let back: Installed = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, old);
         let again = compiled(CFG, 100);
         let second = plan(&again, &old);
         assert_eq!(second.entries_written(), 0);
@@ -267,7 +292,7 @@ ingress = [{ type = "postgresql", from = "sg:web" }, { type = "ssh", from = "198
 
     #[test]
     fn bad_digests_are_refused() {
-        for key in ["21f8", &"G".repeat(64), &"A".repeat(64), &"0".repeat(66)] {
+        for key in ["21f8", &"G".repeat(64), &"A".repeat(32), &"0".repeat(33), &"0".repeat(66)] {
             let text = format!(r#"{{"classes":{{"{key}":1}},"policies":{{}}}}"#);
             assert!(serde_json::from_str::<Installed>(&text).is_err(), "{key}");
         }

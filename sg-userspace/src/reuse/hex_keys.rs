@@ -1,6 +1,7 @@
-//! `Installed`'s maps in the state file: `{"<64 lower-case hex digits>":
-//! id}`, sorted by digest, as every version wrote them (a
-//! `BTreeMap<String, u32>` before). Read without a `String` per key.
+//! `Installed`'s maps in the state file: `{"<32 lower-case hex digits>":
+//! id}`, sorted by digest. Earlier versions wrote whole SHA-256s (64
+//! digits, a `BTreeMap<String, u32>`): their first 128 bits are the digest.
+//! Read without a `String` per key.
 
 use std::fmt;
 
@@ -39,37 +40,48 @@ const VALUES: [u8; 256] = {
     t
 };
 
-/// Lower-case hex of a digest.
-pub(super) fn encode(d: &Digest) -> [u8; 64] {
-    let mut out = [0u8; 64];
-    for (pair, &b) in out.chunks_exact_mut(2).zip(d) {
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn encode_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
         pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
+}
+
+/// Lower-case hex of a whole SHA-256.
+pub(super) fn encode(sha: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    encode_into(sha, &mut out);
     out
 }
 
-/// A digest from exactly 64 lower-case hex digits.
+/// A digest from 32 lower-case hex digits, or the first 128 bits of 64
+/// (a whole SHA-256, as earlier versions recorded it).
 fn decode(text: &str) -> Option<Digest> {
     let bytes = text.as_bytes();
-    if bytes.len() != 64 {
+    if bytes.len() != 32 && bytes.len() != 64 {
         return None;
     }
-    let mut out = [0u8; 32];
     let mut bad = 0;
-    for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let (hi, lo) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
-        bad |= hi | lo;
-        *b = hi << 4 | lo;
+    for &c in bytes {
+        bad |= VALUES[usize::from(c)];
     }
     // Any 0xff (not a digit) sets the high bits.
-    (bad < 16).then_some(out)
+    if bad >= 16 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *b = VALUES[usize::from(pair[0])] << 4 | VALUES[usize::from(pair[1])];
+    }
+    Some(out)
 }
 
 struct Hex<'a>(&'a Digest);
 
 impl serde::Serialize for Hex<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = encode(self.0);
+        let mut text = [0u8; 32];
+        encode_into(self.0, &mut text);
         // Hex digits are ASCII.
         s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
@@ -89,7 +101,7 @@ impl<'de> serde::Deserialize<'de> for Key {
         impl Visitor<'_> for V {
             type Value = Key;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a digest of 64 lower-case hex digits")
+                f.write_str("a digest of 32 (or 64) lower-case hex digits")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
                 decode(v)
@@ -126,14 +138,20 @@ mod tests {
 
     #[test]
     fn hex_is_lower_case_and_round_trips() {
-        let mut d = [0u8; 32];
-        d[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
-        let text = encode(&d);
+        let mut sha = [0u8; 32];
+        sha[..4].copy_from_slice(&[0x00, 0x0f, 0xa5, 0xff]);
+        sha[31] = 0x7e;
+        let text = encode(&sha);
         assert!(text.starts_with(b"000fa5ff"));
-        let by_format: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        let by_format: String = sha.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(text.as_slice(), by_format.as_bytes());
-        assert_eq!(decode(&by_format), Some(d));
+        let digest: Digest = sha[..16].try_into().unwrap();
+        // A whole SHA-256 (earlier versions) and its first 32 digits.
+        assert_eq!(decode(&by_format), Some(digest));
+        assert_eq!(decode(&by_format[..32]), Some(digest));
         assert_eq!(decode(&by_format.to_uppercase()), None);
         assert_eq!(decode(&by_format[..62]), None);
+        // A bad digit past the first 128 bits still makes it corrupt.
+        assert_eq!(decode(&format!("{}g", &by_format[..63])), None);
     }
 }

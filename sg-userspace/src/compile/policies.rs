@@ -164,29 +164,35 @@ pub(super) fn build_classes(
             }
             pairs.sort_unstable();
             pairs.dedup();
-            // CIDR → its run in `pairs`.
-            let mut by_cidr: HashMap<(u8, u128), (usize, usize)> =
-                HashMap::with_capacity(pairs.len());
-            let mut cidrs: Vec<(u8, u128)> = Vec::with_capacity(pairs.len());
+            // Each CIDR with its run in `pairs`.
+            let mut cidrs: Vec<(u8, u128, usize, usize)> = Vec::with_capacity(pairs.len());
             let mut start = 0;
             for run in pairs.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-                let cidr = (run[0].0, run[0].1);
-                by_cidr.insert(cidr, (start, start + run.len()));
-                cidrs.push(cidr);
+                cidrs.push((run[0].0, run[0].1, start, start + run.len()));
                 start += run.len();
             }
             // Only probe the prefix lengths that exist (`cidrs` is by length).
-            let mut lens: Vec<u8> = cidrs.iter().map(|&(l, _)| l).collect();
+            let mut lens: Vec<u8> = cidrs.iter().map(|&(l, ..)| l).collect();
             lens.dedup();
-            cidrs.sort_unstable_by_key(|&(l, a)| (a, l));
+            // CIDR → its run, for the longer CIDRs inside it (none when
+            // every CIDR has one length, e.g. a policy of hosts only).
+            let by_cidr: HashMap<(u8, u128), (usize, usize)> = if lens.len() > 1 {
+                cidrs.iter().map(|&(l, a, f, t)| ((l, a), (f, t))).collect()
+            } else {
+                HashMap::new()
+            };
+            cidrs.sort_unstable_by_key(|&(l, a, ..)| (a, l));
             let mut set: Vec<u32> = Vec::new();
-            for (len, addr) in cidrs {
+            for (len, addr, own_from, own_to) in cidrs {
                 set.clear();
-                for &l in lens.iter().take_while(|&&l| l <= len) {
+                // Shorter prefixes that hold it are looked up; its own run
+                // is known (a policy of hosts only looks up nothing).
+                for &l in lens.iter().take_while(|&&l| l < len) {
                     if let Some(&(from, to)) = by_cidr.get(&(l, addr & mask(family, l))) {
                         set.extend(pairs[from..to].iter().map(|&(_, _, r)| r));
                     }
                 }
+                set.extend(pairs[own_from..own_to].iter().map(|&(_, _, r)| r));
                 set.sort_unstable();
                 set.dedup();
                 // The key owns the set: looked up without a copy, copied

@@ -292,7 +292,13 @@ ingress = [{ type = "postgresql", from = "sg:web" }, { type = "ssh", from = "198
 
     #[test]
     fn bad_digests_are_refused() {
-        for key in ["21f8", &"G".repeat(64), &"A".repeat(32), &"0".repeat(33), &"0".repeat(66)] {
+        for key in [
+            "21f8",
+            &"G".repeat(64),
+            &"A".repeat(32),
+            &"0".repeat(33),
+            &"0".repeat(66),
+        ] {
             let text = format!(r#"{{"classes":{{"{key}":1}},"policies":{{}}}}"#);
             assert!(serde_json::from_str::<Installed>(&text).is_err(), "{key}");
         }

@@ -42,8 +42,8 @@ const VALUES: [u8; 256] = {
 
 /// Lower-case hex of `bytes` into `out` (twice as long).
 fn encode_into(bytes: &[u8], out: &mut [u8]) {
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&PAIRS[usize::from(b)]);
+    for (pair, &b) in out.as_chunks_mut::<2>().0.iter_mut().zip(bytes) {
+        *pair = PAIRS[usize::from(b)];
     }
 }
 
@@ -70,7 +70,7 @@ fn decode(text: &str) -> Option<Digest> {
         return None;
     }
     let mut out = [0u8; 16];
-    for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+    for (b, pair) in out.iter_mut().zip(bytes.as_chunks::<2>().0) {
         *b = VALUES[usize::from(pair[0])] << 4 | VALUES[usize::from(pair[1])];
     }
     Some(out)

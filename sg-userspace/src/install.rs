@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context as _, Result};
+use foldhash::{HashMap, HashMapExt as _};
 use sg_common::IFACE_F_L3;
 
 use crate::{
@@ -44,11 +45,15 @@ fn reserve_ids(dir: &StateDir, state: &State, next_id: u32, slots: &[u32]) -> Re
 /// compile positions to slots, so hit counters and the rules recorded in
 /// tracked connections keep naming the same rule across applies.
 fn assign_slots(state: &State, compiled: &Compiled) -> (Compiled, Vec<u32>) {
-    let old: BTreeMap<&str, u32> = state
-        .rules_by_slot()
-        .into_iter()
-        .map(|(slot, r)| (r.id.as_str(), slot))
-        .collect();
+    // Rule ID -> its slot in force (a record of before slots: its position).
+    let mut old: HashMap<&str, u32> = HashMap::with_capacity(state.rules.len());
+    old.extend(
+        state
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), r.slot.unwrap_or(i as u32))),
+    );
     let mut next = old
         .values()
         .map(|s| s + 1)
@@ -117,14 +122,15 @@ pub fn install_adopting(
         }
     }
     // Reused IDs are live policy: a failed write must never remove them.
-    let in_force: HashSet<u32> = state
+    let in_force: foldhash::HashSet<u32> = state
         .installed
         .classes
         .values()
         .chain(state.installed.policies.values())
         .copied()
         .collect();
-    let fresh: HashSet<u32> = ids_of(&plan.write).difference(&in_force).copied().collect();
+    let mut fresh = ids_of(&plan.write);
+    fresh.retain(|id| !in_force.contains(id));
     drop(t);
     let t = crate::phase::start("adopt");
     let adopted = adopt::adopt(dp, state, &plan.write, &config.runtime_config(), adopt)?;

@@ -9,19 +9,41 @@
 //! peer entries nor its interfaces' switch are written. Only what changed
 //! gets fresh IDs, so a packet still sees one whole policy or the other.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::compile::{Compiled, KernelTables};
 
+mod hex_keys;
+
+/// A class's or policy's content digest: the first 128 bits of a SHA-256
+/// (enough against collisions, half the state file's hex). Bytes inside
+/// the plan; lower-case hex only in the state file.
+pub type Digest = [u8; 16];
+
+/// A whole SHA-256: policies name their classes by its hex, as they did
+/// before digests were cut, so an upgrade keeps its policies.
+type Sha256Bytes = [u8; 32];
+
+fn cut(sha: &Sha256Bytes) -> Digest {
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&sha[..16]);
+    d
+}
+
+/// Digest -> installed ID.
+pub type DigestIds = HashMap<Digest, u32>;
+
 /// Content digests of what is installed, each naming its ID. Kept in the
-/// state file.
+/// state file as `{"<32 hex digits>": id}` maps; a state of an earlier
+/// version has the whole SHA-256 (64 digits): its first 128 bits are read.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installed {
-    pub classes: BTreeMap<String, u32>,
-    pub policies: BTreeMap<String, u32>,
+    #[serde(with = "hex_keys")]
+    pub classes: DigestIds,
+    #[serde(with = "hex_keys")]
+    pub policies: DigestIds,
 }
 
 /// What to write, and what is in force once it is.
@@ -45,22 +67,9 @@ impl Plan {
     }
 }
 
-fn hex(digest: impl AsRef<[u8]>) -> String {
-    // By table: a `format!` per byte was a visible share of an apply
-    // (two digests per class and policy, 10,000s of them).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let bytes = digest.as_ref();
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
-}
-
 /// Digest of each class's port sets (its family aside: classes of both
-/// families with the same sets share one ID), by class ID.
-fn class_digests(compiled: &Compiled) -> HashMap<u32, String> {
+/// families with the same sets share one ID), in `compiled.classes` order.
+fn class_digests(compiled: &Compiled) -> Vec<Sha256Bytes> {
     compiled
         .classes
         .iter()
@@ -71,19 +80,24 @@ fn class_digests(compiled: &Compiled) -> HashMap<u32, String> {
                 h.update(set.proto.map_or(256u16, u16::from).to_be_bytes());
                 h.update((set.intervals.len() as u32).to_be_bytes());
                 for i in &set.intervals {
-                    h.update(i.lo.to_be_bytes());
-                    h.update(i.hi.to_be_bytes());
-                    h.update(i.rule.rule.to_be_bytes());
-                    h.update(i.rule.flags.to_be_bytes());
+                    // One update per interval, not four (same bytes).
+                    let mut b = [0u8; 12];
+                    b[..2].copy_from_slice(&i.lo.to_be_bytes());
+                    b[2..4].copy_from_slice(&i.hi.to_be_bytes());
+                    b[4..8].copy_from_slice(&i.rule.rule.to_be_bytes());
+                    b[8..].copy_from_slice(&i.rule.flags.to_be_bytes());
+                    h.update(b);
                 }
             }
-            (c.id, hex(h.finalize()))
+            h.finalize().into()
         })
         .collect()
 }
 
-/// Digest of each policy's peer prefixes, naming classes by digest.
-fn policy_digests(compiled: &Compiled, classes: &HashMap<u32, String>) -> HashMap<u32, String> {
+/// Digest of each policy's peer prefixes, naming classes by digest (as
+/// hex text: the digests of earlier versions, so an upgrade keeps its
+/// policies), in `compiled.policies` order.
+fn policy_digests(compiled: &Compiled, class_hex: &HashMap<u32, [u8; 64]>) -> Vec<Digest> {
     compiled
         .policies
         .iter()
@@ -92,9 +106,9 @@ fn policy_digests(compiled: &Compiled, classes: &HashMap<u32, String>) -> HashMa
             for peer in &p.peers {
                 h.update([peer.family.code(), peer.len]);
                 h.update(peer.addr.to_be_bytes());
-                h.update(classes[&peer.class].as_bytes());
+                h.update(class_hex[&peer.class]);
             }
-            (p.id, hex(h.finalize()))
+            cut(&h.finalize().into())
         })
         .collect()
 }
@@ -106,46 +120,48 @@ pub fn plan(compiled: &Compiled, installed: &Installed) -> Plan {
 /// [`plan`] of a compiled set the caller gives up: its IDs are mapped in
 /// place, sparing a copy of the whole set (10,000s of rules).
 pub fn plan_owned(mut write: Compiled, installed: &Installed) -> Plan {
-    let class_digest = class_digests(&write);
-    let policy_digest = policy_digests(&write, &class_digest);
-
-    // One ID per class content: the installed one, else the first new one.
-    let mut class_of_digest: HashMap<&str, u32> = installed
+    let class_sha = class_digests(&write);
+    let class_hex: HashMap<u32, [u8; 64]> = write
         .classes
         .iter()
-        .map(|(digest, id)| (digest.as_str(), *id))
+        .zip(&class_sha)
+        .map(|(c, d)| (c.id, hex_keys::encode(d)))
         .collect();
+    let policy_digest = policy_digests(&write, &class_hex);
+    drop(class_hex);
+    let class_digest: Vec<Digest> = class_sha.iter().map(cut).collect();
+    drop(class_sha);
+
+    // One ID per class content: the installed one, else the first new one.
+    let mut class_of_digest: HashMap<&Digest, u32> =
+        HashMap::with_capacity(installed.classes.len() + write.classes.len());
+    class_of_digest.extend(installed.classes.iter().map(|(d, id)| (d, *id)));
     let mut class_id: HashMap<u32, u32> = HashMap::with_capacity(write.classes.len());
     let mut classes_reused = 0;
-    for c in &write.classes {
-        let digest = class_digest[&c.id].as_str();
+    for (c, digest) in write.classes.iter().zip(&class_digest) {
         let id = *class_of_digest.entry(digest).or_insert(c.id);
         classes_reused += usize::from(id != c.id);
         class_id.insert(c.id, id);
     }
+    drop(class_of_digest);
     let mut policy_id: HashMap<u32, u32> = HashMap::with_capacity(write.policies.len());
     let mut policies_reused = 0;
-    for p in &write.policies {
-        let id = installed
-            .policies
-            .get(&policy_digest[&p.id])
-            .copied()
-            .unwrap_or(p.id);
+    for (p, digest) in write.policies.iter().zip(&policy_digest) {
+        let id = installed.policies.get(digest).copied().unwrap_or(p.id);
         policies_reused += usize::from(id != p.id);
         policy_id.insert(p.id, id);
     }
-    let installed = Installed {
-        classes: write
-            .classes
-            .iter()
-            .map(|c| (class_digest[&c.id].clone(), class_id[&c.id]))
-            .collect(),
-        policies: write
-            .policies
-            .iter()
-            .map(|p| (policy_digest[&p.id].clone(), policy_id[&p.id]))
-            .collect(),
+    // As a map, the later of two equal digests names the ID (as before).
+    let mut recorded = Installed {
+        classes: HashMap::with_capacity(write.classes.len()),
+        policies: HashMap::with_capacity(write.policies.len()),
     };
+    for (c, digest) in write.classes.iter().zip(class_digest) {
+        recorded.classes.insert(digest, class_id[&c.id]);
+    }
+    for (p, digest) in write.policies.iter().zip(policy_digest) {
+        recorded.policies.insert(digest, policy_id[&p.id]);
+    }
     // Only what keeps its fresh ID is written; a class's sets once, under
     // the ID it keeps.
     let fresh_policies: Vec<bool> = write
@@ -202,7 +218,7 @@ pub fn plan_owned(mut write: Compiled, installed: &Installed) -> Plan {
         tables,
         write,
         live,
-        installed,
+        installed: recorded,
         classes_reused,
         policies_reused,
     }
@@ -243,13 +259,65 @@ ingress = [{ type = "postgresql", from = "sg:web" }, { type = "ssh", from = "198
         compile(&cfg, &attachments(), first_id).unwrap()
     }
 
+    /// `Installed` of `plan(CFG)` as the previous version (digests as
+    /// `BTreeMap<String, u32>`) wrote it into the state file.
+    const OLD_INSTALLED: &str = r#"{"classes":{"21f84afc0807a64a36205773601bba640c8ce962b9afcaff75cc64a843a16638":12,"2907dbe44a77c6a051bbf28ec2e57447be2188b9d81f2ac62b58e96bdfc60ea3":5,"492670c58127694d22d0247a6919c7b1974e80b3fac0d283a2ede75a777affe4":7,"53fe282666e27c5b8e1bfaf2dd53cb0b7309d2d5e751830ae474a4bd8a0c43c9":6,"7c62c37e893926bfbc8e6d06b0596e7a91a363e01862429cd577f60e9b6f1210":10,"87bbdcd9ea481d7727e76396f13adb9a8adad5e0245d3cb8d7b1e1fac375ea76":9},"policies":{"3b2c285b4568e66f3071c5110b0f256cb70d7b235657ab9510ae41e4e8078f3c":2,"7d65acea867c41b33b1db77c9d917a952283fbd0b485a66900af92f05ced7415":4,"97893ec80cb93000945982497a2c9c6d97335f5f604b00dad2c290069a6ec21b":1,"b97c835dc58ef2af41c50499c25aec1dcd746fed33b74aabfe152c266b1b8aba":3}}"#;
+
     #[test]
-    fn digests_are_lower_case_hex_as_recorded() {
-        // The state records digests: their text must not change.
-        assert_eq!(hex([0x00u8, 0x0f, 0xa5, 0xff]), "000fa5ff");
-        let d = Sha256::digest(b"sg");
-        let by_format: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex(d), by_format);
+    fn digests_of_the_previous_version_load_and_are_reused() {
+        // An upgrade happens with policy live: the digests a state of the
+        // previous version holds must still name the same content.
+        let old: Installed = serde_json::from_str(OLD_INSTALLED).unwrap();
+        let first = plan(&compiled(CFG, 1), &Installed::default());
+        assert_eq!(first.installed, old);
+        // Written back with the first 32 digits of each digest, sorted.
+        type Text = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>;
+        let mut cut_old: Text = serde_json::from_str(OLD_INSTALLED).unwrap();
+        for map in cut_old.values_mut() {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(k, v)| (k[..32].to_string(), v))
+                .collect();
+        }
+        let text = serde_json::to_string(&old).unwrap();
+        assert_eq!(serde_json::from_str::<Text>(&text).unwrap(), cut_old);
+        assert_eq!(serde_json::to_string(&cut_old).unwrap(), text, "sorted");
+        let back: Installed = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, old);
+        let again = compiled(CFG, 100);
+        let second = plan(&again, &old);
+        assert_eq!(second.entries_written(), 0);
+        assert_eq!(second.policies_reused, again.policies.len());
+    }
+
+    #[test]
+    fn bad_digests_are_refused() {
+        for key in [
+            "21f8",
+            &"G".repeat(64),
+            &"A".repeat(32),
+            &"0".repeat(33),
+            &"0".repeat(66),
+        ] {
+            let text = format!(r#"{{"classes":{{"{key}":1}},"policies":{{}}}}"#);
+            assert!(serde_json::from_str::<Installed>(&text).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn equal_classes_share_a_digest_and_different_ones_do_not() {
+        let c = compiled(CFG, 1);
+        let d = class_digests(&c);
+        let equal_pairs = (0..d.len())
+            .flat_map(|i| (0..i).map(move |j| (i, j)))
+            .filter(|&(i, j)| d[i] == d[j])
+            .count();
+        assert!(equal_pairs > 0, "CFG has a v4 and a v6 class alike");
+        for (i, a) in c.classes.iter().enumerate() {
+            for (j, b) in c.classes.iter().enumerate() {
+                assert_eq!(d[i] == d[j], a.port_sets == b.port_sets, "{i} {j}");
+            }
+        }
     }
 
     #[test]

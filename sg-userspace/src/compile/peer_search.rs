@@ -11,7 +11,9 @@
 //! A lookup costs at most one probe per tree level (8 for IPv6), whatever
 //! the number of prefixes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use sg_common::{PEER_F_LONGER, PEER_MAX_LENGTHS, PeerLengths, PeerNet};
 
@@ -150,7 +152,7 @@ mod tests {
         let mut rng = Rng::new(0x1234_5678);
         let mut next = move |n: u64| rng.below(n);
         for round in 0..400 {
-            let mut prefixes = Prefixes::new();
+            let mut prefixes = Prefixes::default();
             let base = next(1 << 32) as u128;
             for class in 1..=next(40) as u32 + 1 {
                 let len = next(32) as u8;

@@ -9,7 +9,9 @@
 //! nested, so the longest one is inside every other). Identical rule sets
 //! of a family share one class.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use sg_common::{
     IFACE_F_EGRESS_ALL_V4, IFACE_F_EGRESS_ALL_V6, IFACE_F_EGRESS_HOSTS_ONLY_V4,
@@ -150,49 +152,66 @@ pub(super) fn build_classes(
     let mut class_ids: HashMap<(Family, Vec<u32>), u32> = HashMap::new();
     for policy in policies.iter_mut() {
         for family in [Family::V4, Family::V6] {
-            // CIDR → the rules that name it, ascending.
-            let mut by_cidr: HashMap<(u8, u128), Vec<u32>> = HashMap::new();
+            // (CIDR, rule) pairs, sorted: each CIDR's rules are a run,
+            // ascending (one flat vector, not a vector per CIDR).
+            let mut pairs: Vec<(u8, u128, u32)> = Vec::new();
             for &r in &policy.rules {
-                for n in rule_nets[r as usize].iter().filter(|n| n.family == family) {
-                    let v = by_cidr.entry((n.len, n.addr)).or_default();
-                    if v.last() != Some(&r) {
-                        v.push(r);
-                    }
-                }
+                let nets = rule_nets[r as usize].iter().filter(|n| n.family == family);
+                pairs.extend(nets.map(|n| (n.len, n.addr, r)));
             }
-            if by_cidr.is_empty() {
+            if pairs.is_empty() {
                 continue;
             }
-            // Only probe the prefix lengths that exist.
-            let lens: Vec<u8> = by_cidr
-                .keys()
-                .map(|&(l, _)| l)
-                .collect::<BTreeSet<u8>>()
-                .into_iter()
-                .collect();
-            let mut cidrs: Vec<(u8, u128)> = by_cidr.keys().copied().collect();
-            cidrs.sort_unstable_by_key(|&(l, a)| (a, l));
+            pairs.sort_unstable();
+            pairs.dedup();
+            // Each CIDR with its run in `pairs`.
+            let mut cidrs: Vec<(u8, u128, usize, usize)> = Vec::with_capacity(pairs.len());
+            let mut start = 0;
+            for run in pairs.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+                cidrs.push((run[0].0, run[0].1, start, start + run.len()));
+                start += run.len();
+            }
+            // Only probe the prefix lengths that exist (`cidrs` is by length).
+            let mut lens: Vec<u8> = cidrs.iter().map(|&(l, ..)| l).collect();
+            lens.dedup();
+            // CIDR → its run, for the longer CIDRs inside it (none when
+            // every CIDR has one length, e.g. a policy of hosts only).
+            let by_cidr: HashMap<(u8, u128), (usize, usize)> = if lens.len() > 1 {
+                cidrs.iter().map(|&(l, a, f, t)| ((l, a), (f, t))).collect()
+            } else {
+                HashMap::new()
+            };
+            cidrs.sort_unstable_by_key(|&(l, a, ..)| (a, l));
             let mut set: Vec<u32> = Vec::new();
-            for (len, addr) in cidrs {
+            for (len, addr, own_from, own_to) in cidrs {
                 set.clear();
-                for &l in lens.iter().take_while(|&&l| l <= len) {
-                    if let Some(v) = by_cidr.get(&(l, addr & mask(family, l))) {
-                        set.extend_from_slice(v);
+                // Shorter prefixes that hold it are looked up; its own run
+                // is known (a policy of hosts only looks up nothing).
+                for &l in lens.iter().take_while(|&&l| l < len) {
+                    if let Some(&(from, to)) = by_cidr.get(&(l, addr & mask(family, l))) {
+                        set.extend(pairs[from..to].iter().map(|&(_, _, r)| r));
                     }
                 }
+                set.extend(pairs[own_from..own_to].iter().map(|&(_, _, r)| r));
                 set.sort_unstable();
                 set.dedup();
-                let class = match class_ids.get(&(family, set.clone())) {
-                    Some(&id) => id,
+                // The key owns the set: looked up without a copy, copied
+                // once into a new class.
+                let key = (family, std::mem::take(&mut set));
+                let class = match class_ids.get(&key) {
+                    Some(&id) => {
+                        set = key.1;
+                        id
+                    }
                     None => {
                         let id = ids.alloc()?;
-                        class_ids.insert((family, set.clone()), id);
                         classes.push(ClassInfo {
                             id,
                             family,
-                            rules: set.clone(),
+                            rules: key.1.clone(),
                             port_sets: Vec::new(),
                         });
+                        class_ids.insert(key, id);
                         id
                     }
                 };

@@ -14,7 +14,9 @@
 //! rule index. This only decides which rule a packet is counted toward
 //! (any of them allows it); it is the attribution sg has always had.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashSet, HashSetExt as _};
 
 use sg_common::{RULE_F_ANYWHERE, RuleInterval, RuleRef};
 

@@ -3,7 +3,7 @@
 //! `members` and the addresses of their interfaces), and every rule's peers
 //! become canonical CIDRs.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use std::net::IpAddr;
 
 use ipnet::IpNet;

@@ -59,7 +59,7 @@ impl KernelTables {
         for policy in policies {
             let id = policy.id.to_be_bytes();
             for family in [Family::V4, Family::V6] {
-                let mut prefixes = Prefixes::new();
+                let mut prefixes = Prefixes::default();
                 for p in policy.peers.iter().filter(|p| p.family == family) {
                     if p.len == family.bits() {
                         match family {

@@ -253,24 +253,40 @@ pub struct IfaceChange {
 /// per interface, with no packet judged by a mix of old and new rules.
 pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyReport> {
     let _lock = dir.lock()?;
-    // The state loads while the config parses (the longest step of a large
-    // apply): both only read, and the machine has more than one core.
-    let (config, state) = std::thread::scope(|s| {
-        let state = s.spawn(|| {
-            let _t = crate::phase::start("state load");
-            dir.load()
+    // A second thread reads what is in force while this one parses the
+    // config (the longest step): the state, then, unless this is a dry
+    // run, the pinned maps (BTF, one object load) and what the room check
+    // of the write needs. All of it only reads: a bad config still changes
+    // nothing (the open creates only pins that are missing, as any read
+    // command does).
+    let (config, in_force) = std::thread::scope(|s| {
+        let in_force = s.spawn(|| -> Result<Option<(State, Option<Datapath>)>> {
+            let state = {
+                let _t = crate::phase::start("state load");
+                dir.load()?
+            };
+            let Some(state) = state else {
+                return Ok(None);
+            };
+            if dry_run {
+                return Ok(Some((state, None)));
+            }
+            let _t = crate::phase::start("maps open and room read");
+            let mut dp = Datapath::open(dir, state.ct_max_entries)?;
+            dp.read_room()?;
+            Ok(Some((state, Some(dp))))
         });
         let config = {
             let _t = crate::phase::start("config parse");
             load_config(config_path)
         };
-        let state = state
+        let in_force = in_force
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        (config, state)
+        (config, in_force)
     });
     let config = config?;
-    let Some(mut state) = state? else {
+    let Some((mut state, dp)) = in_force? else {
         bail!(
             "nothing is attached under {}; run `sg attach IFACE -c FILE` first",
             dir.pins.display()
@@ -283,28 +299,13 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         .iter()
         .map(|(name, iface)| (name.clone(), iface.groups.clone()))
         .collect();
-    // The pinned maps open (BTF, one object load) and the room check's
-    // reads run while the config compiles; a dry run opens nothing.
-    let ct_max_entries = state.ct_max_entries;
-    let (compiled, dp) = std::thread::scope(|s| {
-        let dp = (!dry_run).then(|| {
-            s.spawn(|| {
-                let _t = crate::phase::start("maps open and room read");
-                let mut dp = Datapath::open(dir, ct_max_entries)?;
-                dp.read_room()?;
-                anyhow::Ok(dp)
-            })
-        });
-        let compiled = {
-            let _t = crate::phase::start("compile");
-            refresh_and_compile(&config, &mut state)
-        };
-        let dp = dp.map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        (compiled, dp)
-    });
+    let compiled = {
+        let _t = crate::phase::start("compile");
+        refresh_and_compile(&config, &mut state)
+    };
     let compiled = compiled?;
     let report = diff(&groups_before, &state, &compiled);
-    let Some(dp) = dp else {
+    let Some(mut dp) = dp else {
         return Ok(report);
     };
     if config.conntrack.max_entries != state.ct_max_entries {
@@ -313,7 +314,6 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
             state.ct_max_entries
         );
     }
-    let mut dp = dp?;
     state.config_path = Some(absolute(config_path));
     // Every interface adopts: a connection the old policy left untracked
     // (or never saw open) and the new one restricts would be cut.

@@ -1,5 +1,3 @@
-use std::process::ExitCode;
-
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 use sg::{
@@ -20,7 +18,7 @@ use sg::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
+fn main() {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
@@ -51,13 +49,26 @@ fn main() -> ExitCode {
     let total = sg::phase::start("command");
     let result = run(cli);
     drop(total);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            1
         }
-    }
+    };
+    exit_now(code)
+}
+
+/// Ends the process without its exit handlers: mimalloc's walks the whole
+/// heap and hands it back to the kernel page by page (several ms after a
+/// 10,000-rule apply), which the exit itself does at once. Everything
+/// `sg` keeps is in files and pinned maps by now; output is flushed here.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit only ends the process.
+    unsafe { libc::_exit(code) }
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -38,7 +38,7 @@ pub struct ApplyReport {
     pub full: Vec<Run>,
     /// One rule changed, on the same 10,000-rule config.
     pub one_rule: Vec<Run>,
-    /// Pings of a flow allowed throughout (every 2 ms), over every apply.
+    /// Pings of a flow allowed throughout (every 10 ms), over every apply.
     pub pings_sent: u64,
     pub pings_received: u64,
 }
@@ -115,7 +115,15 @@ pub fn run(sg_exe: std::path::PathBuf) -> Result<ApplyReport> {
         sg.run(&["attach", &s.ifname, "-c", &cfg_s, "--groups", &groups()])?;
         let pinger = client
             .cmd("ping")
-            .args(["-n", "-q", "-i", "0.002", "-w", "120", &s.v4.to_string()])
+            .args([
+                "-n",
+                "-q",
+                "-i",
+                crate::bench_e2e::PING_INTERVAL,
+                "-w",
+                "120",
+                &s.v4.to_string(),
+            ])
             .stdout(Stdio::piped())
             .spawn()?;
         std::thread::sleep(Duration::from_millis(200));
@@ -185,7 +193,7 @@ pub fn markdown(r: &ApplyReport) -> String {
     ));
     out.push_str(&row(&format!("1 rule of {} changed", r.rules), &r.one_rule));
     out.push_str(&format!(
-        "\nA ping every 2 ms through the applies: {} sent, {} received.\n",
+        "\nA ping every 10 ms through the applies: {} sent, {} received.\n",
         r.pings_sent, r.pings_received
     ));
     out

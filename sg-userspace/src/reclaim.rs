@@ -13,3 +13,27 @@ pub fn later<T: Send + 'static>(value: T) {
         .name("sg-reclaim".to_string())
         .spawn(move || drop(value));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::mpsc, time::Duration};
+
+    /// Says on `done` when it is dropped, and on which thread.
+    struct Signal(mpsc::Sender<std::thread::ThreadId>);
+
+    impl Drop for Signal {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().id());
+        }
+    }
+
+    #[test]
+    fn a_value_handed_over_is_dropped_on_another_thread() {
+        let (tx, rx) = mpsc::channel();
+        super::later(Signal(tx));
+        let dropped_on = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the value was never dropped");
+        assert_ne!(dropped_on, std::thread::current().id());
+    }
+}

@@ -1,10 +1,7 @@
 //! How full the policy maps are, for room checks and `sg status`.
 
 use anyhow::{Context as _, Result};
-use aya::{
-    Pod,
-    maps::{HashMap, MapData},
-};
+use aya::Pod;
 use sg_common::{
     MAP_PEER_HOSTS_V4, MAP_PEER_HOSTS_V6, MAP_PEER_LENGTHS, MAP_PEER_NETS_V4, MAP_PEER_NETS_V6,
     MAP_RULE_INTERVALS, MAP_RULE_SETS,
@@ -64,13 +61,11 @@ impl Datapath {
 
     /// Every entry of the hash `name`, read in batches (`batch::entries`).
     pub(super) fn hash_entries<K: Pod, V: Pod>(&mut self, name: &str) -> Result<Vec<(K, V)>> {
-        let map: HashMap<&mut MapData, K, V> = self.map(name)?;
-        super::batch::entries(&map, |m| {
-            m.iter()
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("reading {name}"))
-        })
-        .with_context(|| format!("reading {name}"))
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?;
+        super::split::entries(map, name)
     }
 }
 

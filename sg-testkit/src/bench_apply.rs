@@ -113,19 +113,7 @@ pub fn run(sg_exe: std::path::PathBuf) -> Result<ApplyReport> {
     let result = (|| -> Result<ApplyReport> {
         std::fs::write(&cfg, &configs[0])?;
         sg.run(&["attach", &s.ifname, "-c", &cfg_s, "--groups", &groups()])?;
-        let pinger = client
-            .cmd("ping")
-            .args([
-                "-n",
-                "-q",
-                "-i",
-                crate::bench_e2e::PING_INTERVAL,
-                "-w",
-                "120",
-                &s.v4.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let pinger = crate::bench_e2e::start_ping(&client, std::net::IpAddr::V4(s.v4), 120)?;
         std::thread::sleep(Duration::from_millis(200));
         let mut full = Vec::new();
         for i in 1..=APPLIES {

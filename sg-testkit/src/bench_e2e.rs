@@ -146,10 +146,26 @@ fn flood(client: &Host, from: &Link, to_mac: &str, dst: Ipv4Addr) -> Result<f64>
     Ok(secs)
 }
 
-/// The loss probe's interval (ping `-i`, seconds). iputils ping waits in
-/// whole milliseconds, so below 10 ms it spins a core: `-i 0.002` took one
-/// of the machine's two and slowed every `sg apply` it watched by ~30%.
-pub(crate) const PING_INTERVAL: &str = "0.01";
+/// Starts the loss probe: a quiet ping from `from` to `to` for at most
+/// `secs`, read back with [`stop_ping`]. Every 10 ms: iputils ping waits
+/// in whole milliseconds, so below that it spins a core (`-i 0.002` took
+/// one of the machine's two and slowed every `sg apply` it watched by
+/// ~30%).
+pub(crate) fn start_ping(from: &Host, to: IpAddr, secs: u32) -> Result<std::process::Child> {
+    Ok(from
+        .cmd("ping")
+        .args([
+            "-n",
+            "-q",
+            "-i",
+            "0.01",
+            "-w",
+            &secs.to_string(),
+            &to.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?)
+}
 
 /// Stops a running `ping -q` (SIGINT, as at a terminal) and reads its
 /// summary: `(sent, received)`.
@@ -310,19 +326,7 @@ pub fn run(rules: usize) -> Result<E2eReport> {
             "--groups",
             &sg_groups(10_000),
         ])?;
-        let pinger = client
-            .cmd("ping")
-            .args([
-                "-n",
-                "-q",
-                "-i",
-                PING_INTERVAL,
-                "-w",
-                "60",
-                &s.v4.to_string(),
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
+        let pinger = start_ping(&client, IpAddr::V4(s.v4), 60)?;
         std::thread::sleep(Duration::from_millis(200));
         let mut total = Duration::ZERO;
         for i in 0..4 {

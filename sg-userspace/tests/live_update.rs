@@ -253,8 +253,9 @@ fn four_rules(port: char) -> String {
     )
 }
 
-#[test]
-fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
+/// A pair with `sg` attached to the server under config `a`, and `b`,
+/// which changes every rule of `a`.
+fn attached_with_two_configs() -> (support::Pair, Sg, TempFile, TempFile) {
     let p = pair();
     let (a, b) = (
         TempFile::new("toml", &four_rules('8')),
@@ -262,6 +263,12 @@ fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
     );
     let sg = Sg::new(&p.server);
     sg.ok(&["attach", &p.s.ifname, "-c", a.path(), "--groups", "g"]);
+    (p, sg, a, b)
+}
+
+#[test]
+fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
+    let (_p, sg, a, b) = attached_with_two_configs();
     let first = map_entries(&sg);
     for map in [
         "PEER_HOSTS_V4",
@@ -281,13 +288,7 @@ fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
 
 #[test]
 fn ids_a_failed_apply_reserved_are_never_handed_out_again() {
-    let p = pair();
-    let (a, b) = (
-        TempFile::new("toml", &four_rules('8')),
-        TempFile::new("toml", &four_rules('9')),
-    );
-    let sg = Sg::new(&p.server);
-    sg.ok(&["attach", &p.s.ifname, "-c", a.path(), "--groups", "g"]);
+    let (_p, sg, _a, b) = attached_with_two_configs();
     let dir = StateDir::new(&sg.state_dir);
     let next_id = || dir.load_any_netns().unwrap().expect("a state").next_id;
     let before = next_id();

@@ -21,11 +21,15 @@ const FLEET_HOSTS: usize = 1_000;
 
 /// The fleet convergence bench, on its own or as part of the whole run.
 fn fleet() -> Result<bench_fleet::FleetReport> {
-    let exe = std::env::current_exe()?
+    bench_fleet::run(sg_beside_bench()?, FLEET_HOSTS)
+}
+
+/// The `sg` under test: the one built beside this bench.
+fn sg_beside_bench() -> Result<std::path::PathBuf> {
+    std::env::current_exe()?
         .parent()
         .map(|d| d.join("sg"))
-        .ok_or_else(|| anyhow::anyhow!("the bench binary has no directory"))?;
-    bench_fleet::run(exe, FLEET_HOSTS)
+        .ok_or_else(|| anyhow::anyhow!("the bench binary has no directory"))
 }
 
 /// Rules given to both sg and nftables in the end-to-end comparison.
@@ -58,11 +62,7 @@ fn main() -> Result<()> {
             scaling = false;
             peer = false;
         } else if arg == "--apply-only" {
-            let exe = std::env::current_exe()?
-                .parent()
-                .map(|d| d.join("sg"))
-                .ok_or_else(|| anyhow::anyhow!("the bench binary has no directory"))?;
-            let report = bench_apply::run(exe)?;
+            let report = bench_apply::run(sg_beside_bench()?)?;
             std::fs::create_dir_all("target/bench")?;
             std::fs::write(
                 "target/bench/apply.json",

@@ -143,11 +143,7 @@ impl Datapath {
         }
         let keys = match known {
             Some(keys) => keys,
-            None => self
-                .hash_entries::<K, V>(name)?
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect(),
+            None => self.hash_keys::<K, V>(name)?,
         };
         MapUsage {
             map: name,

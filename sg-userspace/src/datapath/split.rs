@@ -102,7 +102,7 @@ pub(super) fn entries<K: Pod, V: Pod>(map: &mut Map, name: &str) -> Result<Vec<(
     .with_context(|| format!("reading {name}"))
 }
 
-fn keys<K: Pod, V: Pod>(map: &mut Map, name: &str) -> Result<Vec<K>> {
+pub(super) fn keys<K: Pod, V: Pod>(map: &mut Map, name: &str) -> Result<Vec<K>> {
     Ok(entries::<K, V>(map, name)?
         .into_iter()
         .map(|(k, _)| k)

@@ -61,11 +61,18 @@ impl Datapath {
 
     /// Every entry of the hash `name`, read in batches (`batch::entries`).
     pub(super) fn hash_entries<K: Pod, V: Pod>(&mut self, name: &str) -> Result<Vec<(K, V)>> {
-        let map = self
-            .ebpf
+        super::split::entries(self.raw_map(name)?, name)
+    }
+
+    /// Every key of the hash `name` (as [`Datapath::hash_entries`]).
+    pub(super) fn hash_keys<K: Pod, V: Pod>(&mut self, name: &str) -> Result<Vec<K>> {
+        super::split::keys::<K, V>(self.raw_map(name)?, name)
+    }
+
+    fn raw_map(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
             .map_mut(name)
-            .with_context(|| format!("map {name} missing from the eBPF object"))?;
-        super::split::entries(map, name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))
     }
 }
 

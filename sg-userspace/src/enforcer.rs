@@ -271,8 +271,11 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
             if dry_run {
                 return Ok(Some((state, None)));
             }
-            let _t = crate::phase::start("maps open and room read");
-            let mut dp = Datapath::open(dir, state.ct_max_entries)?;
+            let mut dp = {
+                let _t = crate::phase::start("maps open");
+                Datapath::open(dir, state.ct_max_entries)?
+            };
+            let _t = crate::phase::start("room read");
             dp.read_room()?;
             Ok(Some((state, Some(dp))))
         });

@@ -23,7 +23,20 @@ impl Drop for Phase {
         tracing::debug!(
             target: "sg::phase",
             phase = self.name,
-            ms = format_args!("{:.1}", self.started.elapsed().as_secs_f64() * 1e3)
+            ms = format_args!("{:.1}", self.started.elapsed().as_secs_f64() * 1e3),
+            rss_mb = resident_mb()
         );
     }
+}
+
+/// The process's resident memory in MB (0 if unknown): peak memory is
+/// time too, every fresh page is zeroed by the kernel.
+fn resident_mb() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096 / 1_000_000
 }

@@ -407,7 +407,17 @@ pub fn detach(dir: &StateDir, iface: Option<&str>) -> Result<Vec<String>> {
     let names: Vec<String> = match iface {
         Some(name) if state.interfaces.contains_key(name) => vec![name.to_string()],
         Some(name) => return Err(state.not_attached(name)),
-        None => state.interfaces.keys().cloned().collect(),
+        None => {
+            // Everything goes, maps too: no need to open them, which fails
+            // when another sg version pinned them (and then this is the
+            // way out).
+            let names: Vec<String> = state.interfaces.into_keys().collect();
+            for name in &names {
+                detach_links(dir, name)?;
+            }
+            dir.remove_all()?;
+            return Ok(names);
+        }
     };
     let mut dp = Datapath::open(dir, state.ct_max_entries)?;
     for name in &names {

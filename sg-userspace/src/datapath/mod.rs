@@ -61,7 +61,7 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .map_max_entries(MAP_CONNTRACK, ct_max_entries)
             .load(crate::EBPF_OBJ)
-            .context("cannot load the sg eBPF object")?;
+            .map_err(|e| foreign_pins_hint(e, &state.pins))?;
         Ok(Datapath {
             ebpf,
             seen: None,
@@ -245,4 +245,21 @@ pub fn ids_of(compiled: &Compiled) -> HashSet<u32> {
         .iter()
         .flat_map(|p| p.peers.iter().map(|peer| peer.class));
     policies.chain(classes).collect()
+}
+
+/// The load error, with the way out when the pinned maps are another sg
+/// version's (another layout, flags or capacity): aya refuses to reuse
+/// them, and every command but `detach --all` needs them.
+fn foreign_pins_hint(e: aya::EbpfError, pins: &std::path::Path) -> anyhow::Error {
+    let message = format!("{e:#}");
+    let err = anyhow::Error::new(e).context("cannot load the sg eBPF object");
+    if message.contains("cannot reuse pinned map") {
+        err.context(format!(
+            "the maps pinned under {} were made by another version of sg; \
+             `sg detach --all` (with the same --state-dir) removes them, then attach again",
+            pins.display()
+        ))
+    } else {
+        err
+    }
 }

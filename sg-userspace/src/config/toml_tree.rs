@@ -18,16 +18,22 @@ mod build;
 
 pub(super) use build::parse;
 
-/// A value or key with the byte range of its text in the file.
+/// A value or key with the byte range of its text in the file (u32
+/// offsets: `parse` refuses files of 4 GiB or more).
 #[derive(Clone, Debug)]
 pub(super) struct Spanned<T> {
-    span: Range<usize>,
+    start: u32,
+    end: u32,
     value: T,
 }
 
 impl<T> Spanned<T> {
     pub(super) fn new(span: Range<usize>, value: T) -> Self {
-        Spanned { span, value }
+        Spanned {
+            start: span.start as u32,
+            end: span.end as u32,
+            value,
+        }
     }
 
     pub(super) fn get_ref(&self) -> &T {
@@ -35,7 +41,7 @@ impl<T> Spanned<T> {
     }
 
     pub(super) fn span(&self) -> Range<usize> {
-        self.span.clone()
+        self.start as usize..self.end as usize
     }
 }
 

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use toml_parser::decoder::ScalarKind;
+use toml_parser::decoder::{Encoding, ScalarKind};
 use toml_parser::parser::{Event, EventKind, EventReceiver, RecursionGuard, ValidateWhitespace};
 use toml_parser::{ErrorSink, Expected, ParseError, Source, Span};
 
@@ -57,13 +57,26 @@ fn render_literal(literal: &str) -> String {
     }
 }
 
-type Result<T> = std::result::Result<T, ParseError>;
+/// Boxed: the build's values pass through `Result`s by the thousand.
+type Result<T> = std::result::Result<T, Box<ParseError>>;
 
 /// Parses a whole file into its root table.
 pub(in crate::config) fn parse(src: &str) -> std::result::Result<Table<'_>, TreeError> {
+    if u32::try_from(src.len()).is_err() {
+        return Err(TreeError {
+            span: 0..0,
+            message: "the file is larger than 4 GiB".to_string(),
+        });
+    }
     let source = Source::new(src);
-    let tokens = source.lex().into_vec();
-    let mut events = Events(Vec::with_capacity(tokens.len() / 2));
+    // `into_vec` guesses 2 tokens per 7 bytes; a config has about 1 in 2
+    // (short keys, quoted values, spaces), and a regrow copies megabytes.
+    let t = crate::phase::start("toml lex");
+    let mut tokens = Vec::with_capacity(src.len() / 2 + 8);
+    tokens.extend(source.lex());
+    drop(t);
+    let t = crate::phase::start("toml parse");
+    let mut events = Events(Vec::with_capacity(tokens.len() * 2 / 3 + 8));
     let mut first: Option<ParseError> = None;
     {
         let mut ws = ValidateWhitespace::new(&mut events, source);
@@ -71,6 +84,7 @@ pub(in crate::config) fn parse(src: &str) -> std::result::Result<Table<'_>, Tree
         toml_parser::parser::parse_document(&tokens, &mut guard, &mut first);
     }
     drop(tokens);
+    drop(t);
     if let Some(e) = first {
         return Err(e.into());
     }
@@ -78,21 +92,31 @@ pub(in crate::config) fn parse(src: &str) -> std::result::Result<Table<'_>, Tree
         events: &events.0,
         at: 0,
     };
-    Ok(document(&mut input, source)?)
+    let _t = crate::phase::start("toml build");
+    document(&mut input, source).map_err(|e| TreeError::from(*e))
 }
 
 /// The events the build reads: whitespace, comments and newlines (checked
 /// by `ValidateWhitespace` on the way) never change the tree.
-struct Events(Vec<Event>);
+struct Events(Vec<Ev>);
+
+/// An [`Event`] in half its size (offsets fit in u32: checked above).
+#[derive(Clone, Copy)]
+struct Ev {
+    kind: EventKind,
+    encoding: Option<Encoding>,
+    start: u32,
+    end: u32,
+}
 
 impl Events {
-    fn push(
-        &mut self,
-        kind: EventKind,
-        encoding: Option<toml_parser::decoder::Encoding>,
-        span: Span,
-    ) {
-        self.0.push(Event::new_unchecked(kind, encoding, span));
+    fn push(&mut self, kind: EventKind, encoding: Option<Encoding>, span: Span) {
+        self.0.push(Ev {
+            kind,
+            encoding,
+            start: span.start() as u32,
+            end: span.end() as u32,
+        });
     }
 }
 
@@ -123,12 +147,7 @@ impl EventReceiver for Events {
     fn array_close(&mut self, span: Span, _: &mut dyn ErrorSink) {
         self.push(EventKind::ArrayClose, None, span);
     }
-    fn simple_key(
-        &mut self,
-        span: Span,
-        encoding: Option<toml_parser::decoder::Encoding>,
-        _: &mut dyn ErrorSink,
-    ) {
+    fn simple_key(&mut self, span: Span, encoding: Option<Encoding>, _: &mut dyn ErrorSink) {
         self.push(EventKind::SimpleKey, encoding, span);
     }
     fn key_sep(&mut self, span: Span, _: &mut dyn ErrorSink) {
@@ -137,12 +156,7 @@ impl EventReceiver for Events {
     fn key_val_sep(&mut self, span: Span, _: &mut dyn ErrorSink) {
         self.push(EventKind::KeyValSep, None, span);
     }
-    fn scalar(
-        &mut self,
-        span: Span,
-        encoding: Option<toml_parser::decoder::Encoding>,
-        _: &mut dyn ErrorSink,
-    ) {
+    fn scalar(&mut self, span: Span, encoding: Option<Encoding>, _: &mut dyn ErrorSink) {
         self.push(EventKind::Scalar, encoding, span);
     }
     fn value_sep(&mut self, span: Span, _: &mut dyn ErrorSink) {
@@ -154,19 +168,20 @@ impl EventReceiver for Events {
 }
 
 struct Input<'e> {
-    events: &'e [Event],
+    events: &'e [Ev],
     at: usize,
 }
 
 impl Input<'_> {
     fn next(&mut self) -> Option<Event> {
-        let e = self.events.get(self.at).copied();
+        let e = self.events.get(self.at)?;
         self.at += 1;
-        e
+        let span = Span::new_unchecked(e.start as usize, e.end as usize);
+        Some(Event::new_unchecked(e.kind, e.encoding, span))
     }
 
     fn peek(&self) -> Option<EventKind> {
-        self.events.get(self.at).map(Event::kind)
+        self.events.get(self.at).map(|e| e.kind)
     }
 }
 
@@ -174,19 +189,17 @@ fn range(span: Span) -> Range<usize> {
     span.start()..span.end()
 }
 
-fn duplicate_key(key: &Key<'_>) -> ParseError {
-    ParseError::new("duplicate key").with_unexpected(key_span(key))
+fn duplicate_key(key: &Key<'_>) -> Box<ParseError> {
+    Box::new(ParseError::new("duplicate key").with_unexpected(key_span(key)))
 }
 
 fn key_span(key: &Key<'_>) -> Span {
-    Span::new_unchecked(key.span.start, key.span.end)
+    Span::new_unchecked(key.start as usize, key.end as usize)
 }
 
-fn cannot_extend(what: &str, key: &Key<'_>) -> ParseError {
-    ParseError::new(format!(
-        "cannot extend value of type {what} with a dotted key"
-    ))
-    .with_unexpected(key_span(key))
+fn cannot_extend(what: &str, key: &Key<'_>) -> Box<ParseError> {
+    let message = format!("cannot extend value of type {what} with a dotted key");
+    Box::new(ParseError::new(message).with_unexpected(key_span(key)))
 }
 
 /// Runs a decoder, failing on the first error it reports.
@@ -194,7 +207,7 @@ fn decoded<T>(f: impl FnOnce(&mut Option<ParseError>) -> T) -> Result<T> {
     let mut first = None;
     let out = f(&mut first);
     match first {
-        Some(e) => Err(e),
+        Some(e) => Err(Box::new(e)),
         None => Ok(out),
     }
 }
@@ -425,7 +438,7 @@ fn on_key<'i>(
     }
     close(&mut current, &mut path)?;
     if LIMIT as usize <= path.len() {
-        return Err(ParseError::new("recursion limit"));
+        return Err(Box::new(ParseError::new("recursion limit")));
     }
     Ok((path, last))
 }
@@ -455,7 +468,8 @@ fn on_scalar<'i>(event: Event, source: Source<'i>) -> Result<Val<'i>> {
             // toml_parser recognises the shape; toml_datetime checks the
             // fields (month 13, hour 25...), as toml does.
             if let Err(e) = text.parse::<toml::value::Datetime>() {
-                return Err(ParseError::new(e.to_string()).with_unexpected(event.span()));
+                let e = ParseError::new(e.to_string()).with_unexpected(event.span());
+                return Err(Box::new(e));
             }
             Value::Datetime
         }

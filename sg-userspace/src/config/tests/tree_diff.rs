@@ -198,6 +198,9 @@ const BAD: &[&str] = &[
     "[[x]]\na = 1\na = 2\n",
     "[fruit]\napple.color = 'red'\n[fruit.apple]\n",
     "[fruit.apple]\n[fruit]\napple.x = 1\n",
+    // A dotted key may not add to a table a header's path made.
+    "[a.b.c]\n[a]\nb.d = 1\n",
+    "[a.b.c]\n[a]\nb.c.x = 1\n",
     "\"\" = 1\n'' .a = 2\n",
     // Syntax errors at several places.
     "a =\n",

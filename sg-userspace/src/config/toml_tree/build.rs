@@ -334,13 +334,13 @@ impl<'i> State<'i> {
             // An implicit table (made by `[a.b]` before `[a]`) becomes this
             // one, keeping its children; anything else is a redefinition.
             let parent = descend_path(&mut self.root, &header.path, false)?;
-            if let Some(key) = &header.key {
-                if let Some(i) = parent.find(&key.value) {
-                    let (_, old) = parent.remove(i);
-                    match old.value {
-                        Value::Table(t) if t.implicit && !t.dotted => self.current = t,
-                        _ => return Err(duplicate_key(key)),
-                    }
+            if let Some(key) = &header.key
+                && let Some(i) = parent.find(&key.value)
+            {
+                let (_, old) = parent.remove(i);
+                match old.value {
+                    Value::Table(t) if t.implicit && !t.dotted => self.current = t,
+                    _ => return Err(duplicate_key(key)),
                 }
             }
         }

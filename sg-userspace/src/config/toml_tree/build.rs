@@ -183,6 +183,28 @@ impl Input<'_> {
     fn peek(&self) -> Option<EventKind> {
         self.events.get(self.at).map(|e| e.kind)
     }
+
+    /// How many `sep` events the array or inline table just opened holds
+    /// at its own level, plus one: its entry count or one more, so its
+    /// Vec is allocated once (a rule's table, a list of 10,000 rules).
+    fn count_at_level(&self, sep: EventKind) -> usize {
+        let mut depth = 0usize;
+        if self.peek() == Some(EventKind::ArrayClose) {
+            return 0;
+        }
+        let mut n = 1;
+        for e in &self.events[self.at.min(self.events.len())..] {
+            match e.kind {
+                EventKind::ArrayOpen | EventKind::InlineTableOpen => depth += 1,
+                EventKind::ArrayClose | EventKind::InlineTableClose if depth == 0 => break,
+                EventKind::ArrayClose | EventKind::InlineTableClose => depth -= 1,
+                k if k == sep && depth == 0 => n += 1,
+                EventKind::StdTableOpen | EventKind::ArrayTableOpen => break,
+                _ => {}
+            }
+        }
+        n
+    }
 }
 
 fn range(span: Span) -> Range<usize> {
@@ -482,7 +504,7 @@ fn on_scalar<'i>(event: Event, source: Source<'i>) -> Result<Val<'i>> {
 }
 
 fn on_array<'i>(open: Event, input: &mut Input<'_>, source: Source<'i>) -> Result<Val<'i>> {
-    let mut items = Vec::new();
+    let mut items = Vec::with_capacity(input.count_at_level(EventKind::ValueSep));
     let mut current = None;
     let mut end = open.span().end();
     while let Some(event) = input.next() {
@@ -509,6 +531,7 @@ fn on_array<'i>(open: Event, input: &mut Input<'_>, source: Source<'i>) -> Resul
 
 fn on_inline_table<'i>(open: Event, input: &mut Input<'_>, source: Source<'i>) -> Result<Val<'i>> {
     let mut table = Table {
+        entries: Vec::with_capacity(input.count_at_level(EventKind::KeyValSep) - 1),
         inline: true,
         ..Table::default()
     };

@@ -1,7 +1,7 @@
 //! Configuration file (SPEC 3).
 //!
-//! The file is parsed into a span-carrying TOML tree (`toml::de::DeTable`)
-//! and walked by hand, so that every error, whether TOML syntax, an unknown
+//! The file is parsed into a span-carrying TOML tree (`toml_tree`, built
+//! from `toml_parser`'s events) and walked by hand, so that every error, whether TOML syntax, an unknown
 //! key, a wrong type or a bad value, names the file, line and column of the
 //! offending text. Nothing here touches the kernel.
 //!
@@ -11,13 +11,12 @@
 
 use std::path::Path;
 
-use toml::de::DeTable;
-
 mod model;
 mod presets;
 mod rule_id;
 #[cfg(test)]
 pub(crate) mod tests;
+mod toml_tree;
 mod toml_walk;
 mod values;
 
@@ -54,15 +53,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses configuration text; `file_name` is used in errors and warnings.
 pub fn parse(source: &str, file_name: &str) -> Result<Loaded, ConfigError> {
+    #[cfg(test)]
+    tests::tree_diff::check(source);
     let mut cx = Ctx::new(source, file_name);
     let t = crate::phase::start("toml tree");
-    let root = DeTable::parse(source).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        cx.err(span, format!("TOML syntax error: {}", e.message().trim()))
-    })?;
+    let root = toml_tree::parse(source)
+        .map_err(|e| cx.err(e.span, format!("TOML syntax error: {}", e.message.trim())))?;
     drop(t);
     let t = crate::phase::start("toml walk");
-    let config = cx.config(root.get_ref())?;
+    let config = cx.config(&root)?;
     drop(t);
     Ok(Loaded {
         config,

@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 
+use super::toml_tree::{Key, Table, Val, Value};
 use foldhash::{HashMap, HashMapExt};
-use toml::Spanned;
-use toml::de::{DeString, DeTable, DeValue};
 
 use super::{
     Config, ConfigError, ConntrackConfig, Direction, EventsConfig, Group, InterfaceConfig,
@@ -21,9 +20,6 @@ mod prefix_list;
 mod rule;
 
 use rule::RawRule;
-
-type Key<'i> = Spanned<DeString<'i>>;
-type Val<'i> = Spanned<DeValue<'i>>;
 
 pub(super) struct Ctx<'s> {
     file: &'s str,
@@ -80,28 +76,26 @@ impl<'t, 'i> Fields<'t, 'i> {
 /// The text of an item [`Ctx::string_list`] checked.
 fn str_of<'t>(v: &'t Val<'_>) -> &'t str {
     match v.get_ref() {
-        DeValue::String(s) => s,
+        Value::String(s) => s,
         _ => "",
     }
 }
 
-fn type_name(v: &DeValue<'_>) -> &'static str {
+fn type_name(v: &Value<'_>) -> &'static str {
     match v {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a datetime",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime => "a datetime",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
     }
 }
 
-/// Entries of a table sorted by position in the file.
-fn sorted_entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Val<'i>)> {
-    let mut entries: Vec<_> = table.iter().collect();
-    entries.sort_by_key(|(k, _)| k.span().start);
-    entries
+/// Entries of a table in file order (the tree keeps them so: no sort).
+fn sorted_entries<'t, 'i>(table: &'t Table<'i>) -> Vec<(&'t Key<'i>, &'t Val<'i>)> {
+    table.iter().collect()
 }
 
 impl<'s> Ctx<'s> {
@@ -151,7 +145,7 @@ impl<'s> Ctx<'s> {
 
     fn fields<'t, 'i>(
         &self,
-        table: &'t DeTable<'i>,
+        table: &'t Table<'i>,
         allowed: &[&str],
         what: &str,
     ) -> Result<Fields<'t, 'i>, ConfigError> {
@@ -176,7 +170,7 @@ impl<'s> Ctx<'s> {
     /// `fields` gives (the first unknown key in file order).
     fn slots<'t, 'i, const N: usize>(
         &self,
-        table: &'t DeTable<'i>,
+        table: &'t Table<'i>,
         allowed: &[&str; N],
         what: &str,
     ) -> Result<[Option<(&'t Key<'i>, &'t Val<'i>)>; N], ConfigError> {
@@ -195,9 +189,9 @@ impl<'s> Ctx<'s> {
         Ok(out)
     }
 
-    fn table<'t, 'i>(&self, v: &'t Val<'i>, what: &str) -> Result<&'t DeTable<'i>, ConfigError> {
+    fn table<'t, 'i>(&self, v: &'t Val<'i>, what: &str) -> Result<&'t Table<'i>, ConfigError> {
         match v.get_ref() {
-            DeValue::Table(t) => Ok(t),
+            Value::Table(t) => Ok(t),
             other => Err(self.err(
                 v.span(),
                 format!("expected a table for {what}, found {}", type_name(other)),
@@ -205,13 +199,9 @@ impl<'s> Ctx<'s> {
         }
     }
 
-    fn array<'t, 'i>(
-        &self,
-        v: &'t Val<'i>,
-        what: &str,
-    ) -> Result<&'t [Spanned<DeValue<'i>>], ConfigError> {
+    fn array<'t, 'i>(&self, v: &'t Val<'i>, what: &str) -> Result<&'t [Val<'i>], ConfigError> {
         match v.get_ref() {
-            DeValue::Array(a) => Ok(a),
+            Value::Array(a) => Ok(a),
             other => Err(self.err(
                 v.span(),
                 format!("expected an array for {what}, found {}", type_name(other)),
@@ -221,7 +211,7 @@ impl<'s> Ctx<'s> {
 
     fn string<'t>(&self, v: &'t Val<'_>, what: &str) -> Result<&'t str, ConfigError> {
         match v.get_ref() {
-            DeValue::String(s) => Ok(s),
+            Value::String(s) => Ok(s),
             other => Err(self.err(
                 v.span(),
                 format!("expected a string for {what}, found {}", type_name(other)),
@@ -236,8 +226,8 @@ impl<'s> Ctx<'s> {
         what: &str,
     ) -> Result<Vec<(&'t str, Range<usize>)>, ConfigError> {
         match v.get_ref() {
-            DeValue::String(s) => Ok(vec![(s.as_ref(), v.span())]),
-            DeValue::Array(items) => items
+            Value::String(s) => Ok(vec![(s.as_ref(), v.span())]),
+            Value::Array(items) => items
                 .iter()
                 .map(|item| Ok((self.string(item, what)?, item.span())))
                 .collect(),
@@ -260,11 +250,11 @@ impl<'s> Ctx<'s> {
         what: &dyn fmt::Display,
     ) -> Result<&'t [Val<'i>], ConfigError> {
         match v.get_ref() {
-            DeValue::String(_) => Ok(std::slice::from_ref(v)),
-            DeValue::Array(items)
+            Value::String(_) => Ok(std::slice::from_ref(v)),
+            Value::Array(items)
                 if items
                     .iter()
-                    .all(|i| matches!(i.get_ref(), DeValue::String(_))) =>
+                    .all(|i| matches!(i.get_ref(), Value::String(_))) =>
             {
                 Ok(items)
             }
@@ -277,10 +267,11 @@ impl<'s> Ctx<'s> {
 
     fn integer(&self, v: &Val<'_>, what: &str) -> Result<Option<i128>, ConfigError> {
         match v.get_ref() {
-            DeValue::Integer(i) => Ok(Some(
-                i128::from_str_radix(i.as_str(), i.radix())
-                    .map_err(|_| self.err(v.span(), format!("{what} is out of range")))?,
-            )),
+            Value::Integer(i) => {
+                Ok(Some(i.ok_or_else(|| {
+                    self.err(v.span(), format!("{what} is out of range"))
+                })?))
+            }
             _ => Ok(None),
         }
     }
@@ -313,7 +304,7 @@ impl<'s> Ctx<'s> {
 
     // -- top level ----------------------------------------------------------
 
-    pub(super) fn config(&mut self, root: &DeTable<'_>) -> Result<Config, ConfigError> {
+    pub(super) fn config(&mut self, root: &Table<'_>) -> Result<Config, ConfigError> {
         let top = self.fields(
             root,
             &[
@@ -393,7 +384,7 @@ impl<'s> Ctx<'s> {
     fn group(
         &mut self,
         name: &str,
-        t: &DeTable<'_>,
+        t: &Table<'_>,
         names: &BTreeSet<String>,
     ) -> Result<Group, ConfigError> {
         let what = format!("group `{name}`");
@@ -582,7 +573,7 @@ impl<'s> Ctx<'s> {
                     c.max_entries = self.int_in(v, "max_entries", 1, i128::from(u32::MAX))? as u32;
                 }
                 "revoke_established" => match v.get_ref() {
-                    DeValue::Boolean(b) => c.revoke_established = *b,
+                    Value::Boolean(b) => c.revoke_established = *b,
                     other => {
                         return Err(self.err(
                             v.span(),
@@ -595,7 +586,7 @@ impl<'s> Ctx<'s> {
                 },
                 _ => {
                     let s = match v.get_ref() {
-                        DeValue::String(s) => s,
+                        Value::String(s) => s,
                         other => {
                             return Err(self.err(
                                 v.span(),

@@ -15,6 +15,7 @@ mod prefix_lists;
 mod rule_ids;
 mod rules;
 mod settings;
+pub(crate) mod tree_diff;
 
 fn ok(src: &str) -> Loaded {
     parse(src, "t.toml").unwrap_or_else(|e| panic!("unexpected error: {e}\n---\n{src}"))

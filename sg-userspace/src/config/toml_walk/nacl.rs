@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use crate::config::toml_tree::{Spanned, Table, Value};
 
 use super::{Ctx, Val};
 use crate::config::{ConfigError, Direction, Nacl, NaclAction, NaclRule, Peer};
@@ -28,7 +27,7 @@ const NACL_RULE_KEYS: &[&str] = &[
 ];
 
 impl Ctx<'_> {
-    pub(super) fn nacl(&mut self, name: &str, t: &DeTable<'_>) -> Result<Nacl, ConfigError> {
+    pub(super) fn nacl(&mut self, name: &str, t: &Table<'_>) -> Result<Nacl, ConfigError> {
         let what = format!("NACL `{name}`");
         let f = self.fields(t, &["ingress", "egress"], &what)?;
         let mut nacl = Nacl {
@@ -132,13 +131,13 @@ impl Ctx<'_> {
             }
         }
         // The SG walker on the same table without `rule` and `action`.
-        let mut rest = DeTable::new();
+        let mut rest = Table::new();
         for (k, val) in t.iter() {
             if !matches!(k.get_ref().as_ref(), "rule" | "action") {
                 rest.insert(k.clone(), val.clone());
             }
         }
-        let rest = Spanned::new(v.span(), DeValue::Table(rest));
+        let rest = Spanned::new(v.span(), Value::Table(rest));
         let raw = self.rule(nacl, direction, index, &rest, &BTreeSet::new())?;
         // CIDRs and `pl:` stay as written (the compiler resolves a list,
         // so a changed list changes the NACL); a group cannot get here.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use toml::de::DeValue;
+use crate::config::toml_tree::Value;
 
 use super::{Ctx, Val, sorted_entries, type_name};
 use crate::config::{ConfigError, PrefixList, PrefixListEntry, parse_cidr, validate_group_name};
@@ -27,8 +27,8 @@ impl Ctx<'_> {
             let mut entries: Vec<PrefixListEntry> = Vec::new();
             for item in self.array(ev, "`entries` (a list of CIDRs)")? {
                 let (text, span, description) = match item.get_ref() {
-                    DeValue::String(s) => (s.as_ref(), item.span(), None),
-                    DeValue::Table(et) => {
+                    Value::String(s) => (s.as_ref(), item.span(), None),
+                    Value::Table(et) => {
                         let ef =
                             self.fields(et, &["cidr", "description"], "a prefix list entry")?;
                         let Some(cv) = ef.get("cidr") else {

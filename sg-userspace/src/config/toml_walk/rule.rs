@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::ops::Range;
 
-use toml::de::DeValue;
+use crate::config::toml_tree::Value;
 
 use super::{Ctx, Val, str_of, type_name};
 use crate::config::ConfigError;
@@ -28,7 +28,7 @@ impl Ctx<'_> {
     ) -> Result<RawRule, ConfigError> {
         // `what` only for the error: a `format!` per rule is ~5% of a parse.
         let t = match v.get_ref() {
-            DeValue::Table(t) => t,
+            Value::Table(t) => t,
             _ => {
                 let what = format!("{direction} rule {index} of group `{group}`");
                 return Err(self.table(v, &what).err().unwrap_or_else(|| {
@@ -268,8 +268,8 @@ impl Ctx<'_> {
             })
         };
         let p = match v.get_ref() {
-            DeValue::Integer(_) => num(self.integer(v, "protocol number")?.unwrap_or(-1))?,
-            DeValue::String(s) => match s.as_ref() {
+            Value::Integer(_) => num(self.integer(v, "protocol number")?.unwrap_or(-1))?,
+            Value::String(s) => match s.as_ref() {
                 "tcp" => TCP,
                 "udp" => UDP,
                 "icmp" => ICMP,
@@ -316,12 +316,12 @@ impl Ctx<'_> {
             }
         };
         let (from, to) = match v.get_ref() {
-            DeValue::Integer(_) => {
+            Value::Integer(_) => {
                 let n = self.int_in(v, "port", 0, 65535)? as u16;
                 (n, n)
             }
-            DeValue::String(s) if s.trim() == "all" => return Ok(PortMatch::All),
-            DeValue::String(s) => match s.split_once('-') {
+            Value::String(s) if s.trim() == "all" => return Ok(PortMatch::All),
+            Value::String(s) => match s.split_once('-') {
                 Some((a, b)) => (one(a)?, one(b)?),
                 None => {
                     let n = one(s)?;

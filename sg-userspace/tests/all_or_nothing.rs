@@ -269,7 +269,10 @@ fn no_failed_or_killed_apply_leaves_a_wrong_record_trusted() {
         }
     }
     println!("{failed} failed, {killed} killed; {trusted} records trusted after");
-    assert!(failed >= 10 && killed >= 10, "{failed} failed, {killed} killed");
+    assert!(
+        failed >= 10 && killed >= 10,
+        "{failed} failed, {killed} killed"
+    );
     assert!(trusted > 0, "the record was never used");
 }
 

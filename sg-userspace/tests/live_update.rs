@@ -289,8 +289,11 @@ fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
     assert_eq!(keys::stray_ids(&sg), vec![]);
 }
 
+/// A way to spoil a keys record, and its name.
+type Spoil = (&'static str, fn(&Sg));
+
 /// Ways a keys record stops being one to trust.
-fn untrusted_records() -> Vec<(&'static str, fn(&Sg))> {
+fn untrusted_records() -> Vec<Spoil> {
     fn state_json(sg: &Sg) -> std::path::PathBuf {
         StateDir::new(&sg.state_dir).meta.join("state.json")
     }
@@ -335,7 +338,10 @@ fn a_record_not_to_trust_falls_back_to_the_kernel_which_removes_what_it_missed()
     // it stays, under an ID never handed out again (harmless, but room).
     keys::plant_leftover(&sg, old);
     assert!(keys::run_logged(&sg, &["apply", "-c", b.path()]));
-    assert!(keys::has_leftover(&sg, old), "the record was not what it read");
+    assert!(
+        keys::has_leftover(&sg, old),
+        "the record was not what it read"
+    );
     let mut next = [&a, &b].into_iter().cycle();
     for (what, spoil) in untrusted_records() {
         keys::plant_leftover(&sg, old);

@@ -104,11 +104,11 @@ pub fn forget(dir: &StateDir) -> Result<()> {
 /// damaged file, not an attacker (who could as well write the maps).
 fn checksum(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h = (h ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x100_0000_01b3);
+    let (words, rest) = bytes.as_chunks::<8>();
+    for w in words {
+        h = (h ^ u64::from_le_bytes(*w)).wrapping_mul(0x100_0000_01b3);
     }
-    for &b in chunks.remainder() {
+    for &b in rest {
         h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
     }
     h

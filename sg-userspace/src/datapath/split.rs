@@ -136,8 +136,7 @@ fn remove_hash<K: Pod, V: Pod, T: Copy>(
         Some(items) => items,
         None => read(map)?,
     };
-    let (stale, mut kept): (Vec<T>, Vec<T>) =
-        items.into_iter().partition(|t| doomed(key_of(t).1));
+    let (stale, mut kept): (Vec<T>, Vec<T>) = items.into_iter().partition(|t| doomed(key_of(t).1));
     let stale: Vec<K> = stale.iter().map(|t| key_of(t).0).collect();
     let mut map: HashMap<&mut MapData, K, V> = hash(map, name)?;
     let (upto, injected) = super::policy::failpoints(name, stale.len());

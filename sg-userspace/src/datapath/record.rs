@@ -21,9 +21,10 @@
 //!   token its state does not name.
 //! - A key the record misses (another writer, a bug) can only be a
 //!   leftover under an ID no policy in force uses: policy and class IDs
-//!   are never handed out twice (`compile` takes fresh ones from
-//!   `State::next_id`, which only grows, and `install::reserve_ids`
-//!   records them durably before any entry with them is written), so the
+//!   are never handed out twice (`compile::Ids::alloc` counts up from
+//!   `State::next_id`, which only grows; `StateDir::load` raises it to
+//!   what `install::reserve_ids` recorded before any entry with those IDs
+//!   was written, so a killed apply's IDs stay taken), so the
 //!   next fallback read removes it and nothing live ever depends on it.
 //!   It costs room, never a verdict. A key the record has and the kernel
 //!   lacks is deleted as already gone (`batch::delete` skips ENOENT).

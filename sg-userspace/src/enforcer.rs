@@ -276,7 +276,7 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
                 Datapath::open(dir, state.ct_max_entries)?
             };
             let _t = crate::phase::start("room read");
-            dp.read_room()?;
+            dp.read_room_recorded(dir, state.keys_token.as_deref())?;
             Ok(Some((state, Some(dp))))
         });
         let config = {

@@ -135,6 +135,14 @@ pub fn install_adopting(
     let t = crate::phase::start("adopt");
     let adopted = adopt::adopt(dp, state, &plan.write, &config.runtime_config(), adopt)?;
     drop(t);
+    // No record of the hashes may outlive this apply's first write to
+    // them: a failed or killed apply leaves none (`datapath/record.rs`).
+    // Without one read ahead, the room check reads it if it is trusted.
+    if !dp.has_prefetched() {
+        dp.use_record(dir, state.keys_token.as_deref());
+    }
+    crate::datapath::forget_record(dir)?;
+    let token = crate::datapath::new_record_token();
     let t = crate::phase::start("write and switch");
     let switched = dp.write_and_switch(
         &plan.write,
@@ -213,7 +221,8 @@ pub fn install_adopting(
     // killed after the removal never leaves a state naming deleted IDs.
     drop(t);
     let t = crate::phase::start("state save");
-    if let Err(e) = dir.save(&next) {
+    next.keys_token = Some(token.clone());
+    if let Err(e) = dir.save_recorded(&next, &token) {
         if let Err(undo_err) = dp.undo(&undo) {
             eprintln!("warning: could not undo the switch: {undo_err:#}");
         }
@@ -223,10 +232,20 @@ pub fn install_adopting(
     crate::reclaim::later(std::mem::replace(state, next));
     drop(t);
     let t = crate::phase::start("remove stale");
-    if let Err(e) = dp.remove_stale(|id| !plan.live.contains(&id)) {
-        eprintln!("warning: old policy entries stay until the next apply: {e:#}");
-    }
+    let removed = dp.remove_stale(|id| !plan.live.contains(&id), &plan.tables);
     drop(t);
+    match removed {
+        // What the hashes hold now: the next apply need not read them.
+        Ok(kept) => {
+            let _t = crate::phase::start("keys record");
+            if let Err(e) = dp.save_record(dir, &token, &kept) {
+                eprintln!("warning: the next apply reads the policy maps: {e:#}");
+            }
+        }
+        Err(e) => {
+            eprintln!("warning: old policy entries stay until the next apply: {e:#}")
+        }
+    }
     let t = crate::phase::start("sweep and hits");
     // The sweep timer collects expired entries every second; sweeping here
     // too makes the counts of a following `sg status` exact.

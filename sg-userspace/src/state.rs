@@ -48,6 +48,13 @@ pub struct State {
     /// Interface -> the NACL it enforces (SPEC 2), for those that have one.
     #[serde(default)]
     pub iface_nacls: BTreeMap<String, String>,
+    /// The token of the keys record (`datapath/record.rs`) that describes
+    /// the policy hashes, as read from the file. Never written by
+    /// [`StateDir::save`]: only the commit save of an apply that goes with
+    /// a record writes one ([`StateDir::save_recorded`]), so any other save
+    /// (detach, an older `sg`) leaves the record untrusted.
+    #[serde(default, skip_serializing)]
+    pub keys_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -277,17 +284,36 @@ impl StateDir {
         Ok(())
     }
 
-    /// Writes the state atomically (temp file, then rename). Not synced
-    /// to disk: the state describes pins, which a reboot or power loss
-    /// takes too, so only a killed process matters, and a rename of a
-    /// complete file is atomic for that (an fsync cost 3-4 ms an apply
-    /// where /run is not tmpfs).
+    /// Writes the state atomically (temp file, then rename), without a
+    /// keys token (`State::keys_token`). Not synced to disk: the state
+    /// describes pins, which a reboot or power loss takes too, so only a
+    /// killed process matters, and a rename of a complete file is atomic
+    /// for that (an fsync cost 3-4 ms an apply where /run is not tmpfs).
     pub fn save(&self, state: &State) -> Result<()> {
+        self.save_json(&serde_json::to_vec(state)?)
+    }
+
+    /// [`StateDir::save`] with `token`, the keys record's the caller will
+    /// write once the policy hashes hold what it records.
+    pub fn save_recorded(&self, state: &State, token: &str) -> Result<()> {
+        #[derive(Serialize)]
+        struct Recorded<'a> {
+            #[serde(flatten)]
+            state: &'a State,
+            keys_token: &'a str,
+        }
+        self.save_json(&serde_json::to_vec(&Recorded {
+            state,
+            keys_token: token,
+        })?)
+    }
+
+    fn save_json(&self, json: &[u8]) -> Result<()> {
         crate::failpoint::write("the state file")?;
         fs::create_dir_all(&self.meta)?;
         let tmp = self.meta.join("state.json.tmp");
         let mut file = File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(state)?)?;
+        file.write_all(json)?;
         fs::rename(&tmp, self.state_file())?;
         Ok(())
     }
@@ -379,6 +405,28 @@ mod tests {
         // saved takes the reserved counters) still does not lower them.
         dir.save(&state).unwrap();
         assert_eq!(counters(&dir), (9, 7));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn only_a_recorded_save_keeps_the_keys_token() {
+        let root = std::env::temp_dir().join(format!("sg-token-{}", std::process::id()));
+        let dir = StateDir {
+            pins: root.join("pins"),
+            meta: root.join("meta"),
+        };
+        let state = State {
+            netns: crate::netns::current_id().unwrap(),
+            next_id: 5,
+            ..State::default()
+        };
+        dir.save_recorded(&state, "t1").unwrap();
+        let loaded = dir.load().unwrap().unwrap();
+        assert_eq!(loaded.keys_token.as_deref(), Some("t1"));
+        assert_eq!(loaded.next_id, 5);
+        // A command that loads the state and saves it again drops it.
+        dir.save(&loaded).unwrap();
+        assert_eq!(dir.load().unwrap().unwrap().keys_token, None);
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -16,7 +16,7 @@ mod support;
 
 use sg::{datapath::Datapath, state::StateDir};
 use sg_lab::{Host, Lab, Link};
-use support::{Sg, TempFile};
+use support::{Sg, TempFile, keys};
 
 /// A server with two interfaces: s0 towards client c0 (a member of
 /// `clients`), s2 towards client c2 (not one until the new config).
@@ -227,6 +227,78 @@ fn a_failed_attach_at_any_write_changes_nothing() {
     let _alt = n.server.tcp_listen(8080);
     assert!(n.c2.tcp_connects(s2, 80));
     assert!(!n.c2.tcp_connects(s2, 8080));
+}
+
+/// Whatever write an apply fails at or dies at (`kill -9` there), the
+/// apply after it leaves exactly the policy in force: no keys record that
+/// misses an entry is ever trusted.
+#[test]
+fn no_failed_or_killed_apply_leaves_a_wrong_record_trusted() {
+    let n = net();
+    let old = TempFile::new("toml", &config(&n, false));
+    let new = TempFile::new("toml", &config(&n, true));
+    let sg = Sg::new(&n.server);
+    sg.ok(&["attach", &n.s0.ifname, "-c", old.path()]);
+    sg.ok(&["attach", &n.s2.ifname, "-c", old.path()]);
+    let (mut failed, mut killed, mut trusted) = (0, 0, 0);
+    for i in 1.. {
+        assert!(i < 500, "the apply never ran through");
+        let mut hit = false;
+        for point in ["map-write", "kill-at-write"] {
+            let out = sg
+                .cmd(&["apply", "-c", new.path()])
+                .env("SG_FAILPOINT", format!("{point}:{i}"))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let injected = stderr.contains("injected failure (SG_FAILPOINT=map-write:");
+            match out.status.code() {
+                Some(0) => {}
+                Some(1) if injected => failed += 1,
+                Some(137) if point == "kill-at-write" => killed += 1,
+                other => panic!("{point}:{i}: exit {other:?}: {stderr}"),
+            }
+            // Failed (or only warned) or killed at write i: with the
+            // record or without it, the next apply is exact.
+            hit |= injected || out.status.code() == Some(137);
+            trusted += keys::run_logged(&sg, &["apply", "-c", old.path()]) as u32;
+            assert_eq!(keys::stray_ids(&sg), vec![], "{point}:{i}");
+        }
+        if !hit {
+            break;
+        }
+    }
+    println!("{failed} failed, {killed} killed; {trusted} records trusted after");
+    assert!(
+        failed >= 10 && killed >= 10,
+        "{failed} failed, {killed} killed"
+    );
+    assert!(trusted > 0, "the record was never used");
+}
+
+/// Attach writes a record like apply; detach saves the state on its own,
+/// which leaves no record to trust.
+#[test]
+fn attach_keeps_the_record_exact_and_detach_leaves_none_to_trust() {
+    let n = net();
+    let old = TempFile::new("toml", &config(&n, false));
+    let new = TempFile::new("toml", &config(&n, true));
+    let sg = Sg::new(&n.server);
+    sg.ok(&["attach", &n.s0.ifname, "-c", old.path()]);
+    let attach_s2 = ["attach", n.s2.ifname.as_str(), "-c", old.path()];
+    assert!(keys::run_logged(&sg, &attach_s2), "attach used no record");
+    assert_eq!(keys::stray_ids(&sg), vec![]);
+    assert!(keys::run_logged(&sg, &["apply", "-c", new.path()]));
+    assert_eq!(keys::stray_ids(&sg), vec![]);
+    let leftover = keys::old_unused_id(&sg);
+    keys::plant_leftover(&sg, leftover);
+    keys::run_logged(&sg, &["detach", &n.s2.ifname]);
+    let trusted = keys::run_logged(&sg, &["apply", "-c", new.path()]);
+    assert!(!trusted, "a record trusted after detach saved the state");
+    assert!(!keys::has_leftover(&sg, leftover));
+    assert_eq!(keys::stray_ids(&sg), vec![]);
+    assert!(keys::run_logged(&sg, &["apply", "-c", old.path()]));
+    assert_eq!(keys::stray_ids(&sg), vec![]);
 }
 
 /// 600,000 distinct IPv6 host members, none adjacent to another.

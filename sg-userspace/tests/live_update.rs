@@ -19,7 +19,7 @@ mod support;
 use sg::state::StateDir;
 use sg_lab::{Host, unique_name};
 use sg_testkit::rng::Rng;
-use support::{Sg, TempFile, pair};
+use support::{Sg, TempFile, keys, pair};
 
 fn seed() -> u64 {
     std::env::var("SG_SEED")
@@ -279,9 +279,84 @@ fn applies_leave_exactly_the_entries_of_the_policy_in_force() {
         assert!(first[map] > 0, "{map} holds nothing: {first:?}");
     }
     // Every rule changes each time: every entry is replaced, and the
-    // removal after each commit must leave none of the old ones.
+    // removal after each commit must leave none of the old ones. Each
+    // apply knows the keys from the record the one before left.
     for f in [&b, &a, &b, &a] {
-        sg.ok(&["apply", "-c", f.path()]);
+        let trusted = keys::run_logged(&sg, &["apply", "-c", f.path()]);
+        assert!(trusted, "the keys record is not used");
+    }
+    assert_eq!(map_entries(&sg), first);
+    assert_eq!(keys::stray_ids(&sg), vec![]);
+}
+
+/// A way to spoil a keys record, and its name.
+type Spoil = (&'static str, fn(&Sg));
+
+/// Ways a keys record stops being one to trust.
+fn untrusted_records() -> Vec<Spoil> {
+    fn state_json(sg: &Sg) -> std::path::PathBuf {
+        StateDir::new(&sg.state_dir).meta.join("state.json")
+    }
+    vec![
+        ("a token the state does not name", |sg| {
+            let text = std::fs::read_to_string(state_json(sg)).unwrap();
+            let at = text.find("\"keys_token\":\"").expect("a token") + 14;
+            let other = format!("{}{}", &text[..at], "0".repeat(32)) + &text[at + 32..];
+            std::fs::write(state_json(sg), other).unwrap();
+        }),
+        ("a truncated record", |sg| {
+            let bytes = std::fs::read(keys::record_path(sg)).unwrap();
+            std::fs::write(keys::record_path(sg), &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("a corrupt record", |sg| {
+            let mut bytes = std::fs::read(keys::record_path(sg)).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x10;
+            std::fs::write(keys::record_path(sg), bytes).unwrap();
+        }),
+        ("an empty record", |sg| {
+            std::fs::write(keys::record_path(sg), b"").unwrap()
+        }),
+        ("no record", |sg| {
+            std::fs::remove_file(keys::record_path(sg)).unwrap()
+        }),
+        ("a state another command saved", |sg| {
+            let dir = StateDir::new(&sg.state_dir);
+            dir.save(&dir.load_any_netns().unwrap().unwrap()).unwrap();
+        }),
+    ]
+}
+
+#[test]
+fn a_record_not_to_trust_falls_back_to_the_kernel_which_removes_what_it_missed() {
+    let (_p, sg, a, b) = attached_with_two_configs();
+    sg.ok(&["apply", "-c", b.path()]);
+    sg.ok(&["apply", "-c", a.path()]);
+    let first = map_entries(&sg);
+    let old = keys::old_unused_id(&sg);
+    // A trusted record does not know an entry written behind sg's back:
+    // it stays, under an ID never handed out again (harmless, but room).
+    keys::plant_leftover(&sg, old);
+    assert!(keys::run_logged(&sg, &["apply", "-c", b.path()]));
+    assert!(
+        keys::has_leftover(&sg, old),
+        "the record was not what it read"
+    );
+    let mut next = [&a, &b].into_iter().cycle();
+    for (what, spoil) in untrusted_records() {
+        keys::plant_leftover(&sg, old);
+        spoil(&sg);
+        let f = next.next().unwrap();
+        // No error, no warning: the kernel is read instead.
+        let trusted = keys::run_logged(&sg, &["apply", "-c", f.path()]);
+        assert!(!trusted, "{what}: trusted");
+        assert!(!keys::has_leftover(&sg, old), "{what}: the leftover stays");
+        assert_eq!(keys::stray_ids(&sg), vec![], "{what}");
+        assert_eq!(map_entries(&sg), first, "{what}");
+        // That apply left a record again, which the next one trusts.
+        let f = next.next().unwrap();
+        assert!(keys::run_logged(&sg, &["apply", "-c", f.path()]), "{what}");
+        assert_eq!(keys::stray_ids(&sg), vec![], "{what}");
     }
     assert_eq!(map_entries(&sg), first);
 }

@@ -29,6 +29,7 @@ mod batch;
 mod iface_fast;
 mod links;
 mod policy;
+mod record;
 mod seen;
 mod split;
 mod usage;
@@ -38,6 +39,7 @@ pub use links::{
     detach_links, unpin_link,
 };
 pub use policy::Undo;
+pub use record::{Keys, forget as forget_record, new_token as new_record_token};
 pub use usage::MapUsage;
 
 pub struct Datapath {

@@ -61,6 +61,12 @@ impl Datapath {
         Ok(())
     }
 
+    /// Whether the next room check has its keys already
+    /// ([`Datapath::read_room`], [`Datapath::use_record`]).
+    pub fn has_prefetched(&self) -> bool {
+        self.prefetched.is_some()
+    }
+
     /// Fails, naming the table, unless every table has room for `tables`
     /// beside what it holds. Returns where the rule sets' intervals go.
     /// Each hash it reads is read once (or not at all, after
@@ -107,8 +113,8 @@ impl Datapath {
             }
             .check(tables.rule_sets.len() as u64)?;
         }
-        let (keys, in_use): (Vec<RuleSetKey>, Vec<RuleSpan>) = sets.into_iter().unzip();
-        seen.rule_sets = Some(keys);
+        let in_use: Vec<RuleSpan> = sets.iter().map(|(_, span)| *span).collect();
+        seen.rule_sets = Some(sets);
         let sizes: Vec<u32> = tables
             .rule_sets
             .iter()
@@ -125,6 +131,7 @@ impl Datapath {
                 )
             },
         )?;
+        seen.firsts = firsts.clone();
         self.seen = Some(seen);
         Ok(firsts)
     }
@@ -281,16 +288,28 @@ impl Datapath {
     /// Their intervals stay in the array, unreachable, until the room is
     /// needed again.
     pub fn remove_entries(&mut self, doomed: impl Fn(u32) -> bool + Sync) -> Result<usize> {
-        self.remove_among(doomed, super::seen::Seen::default())
+        let (gone, _) = self.remove_among(doomed, super::seen::Seen::default(), None)?;
+        Ok(gone)
     }
 
     /// [`Datapath::remove_entries`] after a commit: of the hashes the room
     /// check of this write read, only the keys it saw are candidates (see
     /// `seen`); the others are read. Only right once the write it checked
     /// is switched to and nothing else was written since.
-    pub fn remove_stale(&mut self, doomed: impl Fn(u32) -> bool + Sync) -> Result<usize> {
+    ///
+    /// Returns every key the hashes hold once it is done (the keys record,
+    /// `record.rs`): of a hash known before the write, its keys less those
+    /// removed plus those `written` (all of `tables`, under fresh IDs that
+    /// no key known before can have); of a hash read now, what is left of
+    /// that read.
+    pub fn remove_stale(
+        &mut self,
+        doomed: impl Fn(u32) -> bool + Sync,
+        written: &KernelTables,
+    ) -> Result<super::record::Keys> {
         let seen = self.seen.take().unwrap_or_default();
-        self.remove_among(doomed, seen)
+        let (_, kept) = self.remove_among(doomed, seen, Some(written))?;
+        Ok(kept)
     }
 
     /// The peer hashes on one core, the rule sets on the other.
@@ -298,16 +317,32 @@ impl Datapath {
         &mut self,
         doomed: impl Fn(u32) -> bool + Sync,
         mut seen: super::seen::Seen,
-    ) -> Result<usize> {
+        written: Option<&KernelTables>,
+    ) -> Result<(usize, super::record::Keys)> {
         self.seen = None;
         self.prefetched = None;
         let known_sets = seen.rule_sets.take();
+        let written_sets: Vec<(RuleSetKey, RuleSpan)> = written
+            .map(|t| {
+                t.rule_sets
+                    .iter()
+                    .zip(&seen.firsts)
+                    .map(|(set, &first)| {
+                        let len = set.intervals.len() as u32;
+                        (set.key, RuleSpan { first, len })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let (mut peers, mut rules) = self.split_policy_maps()?;
         let (peers_gone, sets_gone) = super::split::both(
-            || peers.remove(&doomed, seen),
-            || rules.remove(&doomed, known_sets),
+            || peers.remove(&doomed, seen, written.map(|t| &t.peers)),
+            || rules.remove(&doomed, known_sets, &written_sets),
         );
-        Ok(peers_gone? + sets_gone?)
+        let (peers_gone, mut kept) = peers_gone?;
+        let (sets_gone, kept_sets) = sets_gone?;
+        kept.rule_sets = kept_sets;
+        Ok((peers_gone + sets_gone, kept))
     }
 
     /// Every entry a packet's verdict can depend on, as sorted text: the

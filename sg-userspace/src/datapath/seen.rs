@@ -17,7 +17,11 @@ pub(super) struct Seen {
     pub(super) nets_v4: Option<Vec<PeerNetKeyV4>>,
     pub(super) nets_v6: Option<Vec<PeerNetKeyV6>>,
     pub(super) lengths: Option<Vec<PeerLengthsKey>>,
-    pub(super) rule_sets: Option<Vec<RuleSetKey>>,
+    /// With their spans: the record after the removal keeps them.
+    pub(super) rule_sets: Option<Vec<(RuleSetKey, RuleSpan)>>,
+    /// Where the room check placed the written rule sets' intervals
+    /// (`tables.rule_sets` order): their spans, for the record.
+    pub(super) firsts: Vec<u32>,
 }
 
 /// What [`Datapath::read_room`] read ahead of a write: every hash's keys,

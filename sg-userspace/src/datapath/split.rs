@@ -18,7 +18,7 @@ use sg_common::{
     PeerNetKeyV4, PeerNetKeyV6, RuleInterval, RuleSetKey, RuleSpan,
 };
 
-use super::{Datapath, batch, deleted, seen::Seen};
+use super::{Datapath, batch, deleted, record::Keys, seen::Seen};
 use crate::compile::{PeerTables, RuleSet};
 
 /// Runs `a` on a second thread and `b` on this one; both results.
@@ -118,26 +118,62 @@ fn write_hash<K: Pod, V: Pod>(map: &mut Map, name: &str, entries: &[(K, V)]) -> 
 }
 
 /// Removes the entries of hash `name` whose ID `doomed` picks, among
-/// `known` keys if given (`Seen`), else among all it holds.
-fn remove_hash<K: Pod, V: Pod>(
+/// `known` items if given (`Seen`), else among all it holds (`read`).
+/// Returns how many went and the items left: of `known` ones, those kept
+/// plus `written` (what was written since they were known); of read
+/// ones, those kept (the read saw the writes).
+fn remove_hash<K: Pod, V: Pod, T: Copy>(
     map: &mut Map,
     name: &str,
-    id_of: impl Fn(&K) -> u32,
+    key_of: impl Fn(&T) -> (K, u32),
     doomed: &(impl Fn(u32) -> bool + Sync),
-    known: Option<Vec<K>>,
-) -> Result<usize> {
-    let keys = match known {
-        Some(keys) => keys,
-        None => keys::<K, V>(map, name)?,
+    known: Option<Vec<T>>,
+    read: impl FnOnce(&mut Map) -> Result<Vec<T>>,
+    written: &[T],
+) -> Result<(usize, Vec<T>)> {
+    let known_before = known.is_some();
+    let items = match known {
+        Some(items) => items,
+        None => read(map)?,
     };
-    let stale: Vec<K> = keys.into_iter().filter(|k| doomed(id_of(k))).collect();
+    let (stale, mut kept): (Vec<T>, Vec<T>) = items.into_iter().partition(|t| doomed(key_of(t).1));
+    let stale: Vec<K> = stale.iter().map(|t| key_of(t).0).collect();
     let mut map: HashMap<&mut MapData, K, V> = hash(map, name)?;
     let (upto, injected) = super::policy::failpoints(name, stale.len());
     batch::delete(&mut map, &stale[..upto], |m, k| {
         deleted(m.remove(k))?;
         Ok(())
     })?;
-    injected.map_or(Ok(stale.len()), Err)
+    injected.map_or(Ok(()), Err)?;
+    if known_before {
+        kept.extend_from_slice(written);
+    }
+    Ok((stale.len(), kept))
+}
+
+/// [`remove_hash`] of a peer hash (its items are its keys).
+fn remove_peers<K: Pod, V: Pod>(
+    map: &mut Map,
+    name: &str,
+    id_of: impl Fn(&K) -> u32,
+    doomed: &(impl Fn(u32) -> bool + Sync),
+    known: Option<Vec<K>>,
+    written: Option<&[(K, V)]>,
+) -> Result<(usize, Vec<K>)> {
+    let written: Vec<K> = written
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    remove_hash::<K, V, K>(
+        map,
+        name,
+        |k| (*k, id_of(k)),
+        doomed,
+        known,
+        |m| keys::<K, V>(m, name),
+        &written,
+    )
 }
 
 impl PeerMaps<'_> {
@@ -167,50 +203,71 @@ impl PeerMaps<'_> {
                 self.lengths,
                 MAP_PEER_LENGTHS,
             )?),
-            rule_sets: None,
+            ..Seen::default()
         })
     }
 
     /// Removes the peer entries of the policies `doomed` picks; `seen`'s
-    /// peer keys, where known, are the candidates.
+    /// peer keys, where known, are the candidates. Returns how many went
+    /// and the keys left ([`remove_hash`]; `written`: the peer tables
+    /// written since `seen` was read).
     pub(super) fn remove(
         &mut self,
         doomed: &(impl Fn(u32) -> bool + Sync),
         seen: Seen,
-    ) -> Result<usize> {
+        written: Option<&PeerTables>,
+    ) -> Result<(usize, Keys)> {
         let id = u32::from_be_bytes;
         // Lengths first: a policy's prefixes become unreachable at once.
-        Ok(remove_hash::<PeerLengthsKey, PeerLengths>(
+        let (a, lengths) = remove_peers::<PeerLengthsKey, PeerLengths>(
             self.lengths,
             MAP_PEER_LENGTHS,
             |k| k.policy,
             doomed,
             seen.lengths,
-        )? + remove_hash::<PeerKeyV4, u32>(
+            written.map(|w| &w.lengths[..]),
+        )?;
+        let (b, hosts_v4) = remove_peers::<PeerKeyV4, u32>(
             self.hosts_v4,
             MAP_PEER_HOSTS_V4,
             |k| id(k.policy),
             doomed,
             seen.hosts_v4,
-        )? + remove_hash::<PeerKeyV6, u32>(
+            written.map(|w| &w.hosts_v4[..]),
+        )?;
+        let (c, hosts_v6) = remove_peers::<PeerKeyV6, u32>(
             self.hosts_v6,
             MAP_PEER_HOSTS_V6,
             |k| id(k.policy),
             doomed,
             seen.hosts_v6,
-        )? + remove_hash::<PeerNetKeyV4, PeerNet>(
+            written.map(|w| &w.hosts_v6[..]),
+        )?;
+        let (d, nets_v4) = remove_peers::<PeerNetKeyV4, PeerNet>(
             self.nets_v4,
             MAP_PEER_NETS_V4,
             |k| id(k.policy),
             doomed,
             seen.nets_v4,
-        )? + remove_hash::<PeerNetKeyV6, PeerNet>(
+            written.map(|w| &w.nets_v4[..]),
+        )?;
+        let (e, nets_v6) = remove_peers::<PeerNetKeyV6, PeerNet>(
             self.nets_v6,
             MAP_PEER_NETS_V6,
             |k| id(k.policy),
             doomed,
             seen.nets_v6,
-        )?)
+            written.map(|w| &w.nets_v6[..]),
+        )?;
+        let kept = Keys {
+            hosts_v4,
+            hosts_v6,
+            nets_v4,
+            nets_v6,
+            lengths,
+            rule_sets: Vec::new(),
+        };
+        Ok((a + b + c + d + e, kept))
     }
 }
 
@@ -254,13 +311,23 @@ impl RuleMaps<'_> {
     }
 
     /// Removes the rule sets of the classes `doomed` picks; `known`: the
-    /// keys, if known. Their intervals stay in the array, unreachable,
-    /// until the room is needed again.
+    /// sets with their spans, if known. Their intervals stay in the array,
+    /// unreachable, until the room is needed again. Returns how many went
+    /// and the sets left ([`remove_hash`]).
     pub(super) fn remove(
         &mut self,
         doomed: &(impl Fn(u32) -> bool + Sync),
-        known: Option<Vec<RuleSetKey>>,
-    ) -> Result<usize> {
-        remove_hash::<RuleSetKey, RuleSpan>(self.sets, MAP_RULE_SETS, |k| k.class, doomed, known)
+        known: Option<Vec<(RuleSetKey, RuleSpan)>>,
+        written: &[(RuleSetKey, RuleSpan)],
+    ) -> Result<(usize, Vec<(RuleSetKey, RuleSpan)>)> {
+        remove_hash::<RuleSetKey, RuleSpan, (RuleSetKey, RuleSpan)>(
+            self.sets,
+            MAP_RULE_SETS,
+            |(k, _)| (*k, k.class),
+            doomed,
+            known,
+            |m| entries(m, MAP_RULE_SETS),
+            written,
+        )
     }
 }

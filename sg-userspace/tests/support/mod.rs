@@ -13,6 +13,8 @@ use std::{
 
 use sg_lab::{Background, Host, Lab, Link, SgCli, unique_name};
 
+pub(crate) mod keys;
+
 /// The `sg` binary built for these tests, as [`SgCli`], with answers a
 /// test can assert on.
 pub(crate) struct Sg(SgCli);

@@ -203,7 +203,7 @@ pub fn apply_confirmed(
             return Err(e.context("cannot start the rollback process; nothing was applied"));
         }
     }
-    match enforcer::apply(dir, config_path, false) {
+    match enforcer::apply_checked(dir, config_path, false, Some(true)) {
         Ok(report) => Ok((report, pending)),
         Err(e) => {
             // Nothing changed: the watcher sees the record gone and ends.

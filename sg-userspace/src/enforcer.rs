@@ -252,6 +252,19 @@ pub struct IfaceChange {
 /// `sg apply`: move every attached interface to `config_path`, atomically
 /// per interface, with no packet judged by a mix of old and new rules.
 pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyReport> {
+    apply_checked(dir, config_path, dry_run, None)
+}
+
+/// [`apply`] run by an operator: with `ssh_check` (whether `--confirm`
+/// protects the change), it warns before changing anything if the new
+/// policy drops the SSH session running it (SPEC 10.3), judged over the
+/// apply's own parse and compile.
+pub fn apply_checked(
+    dir: &StateDir,
+    config_path: &Path,
+    dry_run: bool,
+    ssh_check: Option<bool>,
+) -> Result<ApplyReport> {
     let _lock = dir.lock()?;
     // A second thread reads what is in force while this one parses the
     // config (the longest step): the state, then, unless this is a dry
@@ -307,6 +320,9 @@ pub fn apply(dir: &StateDir, config_path: &Path, dry_run: bool) -> Result<ApplyR
         refresh_and_compile(&config, &mut state)
     };
     let compiled = compiled?;
+    if let Some(confirm) = ssh_check {
+        crate::lockout::warn_compiled(dir, &config, &compiled, confirm);
+    }
     let report = diff(&groups_before, &state, &compiled);
     let Some(mut dp) = dp else {
         return Ok(report);

@@ -15,7 +15,7 @@ use anyhow::Result;
 use sg_common::{Direction, PROTO_TCP};
 
 use crate::{
-    compile::{Attachment, compile},
+    compile::{Attachment, Compiled, compile},
     config::Config,
     conntrack,
     explain::search::{CompiledTables, PolicyTables as _, classify},
@@ -87,8 +87,38 @@ pub fn check(
         return Ok(None);
     };
     let compiled = compile(config, &attachments, 1)?;
-    let tables = CompiledTables::new(&compiled);
-    let Some(policy) = tables.iface(0, &iface)? else {
+    judge(dir, session, config, &compiled, &iface, confirm)
+}
+
+/// [`check`] over a compile the caller has already made of `config` for
+/// every interface it enforces (`sg apply`'s own): no second compile.
+pub fn check_compiled(
+    dir: &StateDir,
+    session: &SshSession,
+    config: &Config,
+    compiled: &Compiled,
+    confirm: bool,
+) -> Result<Option<String>> {
+    for name in compiled.ifaces.keys() {
+        if ifaces::addresses(name)?.contains(&session.server) {
+            return judge(dir, session, config, compiled, name, confirm);
+        }
+    }
+    Ok(None)
+}
+
+/// The warning for `session` on `iface`, the interface holding its server
+/// address, under `compiled`.
+fn judge(
+    dir: &StateDir,
+    session: &SshSession,
+    config: &Config,
+    compiled: &Compiled,
+    iface: &str,
+    confirm: bool,
+) -> Result<Option<String>> {
+    let tables = CompiledTables::new(compiled);
+    let Some(policy) = tables.iface(0, iface)? else {
         return Ok(None);
     };
     let answer = classify(
@@ -160,17 +190,16 @@ pub fn warn(dir: &StateDir, config: &Config, interfaces: &[(String, Vec<String>)
     }
 }
 
-/// [`warn`] for `sg apply -c path`.
-pub fn warn_for_apply(dir: &StateDir, path: &std::path::Path, confirm: bool) {
-    if SshSession::from_env().is_none() {
-        return;
-    }
-    // A file that does not load is reported by the apply itself.
-    let Ok(loaded) = crate::config::load(path) else {
+/// [`warn`] inside `sg apply`, over what the apply already holds (its
+/// parsed config and its compile for every attached interface): over SSH,
+/// an apply parses, loads and compiles once.
+pub fn warn_compiled(dir: &StateDir, config: &Config, compiled: &Compiled, confirm: bool) {
+    let Some(session) = SshSession::from_env() else {
         return;
     };
-    match interfaces_for_apply(dir, &loaded.config) {
-        Ok(ifaces) => warn(dir, &loaded.config, &ifaces, confirm),
+    match check_compiled(dir, &session, config, compiled, confirm) {
+        Ok(Some(warning)) => eprintln!("warning: {warning}"),
+        Ok(None) => {}
         Err(e) => eprintln!("warning: cannot check whether this SSH session stays allowed: {e:#}"),
     }
 }

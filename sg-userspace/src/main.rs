@@ -134,7 +134,6 @@ fn run(cli: Cli) -> Result<()> {
             json,
             confirm: within,
         } => {
-            lockout::warn_for_apply(&dir, &config.path, within.is_some());
             let (report, pending) = match within {
                 Some(within) => {
                     let (report, pending) = confirm::apply_confirmed(&dir, &config.path, within)?;
@@ -144,7 +143,8 @@ fn run(cli: Cli) -> Result<()> {
                     if !dry_run {
                         confirm::refuse_if_pending(&dir)?;
                     }
-                    (enforcer::apply(&dir, &config.path, dry_run)?, None)
+                    let checked = enforcer::apply_checked(&dir, &config.path, dry_run, Some(false));
+                    (checked?, None)
                 }
             };
             if let Some(p) = &pending {

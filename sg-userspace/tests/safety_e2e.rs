@@ -200,6 +200,22 @@ egress = []
         stderr.contains("drops new SSH connections") && stderr.contains("cuts this session"),
         "{stderr}"
     );
+    // The check judges the apply's own parse and compile: over SSH an
+    // apply still parses its config once (the phase log counts).
+    let out = sg
+        .cmd(&["apply", "-c", revoking.path(), "--dry-run"])
+        .env("SSH_CONNECTION", &ssh)
+        .env("RUST_LOG", "sg::phase=debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("drops new SSH connections"), "{stderr}");
+    assert_eq!(
+        stderr.matches("\"toml tree\"").count(),
+        1,
+        "parsed more than once: {stderr}"
+    );
+    assert_eq!(stderr.matches("\"compile\"").count(), 1, "{stderr}");
 
     // A tracked session (here on port 7000) survives a policy that refuses
     // new ones, and the warning says so.

@@ -101,7 +101,13 @@ const INDEX_FROM: usize = 16;
 /// A table: its entries in file order (by key position: see `build`).
 #[derive(Clone, Debug, Default)]
 pub(super) struct Table<'i> {
-    entries: Vec<(Key<'i>, Val<'i>)>,
+    /// `None`: an entry taken out (an implicit table a header defines,
+    /// appended again at its header): a hole, so taking one out never
+    /// shifts the others or rebuilds the index (thousands of `[a.b]` then
+    /// `[a]` would be quadratic).
+    entries: Vec<Option<(Key<'i>, Val<'i>)>>,
+    /// Entries that are not holes.
+    live: usize,
     /// Key -> index in `entries`, for large tables only.
     index: Option<Box<HashMap<Cow<'i, str>, usize>>>,
     /// Made by a header's or dotted key's path, not (yet) defined itself.
@@ -117,44 +123,68 @@ impl<'i> Table<'i> {
         Table::default()
     }
 
+    /// An empty table with room for `n` entries.
+    fn with_capacity(n: usize) -> Self {
+        Table {
+            entries: Vec::with_capacity(n),
+            ..Table::default()
+        }
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Key<'i>, &Val<'i>)> {
-        self.entries.iter().map(|(k, v)| (k, v))
+        self.entries.iter().flatten().map(|(k, v)| (k, v))
     }
 
     pub(super) fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
-    /// Appends an entry; the caller has checked the key is new.
-    pub(super) fn insert(&mut self, key: Key<'i>, value: Val<'i>) {
+    /// Appends an entry and returns its index; the caller has checked the
+    /// key is new.
+    pub(super) fn insert(&mut self, key: Key<'i>, value: Val<'i>) -> usize {
+        let at = self.entries.len();
         if let Some(index) = &mut self.index {
-            index.insert(key.value.clone(), self.entries.len());
+            index.insert(key.value.clone(), at);
         }
-        self.entries.push((key, value));
+        self.entries.push(Some((key, value)));
+        self.live += 1;
         if self.index.is_none() && self.entries.len() > INDEX_FROM {
             self.build_index();
         }
+        at
     }
 
     fn find(&self, key: &str) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(key).copied(),
-            None => self.entries.iter().position(|(k, _)| k.value == key),
+            None => self
+                .entries
+                .iter()
+                .position(|e| matches!(e, Some((k, _)) if k.value == key)),
         }
     }
 
+    /// The value at `i`, an index [`Self::find`] or [`Self::insert`] gave.
+    fn value_mut(&mut self, i: usize) -> &mut Value<'i> {
+        let (_, v) = self.entries[i].as_mut().expect("an index find gave");
+        &mut v.value
+    }
+
     fn remove(&mut self, i: usize) -> (Key<'i>, Val<'i>) {
-        let entry = self.entries.remove(i);
-        if self.index.is_some() {
-            self.build_index();
+        let entry = self.entries[i].take().expect("an index find gave");
+        self.live -= 1;
+        if let Some(index) = &mut self.index {
+            index.remove(&entry.0.value);
         }
         entry
     }
 
     fn build_index(&mut self) {
         let mut index = HashMap::with_capacity(self.entries.len() * 2);
-        for (i, (k, _)) in self.entries.iter().enumerate() {
-            index.insert(k.value.clone(), i);
+        for (i, entry) in self.entries.iter().enumerate() {
+            if let Some((k, _)) = entry {
+                index.insert(k.value.clone(), i);
+            }
         }
         self.index = Some(Box::new(index));
     }

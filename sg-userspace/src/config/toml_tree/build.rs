@@ -336,11 +336,10 @@ impl<'i> State<'i> {
                         items: Vec::new(),
                         of_tables: true,
                     };
-                    parent.insert(key.clone(), Val::new(header.span, Value::Array(array)));
-                    parent.len() - 1
+                    parent.insert(key.clone(), Val::new(header.span, Value::Array(array)))
                 }
             };
-            match &mut parent.entries[i].1.value {
+            match parent.value_mut(i) {
                 Value::Array(a) if a.of_tables => a.items.push(table),
                 _ => return Err(duplicate_key(&key)),
             }
@@ -389,11 +388,10 @@ fn descend_path<'t, 'i>(
                     dotted,
                     ..Table::default()
                 };
-                table.insert(key.clone(), Val::new(key.span(), Value::Table(new)));
-                table.len() - 1
+                table.insert(key.clone(), Val::new(key.span(), Value::Table(new)))
             }
         };
-        table = match &mut table.entries[i].1.value {
+        table = match table.value_mut(i) {
             Value::Array(a) => {
                 if !a.of_tables {
                     return Err(cannot_extend("array", key));
@@ -531,9 +529,8 @@ fn on_array<'i>(open: Event, input: &mut Input<'_>, source: Source<'i>) -> Resul
 
 fn on_inline_table<'i>(open: Event, input: &mut Input<'_>, source: Source<'i>) -> Result<Val<'i>> {
     let mut table = Table {
-        entries: Vec::with_capacity(input.count_at_level(EventKind::KeyValSep) - 1),
         inline: true,
-        ..Table::default()
+        ..Table::with_capacity(input.count_at_level(EventKind::KeyValSep) - 1)
     };
     let mut key: Option<(Vec<Key<'i>>, Key<'i>)> = None;
     let mut current: Option<Val<'i>> = None;
@@ -594,11 +591,10 @@ fn descend_inline<'t, 'i>(
                     inline: true,
                     ..Table::default()
                 };
-                table.insert(key.clone(), Val::new(key.span(), Value::Table(new)));
-                table.len() - 1
+                table.insert(key.clone(), Val::new(key.span(), Value::Table(new)))
             }
         };
-        table = match &mut table.entries[i].1.value {
+        table = match table.value_mut(i) {
             Value::Table(t) => {
                 if !t.implicit {
                     return Err(duplicate_key(key));

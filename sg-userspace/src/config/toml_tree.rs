@@ -106,8 +106,6 @@ pub(super) struct Table<'i> {
     /// shifts the others or rebuilds the index (thousands of `[a.b]` then
     /// `[a]` would be quadratic).
     entries: Vec<Option<(Key<'i>, Val<'i>)>>,
-    /// Entries that are not holes.
-    live: usize,
     /// Key -> index in `entries`, for large tables only.
     index: Option<Box<HashMap<Cow<'i, str>, usize>>>,
     /// Made by a header's or dotted key's path, not (yet) defined itself.
@@ -135,10 +133,6 @@ impl<'i> Table<'i> {
         self.entries.iter().flatten().map(|(k, v)| (k, v))
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.live
-    }
-
     /// Appends an entry and returns its index; the caller has checked the
     /// key is new.
     pub(super) fn insert(&mut self, key: Key<'i>, value: Val<'i>) -> usize {
@@ -147,7 +141,6 @@ impl<'i> Table<'i> {
             index.insert(key.value.clone(), at);
         }
         self.entries.push(Some((key, value)));
-        self.live += 1;
         if self.index.is_none() && self.entries.len() > INDEX_FROM {
             self.build_index();
         }
@@ -172,7 +165,6 @@ impl<'i> Table<'i> {
 
     fn remove(&mut self, i: usize) -> (Key<'i>, Val<'i>) {
         let entry = self.entries[i].take().expect("an index find gave");
-        self.live -= 1;
         if let Some(index) = &mut self.index {
             index.remove(&entry.0.value);
         }

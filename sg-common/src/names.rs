@@ -22,6 +22,17 @@ pub const MAP_EVENT_STATS: &str = "EVENT_STATS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_SWEEPER: &str = "SWEEPER";
 
+/// The policy hashes: what an apply writes under fresh IDs and removes by
+/// ID once they are no longer in force.
+pub const POLICY_HASHES: [&str; 6] = [
+    MAP_PEER_HOSTS_V4,
+    MAP_PEER_HOSTS_V6,
+    MAP_PEER_NETS_V4,
+    MAP_PEER_NETS_V6,
+    MAP_PEER_LENGTHS,
+    MAP_RULE_SETS,
+];
+
 /// Every pinned map.
 pub const PINNED_MAPS: [&str; 19] = [
     MAP_IFACE_POLICY,

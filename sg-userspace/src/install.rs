@@ -122,13 +122,7 @@ pub fn install_adopting(
         }
     }
     // Reused IDs are live policy: a failed write must never remove them.
-    let in_force: foldhash::HashSet<u32> = state
-        .installed
-        .classes
-        .values()
-        .chain(state.installed.policies.values())
-        .copied()
-        .collect();
+    let in_force: foldhash::HashSet<u32> = state.installed.ids().collect();
     let mut fresh = ids_of(&plan.write);
     fresh.retain(|id| !in_force.contains(id));
     drop(t);

@@ -46,6 +46,13 @@ pub struct Installed {
     pub policies: DigestIds,
 }
 
+impl Installed {
+    /// Every class and policy ID in force.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.classes.values().chain(self.policies.values()).copied()
+    }
+}
+
 /// What to write, and what is in force once it is.
 pub struct Plan {
     /// `compiled` with IDs mapped to installed ones.

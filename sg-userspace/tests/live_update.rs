@@ -361,6 +361,25 @@ fn a_record_not_to_trust_falls_back_to_the_kernel_which_removes_what_it_missed()
     assert_eq!(map_entries(&sg), first);
 }
 
+/// A record is of the maps it was made of: pins recreated behind sg's
+/// back (same definition, so every command still loads) are other maps,
+/// whose keys the record does not know.
+#[test]
+fn a_record_of_maps_since_recreated_is_not_trusted() {
+    let (_p, sg, a, b) = attached_with_two_configs();
+    sg.ok(&["apply", "-c", b.path()]);
+    assert!(keys::run_logged(&sg, &["apply", "-c", a.path()]));
+    let pin = sg.state_dir.join("maps").join(sg_common::MAP_PEER_HOSTS_V6);
+    std::fs::remove_file(&pin).unwrap();
+    let key = std::mem::size_of::<sg_common::PeerKeyV6>() as u32;
+    let no_prealloc = 1;
+    support::pin_hash_map(&pin, key, 4, sg_common::PEER_HOST_CAPACITY, no_prealloc);
+    assert!(
+        !keys::run_logged(&sg, &["apply", "-c", b.path()]),
+        "a record of other maps was trusted"
+    );
+}
+
 #[test]
 fn ids_a_failed_apply_reserved_are_never_handed_out_again() {
     let (_p, sg, _a, b) = attached_with_two_configs();

@@ -34,9 +34,7 @@ use std::{fs, io::Write as _, path::PathBuf};
 use anyhow::{Context as _, Result, bail};
 use aya::Pod;
 use sg_common::{
-    MAP_PEER_HOSTS_V4, MAP_PEER_HOSTS_V6, MAP_PEER_LENGTHS, MAP_PEER_NETS_V4, MAP_PEER_NETS_V6,
-    MAP_RULE_SETS, PeerKeyV4, PeerKeyV6, PeerLengthsKey, PeerNetKeyV4, PeerNetKeyV6, RuleSetKey,
-    RuleSpan,
+    PeerKeyV4, PeerKeyV6, PeerLengthsKey, PeerNetKeyV4, PeerNetKeyV6, RuleSetKey, RuleSpan,
 };
 
 use super::{
@@ -48,14 +46,7 @@ use crate::state::StateDir;
 const MAGIC: &[u8; 8] = b"SGKEYS01";
 
 /// The hashes the record covers, in file order.
-const HASHES: [&str; 6] = [
-    MAP_PEER_HOSTS_V4,
-    MAP_PEER_HOSTS_V6,
-    MAP_PEER_NETS_V4,
-    MAP_PEER_NETS_V6,
-    MAP_PEER_LENGTHS,
-    MAP_RULE_SETS,
-];
+const HASHES: [&str; 6] = sg_common::POLICY_HASHES;
 
 /// What the policy hashes hold after a removal: every key, and the spans
 /// of the rule sets.

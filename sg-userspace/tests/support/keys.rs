@@ -57,13 +57,7 @@ pub(crate) fn stray_ids(sg: &Sg) -> Vec<(&'static str, u32)> {
         .load_any_netns()
         .unwrap()
         .expect("a state");
-    let live: HashSet<u32> = state
-        .installed
-        .classes
-        .values()
-        .chain(state.installed.policies.values())
-        .copied()
-        .collect();
+    let live: HashSet<u32> = state.installed.ids().collect();
     let be = u32::from_be_bytes;
     let all = [
         (
@@ -124,13 +118,7 @@ pub(crate) fn old_unused_id(sg: &Sg) -> u32 {
         .load_any_netns()
         .unwrap()
         .expect("a state");
-    let live: HashSet<u32> = state
-        .installed
-        .classes
-        .values()
-        .chain(state.installed.policies.values())
-        .copied()
-        .collect();
+    let live: HashSet<u32> = state.installed.ids().collect();
     (1..state.next_id)
         .find(|id| !live.contains(id))
         .expect("an ID no longer in force")

@@ -286,3 +286,25 @@ pub(crate) fn wait_until(mut f: impl FnMut() -> bool, timeout: Duration) -> bool
     }
     false
 }
+
+/// Creates a BPF hash map and pins it at `path` (raw syscalls: aya makes
+/// maps only from an object's definitions).
+pub(crate) fn pin_hash_map(path: &std::path::Path, key: u32, value: u32, max: u32, flags: u32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    let mut create = [0u32; 18];
+    create[..5].copy_from_slice(&[BPF_MAP_TYPE_HASH, key, value, max, flags]);
+    // SAFETY: a zeroed bpf_attr of the size passed, map fields first.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, create.as_mut_ptr(), 72) };
+    assert!(fd >= 0, "map create: {}", std::io::Error::last_os_error());
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut pin = [0u64; 3];
+    pin[0] = c_path.as_ptr() as u64;
+    pin[1] = fd as u64;
+    // SAFETY: pathname and bpf_fd as bpf_attr's obj fields; the path lives.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, pin.as_mut_ptr(), 24) };
+    assert!(rc == 0, "pin: {}", std::io::Error::last_os_error());
+    // SAFETY: our fd; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
